@@ -1,0 +1,114 @@
+//! Face embedding in tract: aligned 112x112 crops in, L2-normalised vectors out.
+
+use crate::onnx::{self, Dim, Plan};
+use anyhow::{bail, Context, Result};
+use smoothface_shared::embedding::l2_normalize;
+use smoothface_shared::manifest::{InputSpec, Layout, ModelKind, VerifiedModel};
+use smoothface_shared::preprocess::face_tensor;
+use tract_onnx::prelude::*;
+
+/// An embedding model ready to run.
+pub struct Embedder {
+    plan: Plan,
+    /// How crops become input tensors.
+    pub spec: InputSpec,
+    /// The ONNX file, for peers that run the same graph (the benchmark).
+    pub onnx_path: std::path::PathBuf,
+    dim: usize,
+    max_batch: usize,
+    /// The model's identity (sha256 of its ONNX file): embeddings are stored under it.
+    pub model_id: String,
+    /// The manifest's name.
+    pub name: String,
+}
+
+impl Embedder {
+    /// Loads the embedder of a verified model folder. Graphs whose manifest declares
+    /// `max_batch: 1` (a hard-coded batch, like the pretrained MobileFaceNet's final
+    /// `Reshape [1,-1]`) are planned for one face; others get a symbolic batch.
+    pub fn load(model: &VerifiedModel) -> Result<Embedder> {
+        let m = &model.manifest;
+        if m.kind != ModelKind::Embedder {
+            bail!(
+                "{}: is not an embedder (kind {:?}); pass an embedder folder to --model",
+                model.dir.display(),
+                m.kind
+            );
+        }
+        let (spec, dim) = (
+            m.input.expect("checked by the manifest loader"),
+            m.embedding_size.expect("checked"),
+        );
+        let path = model.dir.join(&m.files[0].file);
+        let graph = onnx::load_graph(&path)?;
+        let max_batch = m.max_batch.unwrap_or(usize::MAX).max(1);
+        let batch = if max_batch == 1 {
+            Dim::Fixed(1)
+        } else {
+            Dim::Batch
+        };
+        let s = Dim::Fixed(spec.size);
+        let shape = match spec.layout {
+            Layout::Nchw => [batch, Dim::Fixed(3), s, s],
+            Layout::Nhwc => [batch, s, s, Dim::Fixed(3)],
+        };
+        let plan = onnx::plan(&graph, &shape)
+            .with_context(|| format!("{}: cannot plan the embedder", path.display()))?;
+        Ok(Embedder {
+            plan,
+            spec,
+            onnx_path: path,
+            dim,
+            max_batch,
+            model_id: model.id.clone(),
+            name: m.name.clone(),
+        })
+    }
+
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Side of the crop the model expects.
+    pub fn crop_size(&self) -> usize {
+        self.spec.size
+    }
+
+    /// Embeds aligned RGB crops (`size * size * 3` bytes each) into unit vectors, row-major.
+    pub fn embed(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(crops.len() * self.dim);
+        for chunk in crops.chunks(self.max_batch.min(64)) {
+            out.extend(self.embed_batch(chunk)?);
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
+        let n = crops.len();
+        let per = 3 * self.spec.size * self.spec.size;
+        let mut data = vec![0.0f32; n * per];
+        for (crop, slot) in crops.iter().zip(data.chunks_exact_mut(per)) {
+            face_tensor(crop, &self.spec, slot);
+        }
+        let shape = match self.spec.layout {
+            Layout::Nchw => [n, 3, self.spec.size, self.spec.size],
+            Layout::Nhwc => [n, self.spec.size, self.spec.size, 3],
+        };
+        let input = Tensor::from_shape(&shape, &data)?;
+        let out = self.plan.run(tvec!(input.into()))?;
+        // Never trust a graph's batch handling: the output must be exactly [n, dim].
+        if out[0].shape() != [n, self.dim] {
+            bail!(
+                "embedder returned shape {:?} for {n} faces, expected [{n}, {}]",
+                out[0].shape(),
+                self.dim
+            );
+        }
+        let mut v = out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        v.chunks_exact_mut(self.dim).for_each(|row| {
+            l2_normalize(row);
+        });
+        Ok(v)
+    }
+}

@@ -1,0 +1,357 @@
+//! The gallery database: schema, migrations and the rows the indexer and search read and write.
+//!
+//! SQLite in WAL mode, so a search can read while an index run writes. Every change to one photo
+//! is one transaction: a killed run leaves each photo either fully stored or absent. Deleted rows
+//! are overwritten on disk (`secure_delete`), and `forget` truncates the WAL, because embeddings
+//! are biometric data and deleting them must really delete them.
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::Path;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY,
+    model_hash TEXT NOT NULL UNIQUE,   -- sha256 of the embedder's ONNX file
+    name TEXT NOT NULL,
+    dim INTEGER NOT NULL
+);
+CREATE TABLE media (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,         -- absolute path
+    content_hash TEXT NOT NULL,        -- sha256 of the file's bytes
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+    error TEXT                         -- why it could not be read, when status = 'error'
+);
+CREATE INDEX media_content_hash ON media (content_hash);
+-- A photo analysed with a model: present once all its faces are stored, so an unchanged photo
+-- with a row here is skipped, and embeddings of different models never mix.
+CREATE TABLE analyses (
+    media_id INTEGER NOT NULL REFERENCES media (id) ON DELETE CASCADE,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    faces INTEGER NOT NULL,
+    PRIMARY KEY (media_id, model_id)
+);
+CREATE TABLE faces (
+    id INTEGER PRIMARY KEY,
+    media_id INTEGER NOT NULL REFERENCES media (id) ON DELETE CASCADE,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    face_index INTEGER NOT NULL,       -- 0 = largest face of the photo
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    score REAL NOT NULL,
+    landmarks BLOB NOT NULL,           -- 10 little-endian f32: x, y of each of the 5 points
+    embedding BLOB NOT NULL,           -- dim little-endian f32, unit length
+    UNIQUE (media_id, model_id, face_index)
+);
+CREATE INDEX faces_model_media ON faces (model_id, media_id);
+"#];
+
+/// Opens (creating if needed) a gallery and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the gallery folder", dir.display()))?;
+    }
+    let mut conn = Connection::open(path)
+        .with_context(|| format!("{}: cannot open the gallery", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    migrate(&mut conn)
+        .with_context(|| format!("{}: cannot migrate the gallery schema", path.display()))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        version as usize <= MIGRATIONS.len(),
+        "the gallery has schema version {version}, newer than this smoothface ({}): upgrade smoothface",
+        MIGRATIONS.len()
+    );
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The row id of a model, inserting it on first use.
+pub fn model_row(conn: &Connection, model_hash: &str, name: &str, dim: usize) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO models (model_hash, name, dim) VALUES (?1, ?2, ?3) ON CONFLICT (model_hash) DO NOTHING",
+        params![model_hash, name, dim as i64],
+    )?;
+    Ok(conn.query_row(
+        "SELECT id FROM models WHERE model_hash = ?1",
+        [model_hash],
+        |r| r.get(0),
+    )?)
+}
+
+/// What the gallery knows of one path.
+#[derive(Debug, Clone)]
+pub struct MediaRow {
+    /// Row id.
+    pub id: i64,
+    /// File size when indexed.
+    pub size: u64,
+    /// Modification time when indexed, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Content hash.
+    pub content_hash: String,
+    /// Whether the given model has analysed it.
+    pub analysed: bool,
+    /// Whether it could be read.
+    pub ok: bool,
+}
+
+/// Every media row with whether `model_id` has analysed it, by path.
+pub fn media_by_path(
+    conn: &Connection,
+    model_id: i64,
+) -> Result<std::collections::HashMap<String, MediaRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT m.path, m.id, m.size, m.mtime_ns, m.content_hash, a.media_id IS NOT NULL, m.status = 'ok'
+         FROM media m LEFT JOIN analyses a ON a.media_id = m.id AND a.model_id = ?1",
+    )?;
+    let rows = stmt.query_map([model_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            MediaRow {
+                id: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                mtime_ns: r.get(3)?,
+                content_hash: r.get(4)?,
+                analysed: r.get(5)?,
+                ok: r.get(6)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A face as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFace {
+    /// Box corners.
+    pub bbox: [f32; 4],
+    /// Detector score.
+    pub score: f32,
+    /// Five landmarks.
+    pub landmarks: [[f32; 2]; 5],
+    /// Unit embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// File facts stored with a media row.
+#[derive(Debug, Clone)]
+pub struct FileFacts {
+    /// Absolute path.
+    pub path: String,
+    /// sha256 of the bytes.
+    pub content_hash: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+}
+
+/// Inserts or updates the media row of a path, removing what an earlier version of the file left.
+pub fn upsert_media(tx: &Transaction, f: &FileFacts, error: Option<&str>) -> Result<i64> {
+    tx.execute(
+        "DELETE FROM media WHERE path = ?1 AND content_hash != ?2",
+        params![f.path, f.content_hash],
+    )?;
+    tx.execute(
+        "INSERT INTO media (path, content_hash, size, mtime_ns, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+           status = excluded.status, error = excluded.error",
+        params![f.path, f.content_hash, f.size as i64, f.mtime_ns, if error.is_some() { "error" } else { "ok" }, error],
+    )?;
+    Ok(
+        tx.query_row("SELECT id FROM media WHERE path = ?1", [&f.path], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Replaces the faces of a media row for one model and marks it analysed.
+pub fn store_faces(
+    tx: &Transaction,
+    media_id: i64,
+    model_id: i64,
+    faces: &[StoredFace],
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM faces WHERE media_id = ?1 AND model_id = ?2",
+        params![media_id, model_id],
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO faces (media_id, model_id, face_index, x1, y1, x2, y2, score, landmarks, embedding)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for (i, f) in faces.iter().enumerate() {
+        let lm: Vec<f32> = f.landmarks.iter().flatten().copied().collect();
+        insert.execute(params![
+            media_id,
+            model_id,
+            i as i64,
+            f.bbox[0],
+            f.bbox[1],
+            f.bbox[2],
+            f.bbox[3],
+            f.score,
+            to_blob(&lm),
+            to_blob(&f.embedding)
+        ])?;
+    }
+    tx.execute(
+        "INSERT INTO analyses (media_id, model_id, faces) VALUES (?1, ?2, ?3)
+         ON CONFLICT (media_id, model_id) DO UPDATE SET faces = excluded.faces",
+        params![media_id, model_id, faces.len() as i64],
+    )?;
+    Ok(())
+}
+
+/// The faces one model found in a media row, in face order.
+pub fn faces_of(conn: &Connection, media_id: i64, model_id: i64) -> Result<Vec<StoredFace>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT x1, y1, x2, y2, score, landmarks, embedding FROM faces
+         WHERE media_id = ?1 AND model_id = ?2 ORDER BY face_index",
+    )?;
+    let rows = stmt.query_map(params![media_id, model_id], |r| {
+        let lm = from_blob(&r.get::<_, Vec<u8>>(5)?);
+        Ok(StoredFace {
+            bbox: [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?],
+            score: r.get(4)?,
+            landmarks: std::array::from_fn(|k| [lm[2 * k], lm[2 * k + 1]]),
+            embedding: from_blob(&r.get::<_, Vec<u8>>(6)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A media row analysed by the model whose content hash is `hash`, if any: the source of a
+/// moved or duplicated file's faces.
+pub fn analysed_media_with_hash(
+    conn: &Connection,
+    hash: &str,
+    model_id: i64,
+) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT m.id, m.path FROM media m JOIN analyses a ON a.media_id = m.id AND a.model_id = ?2
+             WHERE m.content_hash = ?1 AND m.status = 'ok' LIMIT 1",
+            params![hash, model_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Encodes floats as little-endian bytes.
+pub fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Decodes little-endian bytes into floats.
+pub fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(v: f32) -> StoredFace {
+        StoredFace {
+            bbox: [1.0, 2.0, 3.0, 4.0],
+            score: 0.9,
+            landmarks: [[v, v]; 5],
+            embedding: vec![v, 1.0 - v],
+        }
+    }
+
+    fn facts(path: &str, hash: &str) -> FileFacts {
+        FileFacts {
+            path: path.into(),
+            content_hash: hash.into(),
+            size: 10,
+            mtime_ns: 5,
+        }
+    }
+
+    #[test]
+    fn migrations_are_idempotent_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sqlite");
+        drop(open(&path).unwrap());
+        let conn = open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn faces_round_trip_and_replace_per_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("g.sqlite")).unwrap();
+        let (m1, m2) = (
+            model_row(&conn, "h1", "a", 2).unwrap(),
+            model_row(&conn, "h2", "b", 2).unwrap(),
+        );
+        assert_eq!(model_row(&conn, "h1", "a", 2).unwrap(), m1);
+        let tx = conn.transaction().unwrap();
+        let id = upsert_media(&tx, &facts("/p/a.jpg", "x"), None).unwrap();
+        store_faces(&tx, id, m1, &[face(0.25), face(0.5)]).unwrap();
+        store_faces(&tx, id, m2, &[face(0.75)]).unwrap();
+        store_faces(&tx, id, m1, &[face(0.125)]).unwrap(); // re-analysis replaces, never appends
+        tx.commit().unwrap();
+        assert_eq!(faces_of(&conn, id, m1).unwrap(), [face(0.125)]);
+        assert_eq!(faces_of(&conn, id, m2).unwrap(), [face(0.75)]);
+        assert_eq!(
+            analysed_media_with_hash(&conn, "x", m2).unwrap(),
+            Some((id, "/p/a.jpg".into()))
+        );
+        assert_eq!(analysed_media_with_hash(&conn, "y", m2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_changed_file_loses_its_old_faces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("g.sqlite")).unwrap();
+        let m = model_row(&conn, "h", "a", 2).unwrap();
+        let tx = conn.transaction().unwrap();
+        let id = upsert_media(&tx, &facts("/p/a.jpg", "old"), None).unwrap();
+        store_faces(&tx, id, m, &[face(0.5)]).unwrap();
+        let id2 = upsert_media(&tx, &facts("/p/a.jpg", "new"), None).unwrap();
+        tx.commit().unwrap();
+        assert!(faces_of(&conn, id2, m).unwrap().is_empty());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM faces", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(!media_by_path(&conn, m).unwrap()["/p/a.jpg"].analysed);
+    }
+
+    #[test]
+    fn blobs_round_trip() {
+        let v = [1.5f32, -0.0, f32::MAX, 1e-30];
+        assert_eq!(from_blob(&to_blob(&v)), v);
+        assert_eq!(to_blob(&[1.0]), [0, 0, 0x80, 0x3f]);
+    }
+}

@@ -1,0 +1,311 @@
+//! `smoothface index`: walk folders, analyse new and changed photos in parallel, store them.
+//!
+//! Incremental: a file whose size and modification time are unchanged, and which the current
+//! model has analysed, is skipped. A file whose content hash is already analysed is a move (the
+//! old path is gone: the row follows the file) or a duplicate (its faces are copied, not
+//! recomputed). Workers decode and embed; one writer stores each file in its own transaction, so
+//! a killed run resumes where it stopped, with nothing duplicated and nothing missing.
+
+use super::db::{self, FileFacts, StoredFace};
+use crate::pipeline::Pipeline;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// A file that could not be indexed, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The file.
+    pub path: String,
+    /// The cause.
+    pub error: String,
+}
+
+/// What an index run did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct IndexReport {
+    /// Files found under the folders.
+    pub scanned: usize,
+    /// Files analysed by the model in this run.
+    pub analysed: usize,
+    /// Files skipped because they were unchanged.
+    pub unchanged: usize,
+    /// Files recognised by content as moved from a path that no longer exists.
+    pub moved: usize,
+    /// Files recognised by content as copies of an analysed file.
+    pub duplicates: usize,
+    /// Gallery entries dropped because their file is gone.
+    pub removed: usize,
+    /// Faces stored in this run.
+    pub faces: usize,
+    /// Files that could not be read as images, each with its cause.
+    pub failed: Vec<Failure>,
+}
+
+/// A file found by the walk.
+struct Found {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// What a worker learnt of a file.
+enum Outcome {
+    /// Its content is already analysed under another path.
+    KnownContent(FileFacts),
+    /// It was analysed: its faces.
+    Analysed(FileFacts, Vec<StoredFace>),
+    /// It could not be read or decoded.
+    Failed(FileFacts, String),
+}
+
+/// Indexes every file under `roots` into the gallery with the pipeline's embedder.
+pub fn index(
+    conn: &mut Connection,
+    pipeline: &Pipeline,
+    roots: &[PathBuf],
+    progress: bool,
+) -> Result<IndexReport> {
+    let emb = &pipeline.embedder;
+    let model_id = db::model_row(conn, &emb.model_id, &emb.name, emb.dim())?;
+    let mut report = IndexReport::default();
+    let roots: Vec<PathBuf> = roots
+        .iter()
+        .map(|r| {
+            r.canonicalize()
+                .with_context(|| format!("{}: cannot index: no such folder", r.display()))
+        })
+        .collect::<Result<_>>()?;
+    let (found, walk_failures) = walk(&roots);
+    report.scanned = found.len();
+    report.failed = walk_failures;
+
+    let known = db::media_by_path(conn, model_id)?;
+    let seen: HashSet<String> = found.iter().map(|f| path_key(&f.path)).collect();
+    let todo: Vec<Found> = found
+        .into_iter()
+        .filter(|f| {
+            let unchanged = known.get(&path_key(&f.path)).is_some_and(|k| {
+                k.ok && k.analysed && k.size == f.size && k.mtime_ns == f.mtime_ns
+            });
+            report.unchanged += unchanged as usize;
+            !unchanged
+        })
+        .collect();
+    let analysed_hashes = analysed_hashes(conn, model_id)?;
+
+    let bar = if progress {
+        ProgressBar::new(todo.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bar:40} {pos}/{len} photos  {per_sec}  eta {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Outcome>(64);
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(|| {
+            todo.par_iter().for_each_with(tx, |tx, f| {
+                // The writer hung up only on a database error, which it reports itself.
+                let _ = tx.send(examine(pipeline, f, &analysed_hashes));
+            });
+        });
+        for outcome in rx {
+            store(conn, model_id, outcome, &mut report)?;
+            bar.inc(1);
+            bar.set_message(format!(
+                "{} faces, {} failed",
+                report.faces,
+                report.failed.len()
+            ));
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    report.removed = prune(conn, &roots, &seen)?;
+    Ok(report)
+}
+
+/// Paths are stored as UTF-8 text; a non-UTF-8 name is stored lossily but still indexed.
+fn path_key(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Every regular, non-hidden file under the roots, with what could not be walked.
+fn walk(roots: &[PathBuf]) -> (Vec<Found>, Vec<Failure>) {
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for root in roots {
+        let entries = walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in entries {
+            let meta = entry.and_then(|e| {
+                let m = e.metadata()?;
+                Ok((e.into_path(), m))
+            });
+            match meta {
+                Ok((path, m)) if m.is_file() => {
+                    let mtime_ns = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    found.push(Found {
+                        path,
+                        size: m.len(),
+                        mtime_ns,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => failed.push(Failure {
+                    path: e
+                        .path()
+                        .map_or_else(|| root.display().to_string(), |p| p.display().to_string()),
+                    error: format!(
+                        "cannot read: {}",
+                        e.io_error()
+                            .map_or_else(|| e.to_string(), |io| io.to_string())
+                    ),
+                }),
+            }
+        }
+    }
+    (found, failed)
+}
+
+fn analysed_hashes(conn: &Connection, model_id: i64) -> Result<HashSet<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT m.content_hash FROM media m JOIN analyses a ON a.media_id = m.id
+         WHERE a.model_id = ?1 AND m.status = 'ok'",
+    )?;
+    let hashes = stmt
+        .query_map([model_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(hashes)
+}
+
+/// A worker's job: read, hash, and (unless the content is known) detect and embed.
+fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) -> Outcome {
+    let mut facts = FileFacts {
+        path: path_key(&f.path),
+        content_hash: String::new(),
+        size: f.size,
+        mtime_ns: f.mtime_ns,
+    };
+    let bytes = match std::fs::read(&f.path) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Failed(facts, format!("{}: cannot read: {e}", f.path.display())),
+    };
+    facts.content_hash = hex::encode(Sha256::digest(&bytes));
+    if analysed_hashes.contains(&facts.content_hash) {
+        return Outcome::KnownContent(facts);
+    }
+    let analysed = crate::image_io::decode_rgb(&bytes, &f.path, pipeline.max_pixels)
+        .map_err(|e| e.to_string())
+        .and_then(|img| {
+            pipeline
+                .analyze(&img)
+                .map_err(|e| format!("{}: {e:#}", f.path.display()))
+        });
+    match analysed {
+        Ok(faces) => Outcome::Analysed(
+            facts,
+            faces
+                .into_iter()
+                .map(|f| StoredFace {
+                    bbox: f.face.bbox,
+                    score: f.face.score,
+                    landmarks: f.face.landmarks,
+                    embedding: f.embedding,
+                })
+                .collect(),
+        ),
+        Err(e) => Outcome::Failed(facts, e),
+    }
+}
+
+/// The writer: one transaction per file.
+fn store(
+    conn: &mut Connection,
+    model_id: i64,
+    outcome: Outcome,
+    report: &mut IndexReport,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    match outcome {
+        Outcome::Analysed(facts, faces) => {
+            let id = db::upsert_media(&tx, &facts, None)?;
+            db::store_faces(&tx, id, model_id, &faces)?;
+            report.analysed += 1;
+            report.faces += faces.len();
+        }
+        Outcome::Failed(facts, error) => {
+            let id = db::upsert_media(&tx, &facts, Some(&error))?;
+            tx.execute("DELETE FROM faces WHERE media_id = ?1", [id])?;
+            tx.execute("DELETE FROM analyses WHERE media_id = ?1", [id])?;
+            report.failed.push(Failure {
+                path: facts.path,
+                error,
+            });
+        }
+        Outcome::KnownContent(facts) => {
+            let (source, source_path) =
+                db::analysed_media_with_hash(&tx, &facts.content_hash, model_id)?
+                    .context("an analysed file vanished from the gallery during the run")?;
+            if source_path != facts.path && !Path::new(&source_path).exists() {
+                // Moved: the row follows the file, keeping its faces for every model.
+                tx.execute("DELETE FROM media WHERE path = ?1", [&facts.path])?;
+                tx.execute(
+                    "UPDATE media SET path = ?1, size = ?2, mtime_ns = ?3 WHERE id = ?4",
+                    params![facts.path, facts.size as i64, facts.mtime_ns, source],
+                )?;
+                report.moved += 1;
+            } else {
+                let faces = db::faces_of(&tx, source, model_id)?;
+                let id = db::upsert_media(&tx, &facts, None)?;
+                if id != source {
+                    db::store_faces(&tx, id, model_id, &faces)?;
+                    report.duplicates += 1;
+                    report.faces += faces.len();
+                } else {
+                    report.unchanged += 1; // touched but identical: only the mtime changed
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Drops the gallery entries under the roots whose file was not found by this walk.
+fn prune(conn: &mut Connection, roots: &[PathBuf], seen: &HashSet<String>) -> Result<usize> {
+    let tx = conn.transaction()?;
+    let mut gone = Vec::new();
+    {
+        let mut stmt = tx.prepare("SELECT id, path FROM media")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, path) = row?;
+            let under_root = roots.iter().any(|r| Path::new(&path).starts_with(r));
+            if under_root && !seen.contains(&path) && !Path::new(&path).exists() {
+                gone.push(id);
+            }
+        }
+    }
+    for id in &gone {
+        tx.execute("DELETE FROM media WHERE id = ?1", [id])?;
+    }
+    tx.commit()?;
+    Ok(gone.len())
+}

@@ -1,0 +1,5 @@
+//! The photo gallery: SQLite storage, the indexer and face search.
+
+pub mod db;
+pub mod index;
+pub mod search;

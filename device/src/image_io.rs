@@ -1,0 +1,199 @@
+//! Decoding photos into RGB pixels: every format the `image` crate reads (JPEG, PNG, GIF, BMP,
+//! WebP, PGM/PPM, TIFF; grey, CMYK and 16-bit), EXIF orientation applied, and a pixel limit that
+//! refuses decompression bombs before any pixel is allocated.
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use std::path::{Path, PathBuf};
+
+/// Default largest image accepted, in pixels (100 megapixels: above any phone camera).
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// Why a file could not be turned into pixels. The message names the file and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file has no bytes.
+    #[error("{path}: empty file (0 bytes)")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The content is not an image format we read.
+    #[error("{path}: not an image (unknown format)")]
+    NotAnImage {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The image is larger than the pixel limit.
+    #[error("{path}: {width}x{height} is {} megapixels, over the limit of {} (raise --max-pixels to accept it)", *width as u64 * *height as u64 / 1_000_000, limit / 1_000_000)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit, in pixels.
+        limit: u64,
+    },
+    /// The decoder failed: truncated or corrupt data.
+    #[error("{path}: corrupt or truncated image: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: image::ImageError,
+    },
+}
+
+/// Reads an image file into 8-bit RGB with its EXIF orientation applied. Refuses an image whose
+/// header declares more than `max_pixels` pixels without decoding it.
+pub fn load_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_rgb(&bytes, path, max_pixels)
+}
+
+/// Decodes image bytes (named by `path` in errors) as [`load_rgb`] does.
+pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    let path_buf = || path.to_path_buf();
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty { path: path_buf() });
+    }
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|source| DecodeError::Io {
+            path: path_buf(),
+            source,
+        })?;
+    if reader.format().is_none() {
+        return Err(DecodeError::NotAnImage { path: path_buf() });
+    }
+    let corrupt = |source| DecodeError::Corrupt {
+        path: path_buf(),
+        source,
+    };
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    if width as u64 * height as u64 > max_pixels {
+        return Err(DecodeError::TooLarge {
+            path: path_buf(),
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    // A missing or unreadable EXIF block is common and harmless: keep the pixels as stored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, Luma, Rgb};
+
+    fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn grey_and_16_bit_images_become_rgb() {
+        let grey = DynamicImage::ImageLuma8(image::ImageBuffer::from_pixel(3, 2, Luma([200u8])));
+        let rgb = decode_rgb(&encode(&grey, ImageFormat::Png), Path::new("g.png"), 100).unwrap();
+        assert_eq!(rgb.dimensions(), (3, 2));
+        assert_eq!(rgb.get_pixel(1, 1), &Rgb([200, 200, 200]));
+
+        let deep = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(
+            2,
+            2,
+            Rgb([65535u16, 0, 32896]),
+        ));
+        let rgb = decode_rgb(&encode(&deep, ImageFormat::Png), Path::new("d.png"), 100).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0), &Rgb([255, 0, 128]));
+    }
+
+    #[test]
+    fn pgm_is_read_by_content() {
+        let pgm = b"P2\n2 1\n255\n0 255\n";
+        let rgb = decode_rgb(pgm, Path::new("no-extension"), 100).unwrap();
+        assert_eq!(rgb.get_pixel(1, 0), &Rgb([255, 255, 255]));
+    }
+
+    #[test]
+    fn bad_inputs_name_the_file_and_the_cause() {
+        let p = Path::new("/photos/x.jpg");
+        let msg = |e: DecodeError| e.to_string();
+        assert!(msg(decode_rgb(b"", p, 100).unwrap_err()).contains("/photos/x.jpg: empty file"));
+        assert!(
+            msg(decode_rgb(b"hello, not an image", p, 100).unwrap_err()).contains("not an image")
+        );
+        let png = encode(&DynamicImage::new_rgb8(8, 8), ImageFormat::Png);
+        let e = decode_rgb(&png[..png.len() / 2], p, 1000).unwrap_err();
+        assert!(matches!(e, DecodeError::Corrupt { .. }), "{e}");
+        let e = decode_rgb(&png, p, 63).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::TooLarge {
+                    width: 8,
+                    height: 8,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // A 16x8 JPEG, left half black and right half white, with an EXIF APP1 segment saying
+        // orientation 6 ("rotate 90 degrees clockwise to display"): the result is 8x16, black on top.
+        let mut img = image::RgbImage::new(16, 8);
+        for (x, _, p) in img.enumerate_pixels_mut() {
+            *p = if x < 8 {
+                Rgb([0, 0, 0])
+            } else {
+                Rgb([255, 255, 255])
+            };
+        }
+        let jpeg = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
+        let tiff: &[u8] = &[
+            b'M', b'M', 0, 42, 0, 0, 0, 8, // big-endian TIFF header, first IFD at offset 8
+            0, 1, // one entry
+            0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, // Orientation, SHORT, count 1, value 6
+            0, 0, 0, 0, // no next IFD
+        ];
+        let payload = [b"Exif\0\0".as_slice(), tiff].concat();
+        let len = (payload.len() + 2) as u16;
+        let mut with_exif = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        with_exif.extend_from_slice(&len.to_be_bytes());
+        with_exif.extend_from_slice(&payload);
+        with_exif.extend_from_slice(&jpeg[2..]);
+        let rgb = decode_rgb(&with_exif, Path::new("r.jpg"), 1000).unwrap();
+        assert_eq!(rgb.dimensions(), (8, 16));
+        assert!(
+            rgb.get_pixel(4, 2)[0] < 30,
+            "top should be the former left (black)"
+        );
+        assert!(
+            rgb.get_pixel(4, 13)[0] > 225,
+            "bottom should be the former right (white)"
+        );
+    }
+}

