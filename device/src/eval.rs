@@ -49,7 +49,7 @@ pub fn embed_photos(
             };
             let r = pipeline
                 .decode(p)
-                .map_err(|e| missing(e.to_string()))
+                .map_err(|e| missing(e.reason()))
                 .and_then(|img| {
                     pipeline
                         .analyze_one(&img, pick)

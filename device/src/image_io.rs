@@ -43,6 +43,13 @@ pub enum DecodeError {
         /// The limit, in pixels.
         limit: u64,
     },
+    /// A JPEG whose compressed data stops before its end marker. The JPEG decoder would fill
+    /// the missing rows with grey and carry on; a half-grey photo must not enter the gallery.
+    #[error("{path}: truncated JPEG (the data stops before the end-of-image marker)")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+    },
     /// The decoder failed: truncated or corrupt data.
     #[error("{path}: corrupt or truncated image: {source}")]
     Corrupt {
@@ -51,6 +58,28 @@ pub enum DecodeError {
         /// The decoder's error.
         source: image::ImageError,
     },
+}
+
+impl DecodeError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            DecodeError::Io { path, .. }
+            | DecodeError::Empty { path }
+            | DecodeError::NotAnImage { path }
+            | DecodeError::Truncated { path }
+            | DecodeError::TooLarge { path, .. }
+            | DecodeError::Corrupt { path, .. } => path,
+        }
+    }
+
+    /// The cause alone, for reports that name the file in a field of their own.
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        let prefix = format!("{}: ", self.path().display());
+        full.strip_prefix(&prefix)
+            .map_or_else(|| full.clone(), str::to_owned)
+    }
 }
 
 /// Reads an image file into 8-bit RGB with its EXIF orientation applied. Refuses an image whose
@@ -78,6 +107,9 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     if reader.format().is_none() {
         return Err(DecodeError::NotAnImage { path: path_buf() });
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+        return Err(DecodeError::Truncated { path: path_buf() });
+    }
     let corrupt = |source| DecodeError::Corrupt {
         path: path_buf(),
         source,
@@ -99,6 +131,18 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// True when the last scan of a JPEG has no end-of-image marker after it. Inside compressed
+/// data a 0xFF byte is always followed by 0x00 or a restart marker, so the markers found by a
+/// byte search are real ones; an EXIF thumbnail's own end marker comes before the main scan.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let find_last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (find_last(0xDA), find_last(0xD9)) {
+        (Some(scan), Some(end)) => end < scan,
+        (Some(_), None) => true,
+        (None, _) => false, // no scan at all: the decoder reports what is wrong
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +187,10 @@ mod tests {
         assert!(
             msg(decode_rgb(b"hello, not an image", p, 100).unwrap_err()).contains("not an image")
         );
+        let jpeg = encode(&DynamicImage::new_rgb8(64, 64), ImageFormat::Jpeg);
+        assert!(decode_rgb(&jpeg, p, 10_000).is_ok());
+        let e = decode_rgb(&jpeg[..jpeg.len() - 40], p, 10_000).unwrap_err();
+        assert!(matches!(e, DecodeError::Truncated { .. }), "{e}");
         let png = encode(&DynamicImage::new_rgb8(8, 8), ImageFormat::Png);
         let e = decode_rgb(&png[..png.len() / 2], p, 1000).unwrap_err();
         assert!(matches!(e, DecodeError::Corrupt { .. }), "{e}");

@@ -3,6 +3,7 @@
 //!
 //! The `smoothface` binary is a thin command line over these modules.
 
+pub mod align_cmd;
 pub mod bench;
 pub mod embedder;
 pub mod eval;

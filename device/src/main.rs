@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// Exit code of a run that finished but could not read some inputs.
-const EXIT_PARTIAL: u8 = 2;
+const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +28,7 @@ const EXIT_PARTIAL: u8 = 2;
         (an ArcFace model run by tract), keeps the gallery in SQLite, and ranks the whole \
         gallery by identity. Nothing leaves the machine.\n\n\
         Start with:\n  smoothface index ~/Pictures\n  smoothface search photo-of-her.jpg\n\n\
-        Exit status: 0 success, 1 error, 2 finished but some files could not be read (each is \
+        Exit status: 0 success, 1 error, 2 bad usage, 3 finished but some files could not be read (each is \
         listed with its cause).",
     after_help = "Models come from scripts/setup (or SMOOTHFACE_MODELS); the gallery lives in \
         SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite unless --db says otherwise."
@@ -116,6 +116,19 @@ enum Command {
         /// Files or folders, as they were indexed
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+    /// Write the aligned 112x112 crop of one face per photo, mirroring a folder tree (training data)
+    Align {
+        /// Folder of photos (for training: one sub-folder per person)
+        input: PathBuf,
+        /// Folder for the crops (PNG, same relative paths); existing crops are kept
+        output: PathBuf,
+        /// Which face of each photo
+        #[arg(long, value_enum, default_value_t = FacePick::Largest)]
+        face: FacePick,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Measure accuracy on labelled photos
     #[command(subcommand)]
@@ -232,7 +245,7 @@ impl Global {
 }
 
 fn ensure_min_face(px: f32) -> Result<()> {
-    if !(px >= 12.0) {
+    if px.is_nan() || px < 12.0 {
         bail!("--min-face must be at least 12 pixels (MTCNN's smallest window), got {px}");
     }
     Ok(())
@@ -262,6 +275,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => cmd_detect(g, images, *embeddings, *json),
         Command::Stats { json } => cmd_stats(g, *json),
         Command::Forget { paths } => cmd_forget(g, paths),
+        Command::Align {
+            input,
+            output,
+            face,
+            json,
+        } => {
+            let pipeline = g.pipeline()?;
+            let r = smoothface_device::align_cmd::align_tree(
+                &pipeline,
+                input,
+                output,
+                *face,
+                g.progress(),
+            )?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for m in &r.missing {
+                    eprintln!("no crop: {}: {}", m.path, m.reason);
+                }
+                println!(
+                    "{} crops written, {} already there, {} photos without a crop",
+                    r.written,
+                    r.existing,
+                    r.missing.len()
+                );
+            }
+            Ok(if r.missing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
+        }
         Command::Bench {
             photos,
             faces,
@@ -329,7 +375,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for m in &r.missing {
-                    eprintln!("skipped {}: {}", m.path, m.reason);
+                    eprintln!("skipped: {}: {}", m.path, m.reason);
                 }
                 println!(
                     "{} people, {} photos ({} without a usable face)",
@@ -358,7 +404,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for m in &r.missing {
-                    eprintln!("no embedding for {}: {}", m.path, m.reason);
+                    eprintln!("no embedding: {}: {}", m.path, m.reason);
                 }
                 match (&r.kfold, r.dev_threshold) {
                     (Some(k), _) => println!(
@@ -387,7 +433,7 @@ fn cmd_index(g: &Global, dirs: &[PathBuf], json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         for f in &r.failed {
-            eprintln!("failed: {}", f.error);
+            eprintln!("failed: {}: {}", f.path, f.error);
         }
         println!(
             "{} files: {} analysed, {} unchanged, {} moved, {} duplicates, {} failed, {} removed; {} faces stored in {:.1} s",
@@ -497,7 +543,7 @@ fn cmd_detect(g: &Global, images: &[PathBuf], embeddings: bool, json: bool) -> R
                     let faces: Vec<_> = match &vectors {
                         Some(v) => v
                             .iter()
-                            .map(|f| serde_json::to_value(f))
+                            .map(serde_json::to_value)
                             .collect::<Result<_, _>>()?,
                         None => faces
                             .iter()

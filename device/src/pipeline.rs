@@ -109,11 +109,11 @@ impl Pipeline {
         self.embed_faces(img, faces)
     }
 
-    /// The one face that stands for a photo, embedded; `None` when no face is found.
-    pub fn analyze_one(&self, img: &RgbImage, pick: FacePick) -> Result<Option<EmbeddedFace>> {
+    /// The one face that stands for a photo: the largest, or the one nearest the image centre.
+    pub fn pick_face(&self, img: &RgbImage, pick: FacePick) -> Result<Option<Face>> {
         let faces = self.detector.detect(img)?;
         let (cx, cy) = (img.width() as f32 / 2.0, img.height() as f32 / 2.0);
-        let chosen = match pick {
+        Ok(match pick {
             FacePick::Largest => faces.into_iter().next(),
             FacePick::Central => faces.into_iter().min_by(|a, b| {
                 let d = |f: &Face| {
@@ -122,7 +122,12 @@ impl Pipeline {
                 };
                 d(a).total_cmp(&d(b))
             }),
-        };
+        })
+    }
+
+    /// The one face that stands for a photo, embedded; `None` when no face is found.
+    pub fn analyze_one(&self, img: &RgbImage, pick: FacePick) -> Result<Option<EmbeddedFace>> {
+        let chosen = self.pick_face(img, pick)?;
         Ok(self.embed_faces(img, chosen.into_iter().collect())?.pop())
     }
 }

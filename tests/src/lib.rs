@@ -37,7 +37,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is not built: run `cargo build --release --workspace --bins` (scripts/test does)",
+        "{} is not built: run the tests with `cargo test --release --workspace` (scripts/test), which builds it",
         path.display()
     );
     path

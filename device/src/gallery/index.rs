@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-/// A file that could not be indexed, and why.
+/// A file that could not be indexed, and why (the cause alone: the path is its own field).
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     /// The file.
@@ -145,8 +145,10 @@ fn walk(roots: &[PathBuf]) -> (Vec<Found>, Vec<Failure>) {
     let mut found = Vec::new();
     let mut failed = Vec::new();
     for root in roots {
+        // Links are followed (libraries often link in other disks); a broken one is reported.
         let entries = walkdir::WalkDir::new(root)
             .sort_by_file_name()
+            .follow_links(true)
             .into_iter()
             .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
         for entry in entries {
@@ -205,7 +207,7 @@ fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) ->
     };
     let bytes = match std::fs::read(&f.path) {
         Ok(b) => b,
-        Err(e) => return Outcome::Failed(facts, format!("{}: cannot read: {e}", f.path.display())),
+        Err(e) => return Outcome::Failed(facts, format!("cannot read: {e}")),
     };
     facts.content_hash = hex::encode(Sha256::digest(&bytes));
     if analysed_hashes.contains(&facts.content_hash) {
