@@ -7,7 +7,6 @@ use crate::eval::Missing;
 use crate::pipeline::{FacePick, Pipeline};
 use anyhow::{Context, Result};
 use image::RgbImage;
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use smoothface_shared::align::{align_face, CROP_SIZE};
@@ -41,15 +40,7 @@ pub fn align_tree(
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
         .collect();
-    let bar = if progress {
-        ProgressBar::new(files.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} photos  {per_sec}  eta {eta}")
-            .expect("valid template"),
-    );
+    let bar = crate::progress::photos_bar(files.len(), progress);
     let outcomes: Vec<Result<bool, Missing>> = files
         .par_iter()
         .map(|path| {

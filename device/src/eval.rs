@@ -3,7 +3,6 @@
 
 use crate::pipeline::{FacePick, Pipeline};
 use anyhow::{ensure, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use smoothface_shared::embedding::dot;
@@ -31,15 +30,7 @@ pub fn embed_photos(
     pick: FacePick,
     progress: bool,
 ) -> Vec<Result<Vec<f32>, Missing>> {
-    let bar = if progress {
-        ProgressBar::new(paths.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} photos  {per_sec}  eta {eta}")
-            .expect("valid template"),
-    );
+    let bar = crate::progress::photos_bar(paths.len(), progress);
     let out = paths
         .par_iter()
         .map(|p| {

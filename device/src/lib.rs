@@ -12,3 +12,4 @@ pub mod image_io;
 pub mod mtcnn;
 pub mod onnx;
 pub mod pipeline;
+pub mod progress;

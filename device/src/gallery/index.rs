@@ -9,7 +9,6 @@
 use super::db::{self, FileFacts, StoredFace};
 use crate::pipeline::Pipeline;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -100,17 +99,7 @@ pub fn index(
         .collect();
     let analysed_hashes = analysed_hashes(conn, model_id)?;
 
-    let bar = if progress {
-        ProgressBar::new(todo.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bar:40} {pos}/{len} photos  {per_sec}  eta {eta}  {msg}",
-        )
-        .expect("valid template"),
-    );
+    let bar = crate::progress::photos_bar(todo.len(), progress);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Outcome>(64);
     std::thread::scope(|scope| -> Result<()> {
         scope.spawn(|| {
