@@ -6,13 +6,12 @@
 //! reference implementation so that detections match the pipeline our accuracy targets came from.
 //! Boxes follow its MATLAB-derived convention: corners are 1-based pixel positions, inclusive.
 
-use crate::onnx::{self, Dim, Plan};
+use crate::onnx::{self, PlanCache};
 use anyhow::{bail, Context, Result};
 use image::{imageops, RgbImage};
 use serde::Serialize;
 use smoothface_shared::manifest::{ModelKind, VerifiedModel};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use tract_onnx::prelude::tract_ndarray::Array2;
 use tract_onnx::prelude::*;
 
 /// Detection settings.
@@ -77,6 +76,10 @@ enum Overlap {
     Min,
 }
 
+/// Most crops per R- and O-Net run. Each batch size gets its own plan, so a photo's candidates
+/// run without padding and at most this many plans are kept per network.
+const REFINE_BATCH: usize = 32;
+
 /// Most P-Net plans kept: one per pyramid level of each image size seen. A library of photos
 /// from a few cameras has few sizes; the cap keeps a library of odd sizes from growing memory.
 const MAX_PNET_PLANS: usize = 512;
@@ -84,10 +87,9 @@ const MAX_PNET_PLANS: usize = 512;
 /// The three networks and the P-Net plans built so far.
 pub struct Mtcnn {
     config: MtcnnConfig,
-    pnet_graph: InferenceModel,
-    pnet_plans: Mutex<HashMap<(usize, usize), Plan>>,
-    rnet: Plan,
-    onet: Plan,
+    pnet: PlanCache,
+    rnet: PlanCache,
+    onet: PlanCache,
 }
 
 impl Mtcnn {
@@ -105,21 +107,14 @@ impl Mtcnn {
                 .file(name)
                 .with_context(|| format!("{}: manifest lists no {name}", model.dir.display()))
         };
-        let pnet_graph = onnx::load_graph(&file("pnet.onnx")?)?;
-        let rnet = onnx::plan(
-            &onnx::load_graph(&file("rnet.onnx")?)?,
-            &[Dim::Batch, Dim::Fixed(24), Dim::Fixed(24), Dim::Fixed(3)],
-        )?;
-        let onet = onnx::plan(
-            &onnx::load_graph(&file("onet.onnx")?)?,
-            &[Dim::Batch, Dim::Fixed(48), Dim::Fixed(48), Dim::Fixed(3)],
-        )?;
+        let cache = |name: &str, max| {
+            Ok::<_, anyhow::Error>(PlanCache::new(onnx::load_graph(&file(name)?)?, max))
+        };
         Ok(Mtcnn {
             config,
-            pnet_graph,
-            pnet_plans: Mutex::new(HashMap::new()),
-            rnet,
-            onet,
+            pnet: cache("pnet.onnx", MAX_PNET_PLANS)?,
+            rnet: cache("rnet.onnx", REFINE_BATCH)?,
+            onet: cache("onet.onnx", REFINE_BATCH)?,
         })
     }
 
@@ -130,23 +125,6 @@ impl Mtcnn {
         let mut faces = self.stage3(img, candidates)?;
         faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
         Ok(faces)
-    }
-
-    fn pnet_plan(&self, w: usize, h: usize) -> Result<Plan> {
-        let mut plans = self.pnet_plans.lock().expect("P-Net plan cache poisoned");
-        if let Some(p) = plans.get(&(w, h)) {
-            return Ok(p.clone());
-        }
-        if plans.len() >= MAX_PNET_PLANS {
-            plans.clear();
-        }
-        // The graph sees the image transposed: [1, width, height, 3].
-        let plan = onnx::plan(
-            &self.pnet_graph,
-            &[Dim::Fixed(1), Dim::Fixed(w), Dim::Fixed(h), Dim::Fixed(3)],
-        )?;
-        plans.insert((w, h), plan.clone());
-        Ok(plan)
     }
 
     /// P-Net over the pyramid: candidate boxes, regressed and squared.
@@ -161,7 +139,7 @@ impl Mtcnn {
             let resized =
                 imageops::resize(img, sw as u32, sh as u32, imageops::FilterType::Triangle);
             let input = transposed_tensor(std::slice::from_ref(&resized), sw, sh);
-            let out = self.pnet_plan(sw, sh)?.run(tvec!(input.into()))?;
+            let out = self.pnet.get(&[1, sw, sh, 3])?.run(tvec!(input.into()))?;
             let reg = out[0].to_plain_array_view::<f32>()?; // [1, W', H', 4]
             let prob = out[1].to_plain_array_view::<f32>()?; // [1, W', H', 2]
             let mut level = Vec::new();
@@ -209,9 +187,8 @@ impl Mtcnn {
         let Some((crops, boxes)) = crops_of(img, boxes, 24) else {
             return Ok(Vec::new());
         };
-        let out = self.onet_like_run(&self.rnet, &crops, 24)?;
-        let reg = out[0].to_plain_array_view::<f32>()?; // [N, 4]
-        let prob = out[1].to_plain_array_view::<f32>()?; // [N, 2]
+        let out = self.refine_run(&self.rnet, &crops, 24)?;
+        let (reg, prob) = (&out[0], &out[1]); // [N, 4], [N, 2]
         let kept: Vec<Candidate> = boxes
             .iter()
             .enumerate()
@@ -241,10 +218,9 @@ impl Mtcnn {
         let Some((crops, boxes)) = crops_of(img, boxes, 48) else {
             return Ok(Vec::new());
         };
-        let out = self.onet_like_run(&self.onet, &crops, 48)?;
-        let reg = out[0].to_plain_array_view::<f32>()?; // [N, 4]
-        let points = out[1].to_plain_array_view::<f32>()?; // [N, 10]: five x then five y, box-relative
-        let prob = out[2].to_plain_array_view::<f32>()?; // [N, 2]
+        let out = self.refine_run(&self.onet, &crops, 48)?;
+        // [N, 4], [N, 10] (five x then five y, box-relative), [N, 2]
+        let (reg, points, prob) = (&out[0], &out[1], &out[2]);
         let mut faces = Vec::new();
         let mut cands = Vec::new();
         for (i, c) in boxes.iter().enumerate() {
@@ -280,14 +256,29 @@ impl Mtcnn {
             .collect())
     }
 
-    fn onet_like_run(&self, plan: &Plan, crops: &[RgbImage], size: usize) -> Result<TVec<TValue>> {
-        let input = transposed_tensor(crops, size, size);
-        let out = plan.run(tvec!(input.into()))?;
-        let n = out[0].shape()[0];
-        if n != crops.len() {
-            bail!("detector returned {n} rows for {} crops", crops.len());
+    /// Runs R- or O-Net over crops; one `[crops, k]` array per network output.
+    fn refine_run(
+        &self,
+        net: &PlanCache,
+        crops: &[RgbImage],
+        size: usize,
+    ) -> Result<Vec<Array2<f32>>> {
+        let mut outputs: Vec<Vec<f32>> = Vec::new();
+        for chunk in crops.chunks(REFINE_BATCH) {
+            let plan = net.get(&[chunk.len(), size, size, 3])?;
+            let out = plan.run(tvec!(transposed_tensor(chunk, size, size).into()))?;
+            outputs.resize(out.len(), Vec::new());
+            for (all, o) in outputs.iter_mut().zip(&out) {
+                all.extend(o.to_plain_array_view::<f32>()?.iter());
+            }
         }
-        Ok(out)
+        outputs
+            .into_iter()
+            .map(|v| {
+                let per = v.len() / crops.len();
+                Ok(Array2::from_shape_vec((crops.len(), per), v)?)
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,77 @@
+//! The PRelu rewrite changes how tract runs the pretrained models, never what they compute.
+
+use smoothface_device::onnx::{self, Dim};
+use std::path::{Path, PathBuf};
+use tract_onnx::prelude::*;
+
+fn model(path: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(path);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// Deterministic pseudo-random input in [-1, 1].
+fn input(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    Tensor::from_shape(shape, &data).unwrap()
+}
+
+fn max_abs_diff(path: &Path, shape: &[usize]) -> f32 {
+    let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
+    let rewritten = onnx::plan(&onnx::load_graph(path).unwrap(), &dims).unwrap();
+    let original = onnx::plan(&onnx::load_graph_unmodified(path).unwrap(), &dims).unwrap();
+    let x = input(shape);
+    let (a, b) = (
+        rewritten.run(tvec!(x.clone().into())).unwrap(),
+        original.run(tvec!(x.into())).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .flat_map(|(a, b)| {
+            let (a, b) = (
+                a.to_plain_array_view::<f32>().unwrap().to_owned(),
+                b.to_plain_array_view::<f32>().unwrap().to_owned(),
+            );
+            assert_eq!(a.shape(), b.shape());
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn rewritten_embedder_and_detector_compute_what_the_originals_do() {
+    assert!(max_abs_diff(&model("mobilefacenet/fr_feature.onnx"), &[1, 3, 112, 112]) < 1e-5);
+    assert!(max_abs_diff(&model("mtcnn/pnet.onnx"), &[1, 40, 30, 3]) < 1e-5);
+    assert!(max_abs_diff(&model("mtcnn/rnet.onnx"), &[3, 24, 24, 3]) < 1e-5);
+    assert!(max_abs_diff(&model("mtcnn/onet.onnx"), &[2, 48, 48, 3]) < 1e-5);
+}
+
+#[test]
+fn every_prelu_of_the_embedder_is_rewritten() {
+    let path = model("mobilefacenet/fr_feature.onnx");
+    let mut proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let prelus = graph.node.iter().filter(|n| n.op_type == "PRelu").count();
+    assert_eq!(prelus, 33, "the pretrained MobileFaceNet has 33 PRelu");
+    assert_eq!(onnx::rewrite_prelu(graph), 33);
+    assert!(graph.node.iter().all(|n| n.op_type != "PRelu"));
+}
