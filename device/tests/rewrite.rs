@@ -75,3 +75,17 @@ fn every_prelu_of_the_embedder_is_rewritten() {
     assert_eq!(onnx::rewrite_prelu(graph), 33);
     assert!(graph.node.iter().all(|n| n.op_type != "PRelu"));
 }
+
+#[test]
+fn the_embedder_s_stride_2_depthwise_convolutions_are_rewritten() {
+    let path = model("mobilefacenet/fr_feature.onnx");
+    let mut proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
+    // Conv_6, Conv_35 and Conv_76 are depthwise at stride 2; Conv_0 (stride 2, not depthwise) stays.
+    assert_eq!(onnx::rewrite_strided_depthwise(&mut proto), 3);
+    let graph = proto.graph.as_ref().unwrap();
+    assert_eq!(
+        graph.node.iter().filter(|n| n.op_type == "Slice").count(),
+        3
+    );
+    assert!(proto.opset_import.iter().any(|o| o.version == 13));
+}
