@@ -173,6 +173,25 @@ mod tests {
     }
 
     #[test]
+    fn every_lossless_format_round_trips() {
+        let img = image::RgbImage::from_fn(5, 3, |x, y| Rgb([x as u8 * 50, y as u8 * 100, 7]));
+        for format in [
+            ImageFormat::Png,
+            ImageFormat::Bmp,
+            ImageFormat::Gif,
+            ImageFormat::WebP,
+            ImageFormat::Tiff,
+            ImageFormat::Pnm,
+        ] {
+            let bytes = encode(&DynamicImage::ImageRgb8(img.clone()), format);
+            let back = decode_rgb(&bytes, Path::new("x"), 100)
+                .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            // GIF quantises to a palette of 256: these 15 colours fit, so it is exact too.
+            assert_eq!(back, img, "{format:?}");
+        }
+    }
+
+    #[test]
     fn pgm_is_read_by_content() {
         let pgm = b"P2\n2 1\n255\n0 255\n";
         let rgb = decode_rgb(pgm, Path::new("no-extension"), 100).unwrap();
