@@ -8,7 +8,8 @@
 
 use crate::onnx::{self, PlanCache};
 use anyhow::{bail, Context, Result};
-use image::{imageops, RgbImage};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
 use serde::Serialize;
 use smoothface_shared::manifest::{ModelKind, VerifiedModel};
 use tract_onnx::prelude::tract_ndarray::Array2;
@@ -136,8 +137,7 @@ impl Mtcnn {
         let mut all = Vec::new();
         while min_layer >= 12.0 {
             let (sw, sh) = ((w * scale).ceil() as usize, (h * scale).ceil() as usize);
-            let resized =
-                imageops::resize(img, sw as u32, sh as u32, imageops::FilterType::Triangle);
+            let resized = resize(img, sw as u32, sh as u32);
             let input = transposed_tensor(std::slice::from_ref(&resized), sw, sh);
             let out = self.pnet.get(&[1, sw, sh, 3])?.run(tvec!(input.into()))?;
             let reg = out[0].to_plain_array_view::<f32>()?; // [1, W', H', 4]
@@ -321,15 +321,21 @@ fn crops_of(
                 *p = *img.get_pixel(sx as u32, sy as u32);
             }
         }
-        crops.push(imageops::resize(
-            &crop,
-            size,
-            size,
-            imageops::FilterType::Triangle,
-        ));
+        crops.push(resize(&crop, size, size));
         kept.push(c);
     }
     (!kept.is_empty()).then_some((crops, kept))
+}
+
+/// Bilinear resize (antialiased when shrinking, as OpenCV's area interpolation in the reference
+/// implementation is), with SIMD: the pyramid and the candidate crops are resized per photo.
+fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let mut out = RgbImage::new(width, height);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new()
+        .resize(img, &mut out, &options)
+        .expect("RGB to RGB resize between non-empty images");
+    out
 }
 
 /// R- and O-Net's box regression, relative to the inclusive side length.
