@@ -1,0 +1,81 @@
+//! Helpers for the losses' tests: seeded random batches without tch's generator, and gradients
+//! read back as plain numbers.
+
+use tch::{Kind, Tensor};
+
+/// SplitMix64: a small seeded generator, so that test batches do not depend on libtorch's.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `b` Gaussian embeddings of dimension `d` (row-major) and labels drawn uniformly from
+/// `0..classes`: classes of every size, singletons included, in random order.
+pub fn random_batch(seed: u64, b: usize, d: usize, classes: u64) -> (Vec<f64>, Vec<i64>) {
+    let mut rng = Rng::new(seed);
+    let embeddings = (0..b * d).map(|_| rng.normal()).collect();
+    let labels = (0..b).map(|_| rng.below(classes) as i64).collect();
+    (embeddings, labels)
+}
+
+/// A `[b, d]` leaf tensor of `kind` that records gradients.
+pub fn leaf(values: &[f64], d: usize, kind: Kind) -> Tensor {
+    Tensor::from_slice(values)
+        .view([-1, d as i64])
+        .to_kind(kind)
+        .set_requires_grad(true)
+}
+
+/// The int64 labels tensor.
+pub fn labels_tensor(labels: &[i64]) -> Tensor {
+    Tensor::from_slice(labels)
+}
+
+/// A tensor's values as f64, flattened.
+pub fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.detach().to_kind(Kind::Double).flatten(0, -1)).unwrap()
+}
+
+/// Runs backward from the scalar `loss` and returns `(loss, d loss / d leaf)`.
+pub fn value_and_grad(loss: &Tensor, leaf: &Tensor) -> (f64, Vec<f64>) {
+    loss.backward();
+    (loss.double_value(&[]), values(&leaf.grad()))
+}
+
+/// `max |a − b| / max |b|`: the error of `a` relative to the scale of the reference `b`.
+pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale.max(f64::MIN_POSITIVE)
+}
