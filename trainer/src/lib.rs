@@ -1,5 +1,7 @@
 //! The Smoothface trainer: the losses that teach an embedder to rank photos of the same person
 //! first, on libtorch through `tch`. The `smoothface-train` binary is its command line.
 
+pub mod backbone;
+pub mod import;
 pub mod loss;
 pub mod npy;
