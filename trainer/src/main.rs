@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use smoothface_trainer::backbone::Arch;
 use smoothface_trainer::loss::{
     Contrastive, Mode, SmoothAp, Triplet, DEFAULT_CONTRASTIVE_MARGIN, DEFAULT_TAU,
     DEFAULT_TRIPLET_MARGIN,
@@ -41,6 +42,19 @@ enum Command {
         smoothface-train loss --embeddings e.npy --labels l.npy --grad-out g.npy"
     )]
     Loss(LossArgs),
+    /// Build a checkpoint from a pretrained ONNX embedder
+    #[command(
+        long_about = "Build a checkpoint (safetensors) from a pretrained ONNX embedder, to \
+        fine-tune it. The weights are matched by graph structure: the nodes are walked in order \
+        and each Conv, BatchNormalization, PRelu and Gemm fills the next layer of the \
+        architecture; every shape and convolution setting is checked, and a mismatch names the \
+        node. Prints {\"checkpoint\", \"arch\", \"layers\", \"folded_batch_norms\"} as JSON.\n\n\
+        Batch norms the exporter folded into convolutions are imported as identity plus bias: \
+        fine-tune such a model with frozen batch norm.\n\n  \
+        smoothface-train import models/mobilefacenet/fr_feature.onnx --arch mobilefacenet \
+        --out mobilefacenet.safetensors"
+    )]
+    Import(ImportArgs),
 }
 
 /// The losses `loss` can compute.
@@ -162,10 +176,37 @@ fn loss(args: &LossArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct ImportArgs {
+    /// The ONNX model
+    #[arg(value_name = "MODEL.onnx")]
+    model: PathBuf,
+    /// The architecture the graph is
+    #[arg(long, value_enum)]
+    arch: Arch,
+    /// Where to write the checkpoint; the name must end in .safetensors. Written under a
+    /// temporary name and renamed, so it is complete or absent
+    #[arg(long, value_name = "CKPT.safetensors")]
+    out: PathBuf,
+}
+
+fn import(args: &ImportArgs) -> Result<()> {
+    let imported = smoothface_trainer::import::import(&args.model, args.arch, &args.out)?;
+    let report = serde_json::json!({
+        "checkpoint": args.out,
+        "arch": args.arch.name(),
+        "layers": imported.layers,
+        "folded_batch_norms": imported.folded_batch_norms,
+    });
+    println!("{report}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Loss(args) => loss(args),
+        Command::Import(args) => import(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

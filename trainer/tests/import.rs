@@ -763,25 +763,6 @@ fn mismatches_name_the_node_and_both_sides() {
 }
 
 #[test]
-fn the_pretrained_mobilefacenet_is_not_an_iresnet50() {
-    let onnx = mobilefacenet()
-        .file("fr_feature.onnx")
-        .expect("the manifest lists the graph");
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let checkpoint = tmp.path().join("wrong.safetensors");
-    let e = format!(
-        "{:#}",
-        import(&onnx, Arch::IResNet50, &checkpoint).expect_err("imported as the wrong arch")
-    );
-    assert!(
-        e.contains("fr_feature.onnx") && e.contains("Conv_0"),
-        "{e:?}"
-    );
-    assert!(!checkpoint.exists(), "a checkpoint was written");
-    assert_eq!(std::fs::read_dir(tmp.path()).expect("temp dir").count(), 0);
-}
-
-#[test]
 fn the_checkpoint_must_be_safetensors() {
     let onnx = mobilefacenet()
         .file("fr_feature.onnx")
@@ -790,4 +771,53 @@ fn the_checkpoint_must_be_safetensors() {
     let e = import(&onnx, Arch::MobileFaceNet, &tmp.path().join("model.pt"))
         .expect_err("a .pt checkpoint");
     assert!(e.to_string().contains(".safetensors"), "{e}");
+}
+
+#[test]
+fn the_import_command_writes_a_checkpoint_and_reports_it() {
+    let onnx = mobilefacenet()
+        .file("fr_feature.onnx")
+        .expect("the manifest lists the graph");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run = |arch: &str, out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_smoothface-train"))
+            .arg("import")
+            .arg(&onnx)
+            .args(["--arch", arch, "--out"])
+            .arg(out)
+            .output()
+            .expect("run smoothface-train")
+    };
+
+    let checkpoint = tmp.path().join("mobilefacenet.safetensors");
+    let ok = run("mobilefacenet", &checkpoint);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("JSON report");
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(&onnx)
+        .expect("ONNX protobuf");
+    assert_eq!(report["arch"], "mobilefacenet");
+    assert_eq!(
+        report["checkpoint"],
+        checkpoint.to_str().expect("UTF-8 path")
+    );
+    assert_eq!(report["layers"], count_ops(&proto, &["Conv", "PRelu"]));
+    assert_eq!(report["folded_batch_norms"], 0);
+    load(Arch::MobileFaceNet, &checkpoint);
+
+    let wrong = tmp.path().join("wrong.safetensors");
+    let failed = run("iresnet50", &wrong);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fr_feature.onnx") && stderr.contains("Conv_0"),
+        "{stderr}"
+    );
+    // Nothing written for the failed import, not even a temporary file.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("temp dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, ["mobilefacenet.safetensors"]);
 }

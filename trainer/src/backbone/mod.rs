@@ -26,10 +26,11 @@ pub trait Backbone: nn::ModuleT {
 /// Which backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
-    /// [`MobileFaceNet`].
+    /// MobileFaceNet with batch norm folded into its convolutions: the device's pretrained
+    /// embedder (models/mobilefacenet)
     #[value(name = "mobilefacenet")]
     MobileFaceNet,
-    /// [`IResNet50`].
+    /// insightface arcface_torch's IResNet-50 (its r50), with real batch norm
     #[value(name = "iresnet50")]
     IResNet50,
 }
