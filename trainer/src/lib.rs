@@ -2,6 +2,7 @@
 //! first, on libtorch through `tch`. The `smoothface-train` binary is its command line.
 
 pub mod backbone;
+pub mod bench;
 pub mod import;
 pub mod loss;
 pub mod npy;

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use smoothface_trainer::backbone::Arch;
+use smoothface_trainer::bench::{self, Form, Setup};
 use smoothface_trainer::loss::{
     Contrastive, Mode, SmoothAp, Triplet, DEFAULT_CONTRASTIVE_MARGIN, DEFAULT_TAU,
     DEFAULT_TRIPLET_MARGIN,
@@ -42,6 +43,17 @@ enum Command {
         smoothface-train loss --embeddings e.npy --labels l.npy --grad-out g.npy"
     )]
     Loss(LossArgs),
+    /// Benchmark Smooth-AP's forward and backward pass against the authors' [B,B,B] form
+    #[command(
+        long_about = "Benchmark Smooth-AP's forward and backward pass: this crate's \
+        scalable form beside the authors' [B,B,B] difference-tensor form, at each batch size and \
+        thread count, with time and peak memory. Each configuration runs in a fresh child process \
+        (this binary again) so that its peak memory is its own. The authors' form is skipped where \
+        its estimated memory exceeds --authors-limit-gb. Prints a markdown table (or --json).\n\n  \
+        smoothface-train bench-loss\n  \
+        smoothface-train bench-loss --batches 224,384 --threads 1 --json"
+    )]
+    BenchLoss(BenchArgs),
     /// Build a checkpoint from a pretrained ONNX embedder
     #[command(
         long_about = "Build a checkpoint (safetensors) from a pretrained ONNX embedder, to \
@@ -177,6 +189,123 @@ fn loss(args: &LossArgs) -> Result<()> {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// Batch sizes B, comma-separated; each a multiple of --per-identity
+    #[arg(long, value_name = "B,...", value_delimiter = ',', default_values_t = [224, 384, 1024, 4096])]
+    batches: Vec<i64>,
+    /// libtorch CPU thread counts, comma-separated [default: 1 and every hardware thread]
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(i32).range(1..))]
+    threads: Vec<i32>,
+    /// Samples per identity (P); the batch is B/P identities
+    #[arg(long, value_name = "P", default_value_t = 4, value_parser = clap::value_parser!(i64).range(1..))]
+    per_identity: i64,
+    /// Embedding dimension
+    #[arg(long, value_name = "D", default_value_t = 512, value_parser = clap::value_parser!(i64).range(1..))]
+    dim: i64,
+    /// The scalable form's mode. `official` computes exactly what the authors' form computes, so
+    /// the two losses in the table must agree
+    #[arg(long, value_enum, default_value_t = Mode::Official)]
+    mode: Mode,
+    /// Sigmoid temperature
+    #[arg(long, value_name = "T", default_value_t = DEFAULT_TAU)]
+    tau: f64,
+    /// Skip the authors' form where its estimated memory (11·B³ float32 numbers) exceeds this
+    /// many GB
+    #[arg(long, value_name = "GB", default_value_t = 12.0)]
+    authors_limit_gb: f64,
+    /// Print the setup and one object per configuration as JSON instead of the markdown table
+    #[arg(long)]
+    json: bool,
+    /// Measure one configuration in this process (the first --batches and --threads values) and
+    /// print it as JSON: what the benchmark runs in each child
+    #[arg(long, hide = true, value_enum)]
+    child: Option<Form>,
+}
+
+/// The name clap gives a value on the command line.
+fn cli_name(value: &impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+fn bench_loss(args: &BenchArgs) -> Result<()> {
+    SmoothAp::new(args.mode, args.tau)?;
+    let setup = Setup {
+        per_identity: args.per_identity,
+        dim: args.dim,
+        mode: args.mode,
+        tau: args.tau,
+    };
+    if let Some(form) = args.child {
+        let threads = args.threads.first().copied().unwrap_or(1);
+        let measurement = bench::measure(form, &setup, args.batches[0], threads)?;
+        println!("{}", serde_json::to_string(&measurement)?);
+        return Ok(());
+    }
+    if let Some(b) = args
+        .batches
+        .iter()
+        .find(|&&b| b < 1 || b % args.per_identity != 0)
+    {
+        anyhow::bail!(
+            "--batches: {b} is not a positive multiple of --per-identity {}",
+            args.per_identity
+        );
+    }
+    let threads = if args.threads.is_empty() {
+        let all = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+        if all > 1 {
+            vec![1, all]
+        } else {
+            vec![1]
+        }
+    } else {
+        args.threads.clone()
+    };
+    let exe = std::env::current_exe().context("finding this binary to run the children")?;
+    let child = |form: Form, batch: i64, threads: i32| {
+        let mut command = std::process::Command::new(&exe);
+        command.args([
+            "bench-loss",
+            "--child",
+            &cli_name(&form),
+            "--mode",
+            &cli_name(&args.mode),
+        ]);
+        for (flag, value) in [
+            ("--batches", batch.to_string()),
+            ("--threads", threads.to_string()),
+            ("--per-identity", args.per_identity.to_string()),
+            ("--dim", args.dim.to_string()),
+            ("--tau", args.tau.to_string()),
+        ] {
+            command.args([flag, &value]);
+        }
+        command
+    };
+    let limit = (args.authors_limit_gb * 1e9) as u64;
+    let rows = bench::run(&args.batches, &threads, limit, child, |row| {
+        eprintln!(
+            "bench-loss: B={} threads={} {}: {:?}",
+            row.batch,
+            row.threads,
+            cli_name(&row.form),
+            row.outcome
+        );
+    })?;
+    if args.json {
+        let report =
+            serde_json::json!({ "setup": setup, "machine": bench::machine(), "rows": rows });
+        println!("{report}");
+    } else {
+        print!("{}", bench::markdown(&setup, &rows));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 struct ImportArgs {
     /// The ONNX model
     #[arg(value_name = "MODEL.onnx")]
@@ -206,6 +335,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Loss(args) => loss(args),
+        Command::BenchLoss(args) => bench_loss(args),
         Command::Import(args) => import(args),
     };
     match result {

@@ -1,0 +1,86 @@
+//! `smoothface-train bench-loss` end to end: the children's memory measurement in processes of
+//! their own, and the table.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_smoothface-train"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One configuration measured in a child, as the benchmark runs it.
+fn child(form: &str, batch: i64) -> serde_json::Value {
+    let batch = batch.to_string();
+    let args = [
+        "bench-loss",
+        "--child",
+        form,
+        "--batches",
+        &batch,
+        "--threads",
+        "1",
+        "--dim",
+        "64",
+    ];
+    serde_json::from_str(&run(&args)).unwrap()
+}
+
+/// The scalable form's peak holds at least what autograd must keep (official mode: the clamp's
+/// input and the sigmoid's output, [B, 4, B] float32 each); the authors' form's peak is of the
+/// order of its estimate (11 B³ float32 numbers), and both compute the same loss.
+#[test]
+fn children_measure_memory() {
+    let ours = child("scalable", 1024);
+    let saved = 2 * 1024 * 4 * 1024 * 4;
+    let peak = ours["peak_bytes"].as_u64().unwrap();
+    assert!(peak >= saved && peak < 8 * saved, "{ours}");
+    let theirs = child("authors", 128);
+    let estimate = 11 * 128u64.pow(3) * 4;
+    let peak = theirs["peak_bytes"].as_u64().unwrap();
+    assert!(
+        peak > estimate / 2 && peak < estimate * 3 / 2,
+        "{theirs} vs estimate {estimate}"
+    );
+    let small = child("scalable", 128);
+    let difference = small["loss"].as_f64().unwrap() - theirs["loss"].as_f64().unwrap();
+    assert!(difference.abs() < 1e-5, "{small} {theirs}");
+}
+
+#[test]
+fn table_and_json() {
+    let common = [
+        "bench-loss",
+        "--batches",
+        "16,1024",
+        "--threads",
+        "1",
+        "--dim",
+        "16",
+    ];
+    let limit = ["--authors-limit-gb", "1"];
+    let table = run(&[&common[..], &limit[..]].concat());
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| 16") || l.starts_with("| 1024"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[1].contains("skipped: needs ~44.00 GiB"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&[&common[..], &limit[..], &["--json"]].concat())).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        (rows[1]["form"].as_str(), rows[1]["status"].as_str()),
+        (Some("authors"), Some("measured"))
+    );
+    assert_eq!(rows[3]["status"], "skipped");
+    assert_eq!(json["setup"]["mode"], "official");
+}
