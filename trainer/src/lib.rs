@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod bench;
+pub mod data;
 pub mod import;
 pub mod loss;
 pub mod npy;
