@@ -33,13 +33,13 @@ fn child(form: &str, batch: i64) -> serde_json::Value {
     serde_json::from_str(&run(&args)).unwrap()
 }
 
-/// The scalable form's peak holds at least what autograd must keep (official mode: the clamp's
-/// input and the sigmoid's output, [B, 4, B] float32 each); the authors' form's peak is of the
-/// order of its estimate (11 B³ float32 numbers), and both compute the same loss.
+/// The scalable form's peak holds at least what autograd must keep (official mode: the
+/// sigmoid's output, [B, 4, B] float32) and stays within a few times that; the authors' form's
+/// peak is of the order of its estimate (11 B³ float32 numbers); both compute the same loss.
 #[test]
 fn children_measure_memory() {
     let ours = child("scalable", 1024);
-    let saved = 2 * 1024 * 4 * 1024 * 4;
+    let saved = 1024 * 4 * 1024 * 4;
     let peak = ours["peak_bytes"].as_u64().unwrap();
     assert!(peak >= saved && peak < 8 * saved, "{ours}");
     let theirs = child("authors", 128);
