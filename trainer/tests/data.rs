@@ -111,6 +111,63 @@ fn sampler_is_seeded_and_reshuffles_each_epoch() {
 }
 
 #[test]
+fn sampler_mixes_the_classes_a_class_meets() {
+    // 64 classes of 16 groups, 8 classes a batch: 128 batches, each class in 16 of them. Dealt
+    // at random, two classes share about 16 * 7 / 63 = 1.8 batches; a dealing that keeps a
+    // class beside the same neighbours would have them share most of their 16.
+    let labels = labels_with(&[64; 64]);
+    let sampler = PkSampler::new(&labels, 4, 32, 11).unwrap();
+    let batches = sampler.epoch(0);
+    assert_eq!(batches.len(), 128);
+    let mut shared: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+    for batch in &batches {
+        let classes: Vec<i64> = batch.chunks(4).map(|g| labels[g[0]]).collect();
+        for (k, &a) in classes.iter().enumerate() {
+            for &b in &classes[k + 1..] {
+                *shared.entry((a.min(b), a.max(b))).or_default() += 1;
+            }
+        }
+    }
+    let most = shared.values().max().unwrap();
+    assert!(*most <= 8, "two classes share {most} of their 16 batches");
+}
+
+#[test]
+fn sampler_fills_every_batch_on_random_class_sizes() {
+    // Uneven classes, some far larger than the rest: every epoch must still give
+    // batches_per_epoch full batches of distinct classes (the dealing never gets stuck).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    for trial in 0..200 {
+        let classes = 1 + next(30) as usize;
+        let counts: Vec<usize> = (0..classes)
+            .map(|_| {
+                let most = if next(5) == 0 { 200 } else { 20 };
+                next(most) as usize
+            })
+            .collect();
+        let p = 1 + next(4) as usize;
+        let batch_size = p * (1 + next(6) as usize);
+        let labels = labels_with(&counts);
+        let sampler = PkSampler::new(&labels, p, batch_size, trial).unwrap();
+        let batches = sampler.epoch(trial as usize);
+        assert_eq!(batches.len(), sampler.batches_per_epoch(), "{counts:?}");
+        let mut seen = HashSet::new();
+        for batch in &batches {
+            assert_eq!(batch.len(), batch_size, "{counts:?}");
+            let classes: HashSet<i64> = batch.chunks(p).map(|g| labels[g[0]]).collect();
+            assert_eq!(classes.len(), batch_size / p, "{counts:?}");
+            assert!(batch.iter().all(|&i| seen.insert(i)));
+        }
+    }
+}
+
+#[test]
 fn sampler_rejects_a_batch_that_is_not_a_multiple_of_p() {
     let labels = labels_with(&[8, 8]);
     let err = PkSampler::new(&labels, 4, 10, 0).unwrap_err().to_string();

@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
@@ -86,19 +86,39 @@ impl PkSampler {
         picked.shuffle(&mut rng);
         picked.truncate(b * c);
 
-        // Lay the groups out class by class in a random class order and deal them round-robin
-        // into b batches: a class's groups are consecutive and at most b, so they land in
-        // different batches, and every batch receives exactly c groups.
+        // Deal the groups class by class, in a random class order, each group of a class to a
+        // different batch among those with the most free places (ties at random). Ryser's
+        // construction for 0-1 matrices with given row and column sums: it fills every batch
+        // whenever no class has more groups than there are batches and the total is b * c,
+        // which the picking above ensures. Random ties keep the classes a class meets in its
+        // batches different from batch to batch.
+        let mut by_class = vec![Vec::new(); groups.len()];
+        for &(class, g) in &picked {
+            by_class[class].push(g);
+        }
         let mut order: Vec<usize> = (0..groups.len()).collect();
         order.shuffle(&mut rng);
-        let mut rank = vec![0; groups.len()];
-        for (position, &class) in order.iter().enumerate() {
-            rank[class] = position;
-        }
-        picked.sort_by_key(|&(class, _)| rank[class]);
+        // free[r]: the batches with r free places.
+        let mut free: Vec<Vec<usize>> = vec![Vec::new(); c + 1];
+        free[c] = (0..b).collect();
+        let mut most = c;
         let mut batches = vec![Vec::with_capacity(b * p); b];
-        for (j, &(class, g)) in picked.iter().enumerate() {
-            batches[j % b].extend_from_slice(&groups[class][g]);
+        let mut dealt = Vec::new();
+        for class in order {
+            for &g in &by_class[class] {
+                while free[most].is_empty() {
+                    most -= 1;
+                }
+                assert!(most > 0, "Ryser's construction cannot run out of places");
+                let at = rng.gen_range(0..free[most].len());
+                let batch = free[most].swap_remove(at);
+                batches[batch].extend_from_slice(&groups[class][g]);
+                dealt.push((batch, most - 1));
+            }
+            // Back only after the whole class, so that no batch takes the class twice.
+            for (batch, places) in dealt.drain(..) {
+                free[places].push(batch);
+            }
         }
         batches.shuffle(&mut rng);
         batches
@@ -107,8 +127,8 @@ impl PkSampler {
 
 /// The largest number of batches `b` such that `b * c` groups can be dealt with no class twice
 /// in a batch: each class gives at most `b` groups, so `b` works when
-/// `sum(min(groups, b)) >= b * c`. The left side grows more slowly than the right once `b`
-/// passes any class's count, so the feasible `b` form an interval from 0: binary search.
+/// `sum(min(groups, b)) >= b * c`. The difference of the two sides is concave in `b` and 0 at
+/// `b = 0`, so the feasible `b` form an interval from 0: binary search.
 fn max_batches(groups: &[usize], c: usize) -> usize {
     let feasible = |b: usize| groups.iter().map(|&g| g.min(b)).sum::<usize>() >= b * c;
     let (mut lo, mut hi) = (0, groups.iter().sum::<usize>() / c);
