@@ -457,6 +457,20 @@ fn recordio_joins_continued_records() {
     std::fs::write(&i, format!("0\t0\n1\t{offset}\n")).unwrap();
     let pack = RecordIo::open(&r, &i).unwrap();
     assert_eq!(pack.get(0).unwrap(), (6, full[24..].to_vec()));
+    assert_eq!(pack.labels().unwrap(), [6]);
+
+    // Cut inside the IRHeader itself (the magic is the low half of `id`), before the label
+    // array: the label still comes out right.
+    let mut full = payload(0.0, &[5.0], b"xyz");
+    full[8..12].copy_from_slice(&MAGIC.to_le_bytes());
+    let mut rec = Vec::new();
+    part(&mut rec, 1, &full[..8]);
+    part(&mut rec, 3, &full[12..]);
+    std::fs::write(&r, rec).unwrap();
+    std::fs::write(&i, "1\t0\n").unwrap();
+    let pack = RecordIo::open(&r, &i).unwrap();
+    assert_eq!(pack.labels().unwrap(), [5]);
+    assert_eq!(pack.get(0).unwrap(), (5, b"xyz".to_vec()));
 }
 
 #[test]

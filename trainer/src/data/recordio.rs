@@ -159,24 +159,34 @@ impl RecordIo {
         Ok(buf)
     }
 
+    /// Where record `key` starts in the `.rec`.
+    fn offset(&self, key: u64) -> Result<u64> {
+        self.offsets
+            .get(&key)
+            .copied()
+            .ok_or_else(|| anyhow!("{}: not in the index", self.name(key)))
+    }
+
+    /// The continuation flag and data length of the record part at `at`, its magic checked.
+    fn part_header(&self, at: u64, key: u64) -> Result<(u32, usize)> {
+        let head = self.read_at(at, 8, key, "record header")?;
+        let magic = u32::from_le_bytes(head[..4].try_into().unwrap());
+        ensure!(
+            magic == MAGIC,
+            "{} at byte {at}: bad magic {magic:#010x} (expected {MAGIC:#010x}): not a RecordIO \
+             file, or the index does not belong to it",
+            self.name(key)
+        );
+        let lrecord = u32::from_le_bytes(head[4..].try_into().unwrap());
+        Ok((lrecord >> 29, (lrecord & ((1 << 29) - 1)) as usize))
+    }
+
     /// The payload of record `key`, its parts joined.
     fn record(&self, key: u64) -> Result<Vec<u8>> {
-        let mut at = *self
-            .offsets
-            .get(&key)
-            .ok_or_else(|| anyhow!("{}: not in the index", self.name(key)))?;
+        let mut at = self.offset(key)?;
         let mut payload = Vec::new();
         loop {
-            let head = self.read_at(at, 8, key, "record header")?;
-            let magic = u32::from_le_bytes(head[..4].try_into().unwrap());
-            ensure!(
-                magic == MAGIC,
-                "{} at byte {at}: bad magic {magic:#010x} (expected {MAGIC:#010x}): not a \
-                 RecordIO file, or the index does not belong to it",
-                self.name(key)
-            );
-            let lrecord = u32::from_le_bytes(head[4..].try_into().unwrap());
-            let (cflag, len) = (lrecord >> 29, (lrecord & ((1 << 29) - 1)) as usize);
+            let (cflag, len) = self.part_header(at, key)?;
             payload.extend(self.read_at(at + 8, len, key, "payload")?);
             at += 8 + len.next_multiple_of(4) as u64;
             match cflag {
@@ -205,9 +215,25 @@ impl RecordIo {
         ))
     }
 
-    /// The labels of all images, in order (for the sampler). Reads every record but decodes no
-    /// image.
+    /// The labels of all images, in order (for the sampler). Reads only the start of each
+    /// record: a pack holds millions of images and their bytes are not needed here.
     pub fn labels(&self) -> Result<Vec<i64>> {
-        (0..self.len()).map(|i| Ok(self.get(i)?.0)).collect()
+        self.images.iter().map(|&key| self.label(key)).collect()
+    }
+
+    /// The class label of record `key`: the IRHeader's label, or the first extra label when
+    /// `flag > 0`, both within the first 28 bytes of its first part.
+    fn label(&self, key: u64) -> Result<i64> {
+        let at = self.offset(key)?;
+        let (_, len) = self.part_header(at, key)?;
+        let head = self.read_at(at + 8, len.min(HEADER_BYTES + 4), key, "payload")?;
+        let word = |k: usize| head.get(k..k + 4).map(|b| b.try_into().unwrap());
+        match (word(0).map(u32::from_le_bytes), word(4), word(HEADER_BYTES)) {
+            (Some(0), Some(label), _) | (Some(1..), _, Some(label)) => {
+                Ok(f32::from_le_bytes(label) as i64)
+            }
+            // A record cut inside those bytes, or a broken one: reading it whole says which.
+            _ => Ok(split_payload(&self.record(key)?, &self.name(key))?.1[0] as i64),
+        }
     }
 }
