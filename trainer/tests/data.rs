@@ -516,6 +516,17 @@ fn recordio_bad_index_line_is_named() {
     std::fs::write(&pack.idx, "0\t0\n1 twelve\n").unwrap();
     let err = format!("{:#}", RecordIo::open(&pack.rec, &pack.idx).unwrap_err());
     assert!(err.contains("train.idx:2"), "{err}");
+    // The header promises images 1..5; an index without record 2 is refused at opening.
+    let lines: String = pack
+        .offsets
+        .iter()
+        .enumerate()
+        .filter(|&(key, _)| key != 2)
+        .map(|(key, offset)| format!("{key}\t{offset}\n"))
+        .collect();
+    std::fs::write(&pack.idx, lines).unwrap();
+    let err = format!("{:#}", RecordIo::open(&pack.rec, &pack.idx).unwrap_err());
+    assert!(err.contains("image record 2 is not in"), "{err}");
 }
 
 // ---------------------------------------------------------------- augmentation

@@ -103,26 +103,25 @@ impl RecordIo {
             offsets,
             images: Vec::new(),
         };
-        pack.images = match pack.offsets.contains_key(&0) {
-            true => {
-                let (flag, labels, _) = split_payload(&pack.record(0)?, &pack.name(0))?;
-                if flag > 0 {
-                    let end = labels[0] as u64;
-                    for key in 1..end {
-                        ensure!(
-                            pack.offsets.contains_key(&key),
-                            "{}: the header record lists images 1..{end} but image record \
-                             {key} is not in {}",
-                            rec.display(),
-                            idx.display()
-                        );
-                    }
-                    (1..end).collect()
-                } else {
-                    keys
+        let header = if pack.offsets.contains_key(&0) {
+            Some(split_payload(&pack.record(0)?, &pack.name(0))?)
+        } else {
+            None
+        };
+        pack.images = match header {
+            Some((flag, labels, _)) if flag > 0 => {
+                let end = labels[0] as u64;
+                if let Some(key) = (1..end).find(|key| !pack.offsets.contains_key(key)) {
+                    bail!(
+                        "{}: the header record lists images 1..{end} but image record {key} is \
+                         not in {}",
+                        rec.display(),
+                        idx.display()
+                    );
                 }
+                (1..end).collect()
             }
-            false => keys,
+            _ => keys,
         };
         Ok(pack)
     }
