@@ -212,7 +212,8 @@ impl SmoothAp {
 mod tests {
     use super::*;
     use crate::loss::testing::{
-        labels_tensor, leaf, random_batch, relative_error, value_and_grad, values,
+        central_differences, labels_tensor, leaf, random_batch, relative_error, value_and_grad,
+        values,
     };
     use tch::Kind;
 
@@ -379,15 +380,7 @@ mod tests {
                     .unwrap()
                     .double_value(&[])
             };
-            let h = 1e-6;
-            let numeric: Vec<f64> = (0..embeddings.len())
-                .map(|k| {
-                    let (mut up, mut down) = (embeddings.clone(), embeddings.clone());
-                    up[k] += h;
-                    down[k] -= h;
-                    (at(&up) - at(&down)) / (2.0 * h)
-                })
-                .collect();
+            let numeric = central_differences(at, &embeddings, 1e-6);
             let error = relative_error(&grad, &numeric);
             assert!(error < 1e-6, "{mode:?}: gradient off by {error:e}");
             assert!(

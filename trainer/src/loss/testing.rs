@@ -79,3 +79,16 @@ pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
     diff / scale.max(f64::MIN_POSITIVE)
 }
+
+/// Central finite differences of `f` at `x`, one coordinate at a time with step `h`: the
+/// independent gradient the autograd gradients are checked against.
+pub fn central_differences(f: impl Fn(&[f64]) -> f64, x: &[f64], h: f64) -> Vec<f64> {
+    (0..x.len())
+        .map(|k| {
+            let (mut up, mut down) = (x.to_vec(), x.to_vec());
+            up[k] += h;
+            down[k] -= h;
+            (f(&up) - f(&down)) / (2.0 * h)
+        })
+        .collect()
+}

@@ -67,7 +67,9 @@ impl Triplet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::testing::{labels_tensor, leaf, random_batch, relative_error, value_and_grad};
+    use crate::loss::testing::{
+        central_differences, labels_tensor, leaf, random_batch, relative_error, value_and_grad,
+    };
     use tch::Kind;
 
     /// Unit embeddings e0 = (1, 0), e1 = (0.6, 0.8), e2 = (0, 1), e3 = (−1, 0), labels
@@ -141,15 +143,7 @@ mod tests {
         };
         let x = leaf(&embeddings, d, Kind::Double);
         let (_, grad) = value_and_grad(&loss.loss(&x, &labels_tensor(&labels)).unwrap(), &x);
-        let h = 1e-6;
-        let numeric: Vec<f64> = (0..embeddings.len())
-            .map(|k| {
-                let (mut up, mut down) = (embeddings.clone(), embeddings.clone());
-                up[k] += h;
-                down[k] -= h;
-                (at(&up) - at(&down)) / (2.0 * h)
-            })
-            .collect();
+        let numeric = central_differences(at, &embeddings, 1e-6);
         assert!(
             numeric.iter().any(|g| g.abs() > 1e-3),
             "a flat loss tests nothing"
