@@ -9,11 +9,14 @@
 //!   the retrieval metric the product is judged by.
 //! - [`Triplet`]: batch-hard triplet loss, a baseline.
 //! - [`Contrastive`]: pairwise contrastive loss, a baseline.
+//! - [`ArcFace`]: the additive angular margin classifier head, alone or beside Smooth-AP.
 
+mod arcface;
 mod contrastive;
 mod smooth_ap;
 mod triplet;
 
+pub use arcface::{ArcFace, DEFAULT_ARCFACE_MARGIN, DEFAULT_ARCFACE_SCALE};
 pub use contrastive::{Contrastive, DEFAULT_CONTRASTIVE_MARGIN};
 pub use smooth_ap::{Mode, SmoothAp, DEFAULT_CHUNK_ELEMENTS, DEFAULT_TAU};
 pub use triplet::{Triplet, DEFAULT_TRIPLET_MARGIN};
