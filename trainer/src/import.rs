@@ -16,10 +16,11 @@
 
 use crate::backbone::layers::{BatchNorm, Conv, Layer, Linear, PRelu};
 use crate::backbone::{Arch, Backbone, Options};
+use crate::checkpoint;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{nn, Device, Tensor};
 use tract_onnx::pb::{
     tensor_proto, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
@@ -51,26 +52,8 @@ pub fn import(onnx: &Path, arch: Arch, out: &Path) -> Result<Imported> {
     let backbone = arch.build(&vs.root(), Options::default());
     let imported = load_weights(&proto, backbone.as_ref())
         .with_context(|| format!("{}: cannot import it as {arch}", onnx.display()))?;
-    let tmp = temporary_name(out);
-    let saved = vs
-        .save(&tmp)
-        .with_context(|| format!("{}: cannot write the checkpoint", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, out)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))
-        });
-    if saved.is_err() {
-        // Best effort: the error that matters is the one being returned.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    saved.map(|()| imported)
-}
-
-/// `dir/.name.<pid>.tmp.safetensors` beside `out`: same file system, so the rename is atomic,
-/// and the extension still tells tch to write safetensors.
-fn temporary_name(out: &Path) -> PathBuf {
-    let name = out.file_name().unwrap_or_default().to_string_lossy();
-    out.with_file_name(format!(".{name}.{}.tmp.safetensors", std::process::id()))
+    checkpoint::write(&checkpoint::variables(&vs, ""), out)?;
+    Ok(imported)
 }
 
 /// Copies the weights of `proto`'s graph into `backbone`'s layers, node by node in graph order.

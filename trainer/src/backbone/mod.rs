@@ -12,6 +12,7 @@ mod mobilefacenet;
 pub use iresnet::IResNet50;
 pub use mobilefacenet::MobileFaceNet;
 
+use crate::export::OnnxGraph;
 use layers::Layer;
 use std::fmt;
 use tch::nn;
@@ -21,10 +22,17 @@ pub trait Backbone: nn::ModuleT {
     /// Every layer with parameters, in the order the forward pass runs them: the order in which
     /// an exported ONNX graph lists the matching nodes.
     fn layers(&self) -> Vec<Layer<'_>>;
+
+    /// Writes the evaluation-mode forward pass into `graph`, from the value `x`; returns the
+    /// name of the raw embedding.
+    fn to_onnx(&self, graph: &mut OnnxGraph, x: String) -> String;
 }
 
 /// Which backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// MobileFaceNet with batch norm folded into its convolutions: the device's pretrained
     /// embedder (models/mobilefacenet)

@@ -38,7 +38,17 @@ pub const DEFAULT_TAU: f64 = 0.01;
 pub const DEFAULT_CHUNK_ELEMENTS: i64 = 1 << 22;
 
 /// Which sets Smooth-AP ranks against; see the [module documentation](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The paper's definition: the query is neither retrieved nor its own positive.
@@ -324,44 +334,100 @@ mod tests {
         value_and_grad(&value, &x)
     }
 
-    /// Against the O(B³) loops (value) and the dense form (gradient), on random batches with
-    /// classes of every size, in float64 and float32, both modes.
+    /// Our loss against the O(B³) loops (value) and the dense form (gradient) on one batch, in
+    /// float64 and float32, both modes, two temperatures.
+    fn check_against_naive(embeddings: &[f64], d: usize, labels: &[i64], batch: &str) {
+        for mode in [Mode::Paper, Mode::Official] {
+            for tau in [DEFAULT_TAU, 0.1] {
+                let expected = naive_value(embeddings, d, labels, mode, tau);
+                let x = leaf(embeddings, d, Kind::Double);
+                let dense = naive_tensor(&x, labels, mode, tau);
+                let (dense_value, dense_grad) = value_and_grad(&dense, &x);
+                assert!(
+                    (dense_value - expected).abs() < 1e-12,
+                    "the two naive forms differ"
+                );
+                let loss = SmoothAp::new(mode, tau).unwrap();
+                for kind in [Kind::Double, Kind::Float] {
+                    let (value, grad) = ours(embeddings, d, labels, loss, kind);
+                    let context = format!("{batch} {mode:?} tau={tau} {kind:?}");
+                    // float64 agrees to rounding (measured ≤ 1e-12). float32 rounds each
+                    // sigmoid argument s/τ to ~1e-7·(1/τ): measured value errors ≤ 1e-7 and
+                    // gradient errors ≤ 1.6e-4 (at B = 8, τ = 0.01), against float64 truth.
+                    let (value_tol, grad_tol) = if kind == Kind::Double {
+                        (1e-10, 1e-10)
+                    } else {
+                        (1e-5, 1e-3)
+                    };
+                    // Relative to the largest gradient, but never to less than 1e-6: on real
+                    // embeddings at τ = 0.01 every sigmoid can saturate and the whole gradient
+                    // be ~1e-12, where both sides are rounding noise of σ(1 − σ).
+                    let scale = dense_grad.iter().fold(0f64, |m, g| m.max(g.abs()));
+                    let error = relative_error(&grad, &dense_grad) * scale / scale.max(1e-6);
+                    assert!(
+                        (value - expected).abs() < value_tol,
+                        "{context}: {value} vs {expected}"
+                    );
+                    assert!(
+                        error < grad_tol,
+                        "{context}: gradient off by {error:e} (largest {scale:e})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Random batches with classes of every size.
     #[test]
     fn matches_the_naive_definition() {
         for (b, seed) in [(8, 1), (64, 2), (224, 3)] {
-            let d = 8;
-            let (embeddings, labels) = random_batch(seed, b, d, b as u64 / 4);
-            for mode in [Mode::Paper, Mode::Official] {
-                for tau in [DEFAULT_TAU, 0.1] {
-                    let expected = naive_value(&embeddings, d, &labels, mode, tau);
-                    let x = leaf(&embeddings, d, Kind::Double);
-                    let dense = naive_tensor(&x, &labels, mode, tau);
-                    let (dense_value, dense_grad) = value_and_grad(&dense, &x);
-                    assert!(
-                        (dense_value - expected).abs() < 1e-12,
-                        "the two naive forms differ"
-                    );
-                    let loss = SmoothAp::new(mode, tau).unwrap();
-                    for kind in [Kind::Double, Kind::Float] {
-                        let (value, grad) = ours(&embeddings, d, &labels, loss, kind);
-                        let context = format!("B={b} {mode:?} tau={tau} {kind:?}");
-                        // float64 agrees to rounding (measured ≤ 1e-12). float32 rounds each
-                        // sigmoid argument s/τ to ~1e-7·(1/τ): measured value errors ≤ 1e-7 and
-                        // gradient errors ≤ 1.6e-4 (at B = 8, τ = 0.01), against float64 truth.
-                        let (value_tol, grad_tol) = if kind == Kind::Double {
-                            (1e-10, 1e-10)
-                        } else {
-                            (1e-5, 1e-3)
-                        };
-                        let error = relative_error(&grad, &dense_grad);
-                        assert!(
-                            (value - expected).abs() < value_tol,
-                            "{context}: {value} vs {expected}"
-                        );
-                        assert!(error < grad_tol, "{context}: gradient off by {error:e}");
-                    }
-                }
-            }
+            let (embeddings, labels) = random_batch(seed, b, 8, b as u64 / 4);
+            check_against_naive(&embeddings, 8, &labels, &format!("random B={b}"));
+        }
+    }
+
+    /// Real embeddings: the pretrained MobileFaceNet's 512-d vectors of real aligned faces
+    /// (tight same-person clusters, where the sigmoids saturate), in a shuffled order with
+    /// uneven classes. Skipped, saying so, without the faces.
+    #[test]
+    fn matches_the_naive_definition_on_real_embeddings() {
+        use crate::backbone::{Arch, Options};
+        use crate::data::folder::FaceFolder;
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let faces = std::env::var_os("SMOOTHFACE_FACES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo.join("../shared/data/faces"))
+            .join("glint-aligned12");
+        if !faces.is_dir() {
+            eprintln!(
+                "SKIPPED real-embedding Smooth-AP check: no faces at {}",
+                faces.display()
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("m.safetensors");
+        let onnx = repo.join("models/mobilefacenet/fr_feature.onnx");
+        crate::import::import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
+        let tensors = crate::checkpoint::read(&ckpt).unwrap();
+        crate::checkpoint::load_into(&vs, "mobilefacenet", &tensors, &ckpt).unwrap();
+
+        let folder = FaceFolder::open(&faces, 1).unwrap();
+        let mut order: Vec<usize> = (0..folder.len()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+        order.truncate(224);
+        let spec = crate::fit::input_spec(Arch::MobileFaceNet);
+        let input = folder.load_batch(&order, &spec).unwrap();
+        let out = tch::no_grad(|| net.forward_t(&input, false)).to_kind(Kind::Double);
+        let embeddings = Vec::<f64>::try_from(out.flatten(0, -1)).unwrap();
+        let labels: Vec<i64> = order.iter().map(|&i| folder.labels[i]).collect();
+        for b in [8, 64, 224] {
+            let context = format!("real B={b}");
+            check_against_naive(&embeddings[..b * 512], 512, &labels[..b], &context);
         }
     }
 
