@@ -3,7 +3,12 @@
 
 pub mod backbone;
 pub mod bench;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod export;
+pub mod fit;
 pub mod import;
 pub mod loss;
 pub mod npy;
+pub mod optim;

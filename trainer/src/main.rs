@@ -5,11 +5,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use smoothface_trainer::backbone::Arch;
 use smoothface_trainer::bench::{self, Form, Setup};
+use smoothface_trainer::config::TrainConfig;
+use smoothface_trainer::fit::FitOptions;
 use smoothface_trainer::loss::{
     Contrastive, Mode, SmoothAp, Triplet, DEFAULT_CONTRASTIVE_MARGIN, DEFAULT_TAU,
     DEFAULT_TRIPLET_MARGIN,
 };
 use smoothface_trainer::npy;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,6 +70,38 @@ enum Command {
         --out mobilefacenet.safetensors"
     )]
     Import(ImportArgs),
+    /// Fine-tune a backbone as a TOML configuration says
+    #[command(
+        long_about = "Fine-tune a backbone on aligned faces as a TOML configuration says, \
+        evaluating on held-out people after every epoch.\n\n\
+        The run folder (--out) receives config.toml, last.safetensors (the whole state after the \
+        last epoch, written atomically), best.safetensors (the epoch with the best validation \
+        mAP), metrics.jsonl (one JSON object per epoch; epoch 0 is the starting model) and \
+        metrics.png (loss and mAP per epoch). Each epoch's record is also printed on stdout. A \
+        killed run continues with --resume, on the very batches it would have seen.\n\n\
+        A minimal configuration (every other setting has the Smooth-AP paper's default: Adam, \
+        lr 1e-5, weight decay 4e-4, batch 224 of 4 photos per person, tau 0.01):\n\n  \
+        [data]\n  folder = \"faces-aligned\"   # a folder per person, from `smoothface align`\n  \
+        [model]\n  init = \"mobilefacenet.safetensors\"   # from `smoothface-train import`\n\n\
+        See trainer/configs/ for complete, commented examples.\n\n  \
+        smoothface-train fit --config train.toml --out runs/smooth-ap\n  \
+        smoothface-train fit --config train.toml --out runs/smooth-ap --resume"
+    )]
+    Fit(FitArgs),
+    /// Turn a checkpoint into a model folder the device runs (ONNX + manifest)
+    #[command(
+        long_about = "Turn a checkpoint (from fit or import) into a model folder that every \
+        smoothface command takes with --model DIR: model.onnx (opset 13, symbolic batch, batch \
+        norms folded into the convolutions) and manifest.json (input layout and normalisation, \
+        embedding size, the ONNX file's sha256, and the origin: checkpoint hash and, for a fit \
+        checkpoint, the training configuration saved beside it).\n\n\
+        Before the folder appears, tract runs the graph on random faces and its output is \
+        compared with libtorch's on the checkpoint; the export fails if they differ. Prints \
+        {\"dir\", \"arch\", \"onnx_sha256\", \"max_abs_diff\"} as JSON.\n\n  \
+        smoothface-train export runs/lfw-smooth-ap/best.safetensors --out models/lfw-smooth-ap\n  \
+        smoothface --model models/lfw-smooth-ap index ~/Pictures"
+    )]
+    Export(ExportArgs),
 }
 
 /// The losses `loss` can compute.
@@ -331,12 +366,93 @@ fn import(args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct FitArgs {
+    /// The training configuration (TOML); relative paths in it are relative to its folder
+    #[arg(long, value_name = "TRAIN.toml")]
+    config: PathBuf,
+    /// The run folder [default: runs/<name of the configuration file>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the run in the folder from its last completed epoch
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Makes glibc's malloc serve every allocation from its heap and never give freed memory back
+/// to the system. A training step allocates activations of hundreds of MB (224 faces x 64
+/// channels x 56 x 56 floats is 180 MB); glibc maps each such block fresh and unmaps it when
+/// freed, so every step faulted in tens of GB of zeroed pages again: with batch 224 on
+/// MobileFaceNet, 60% of the time went to the kernel. Reusing the heap made training 2.2x
+/// faster on this machine (8.4 -> 18.9 images/s), at the cost of keeping the peak allocated.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before any worker thread
+    // exists. Failures (return 0) leave the defaults, which are only slower.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
+fn fit(args: &FitArgs) -> Result<()> {
+    keep_freed_memory();
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("{}: cannot read the configuration", args.config.display()))?;
+    let config = TrainConfig::load(&args.config)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = args.config.file_stem().unwrap_or_default();
+        PathBuf::from("runs").join(stem)
+    });
+    let options = FitOptions {
+        out,
+        resume: args.resume,
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    smoothface_trainer::fit::fit(&config, &text, &options, |record| {
+        println!(
+            "{}",
+            serde_json::to_string(record).expect("records serialise")
+        );
+    })?;
+    Ok(())
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The checkpoint (.safetensors from fit or import); its architecture is read from it
+    #[arg(value_name = "CKPT")]
+    checkpoint: PathBuf,
+    /// The model folder to create; it must not exist yet
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The model's name in the manifest (shown by `smoothface stats`)
+    /// [default: <arch>-<start of the checkpoint's sha256>]
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn export(args: &ExportArgs) -> Result<()> {
+    let exported =
+        smoothface_trainer::export::export(&args.checkpoint, &args.out, args.name.as_deref())?;
+    println!("{}", serde_json::to_string(&exported)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Loss(args) => loss(args),
         Command::BenchLoss(args) => bench_loss(args),
         Command::Import(args) => import(args),
+        Command::Fit(args) => fit(args),
+        Command::Export(args) => export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

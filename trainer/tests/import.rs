@@ -15,7 +15,7 @@ use smoothface_shared::preprocess::face_tensor;
 use smoothface_trainer::backbone::{Arch, Options};
 use smoothface_trainer::import::{import, load_weights};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::nn;
 use tch::{Device, Tensor};
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
@@ -24,31 +24,10 @@ use tract_onnx::pb::{
     ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
-use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 
-/// The largest difference allowed between two runtimes' outputs for the same weights.
-const TOLERANCE: f32 = 1e-4;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The real aligned faces, or `None` (saying the test is skipped) when they are absent.
-fn aligned_faces(test: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("SMOOTHFACE_FACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data/faces"));
-    let dir = root.join("glint-aligned12");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: no aligned faces at {} (set SMOOTHFACE_FACES)",
-            dir.display()
-        );
-        None
-    }
-}
+mod common;
+use common::{aligned_faces, crops, max_abs_diff, repo, run_tract, TOLERANCE};
+use tract_onnx::prelude::Framework;
 
 /// The pretrained MobileFaceNet, checked against its manifest.
 fn mobilefacenet() -> VerifiedModel {
@@ -57,60 +36,9 @@ fn mobilefacenet() -> VerifiedModel {
     })
 }
 
-/// The entries of a folder, sorted by name.
-fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    entries
-}
-
-/// `count` faces of each of the first `people` identities (by name), as interleaved RGB crops.
-fn crops(dir: &Path, people: usize, count: usize) -> Vec<Vec<u8>> {
-    let people: Vec<PathBuf> = sorted_entries(dir)
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .take(people)
-        .collect();
-    people
-        .iter()
-        .flat_map(|person| sorted_entries(person).into_iter().take(count))
-        .map(|file| {
-            image::open(&file)
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-                .to_rgb8()
-                .into_raw()
-        })
-        .collect()
-}
-
-/// Largest absolute difference between two equally long slices.
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Largest absolute value.
 fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-/// Runs an ONNX file through tract on one input of shape `shape`.
-fn run_tract(onnx: &Path, shape: &[usize], input: &[f32]) -> Vec<f32> {
-    let plan = tract_onnx::onnx()
-        .model_for_path(onnx)
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .unwrap_or_else(|e| panic!("{}: tract cannot run it: {e:#}", onnx.display()));
-    let x = tract_onnx::prelude::Tensor::from_shape(shape, input).expect("input tensor");
-    let out = plan.run(tvec!(x.into())).expect("tract run");
-    let plain = out[0].try_as_plain_ram().expect("output in memory");
-    plain.as_slice::<f32>().expect("float output").to_vec()
 }
 
 /// A backbone of `arch` loaded from a checkpoint, with its var store.

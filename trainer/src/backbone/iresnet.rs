@@ -4,6 +4,7 @@
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Layer, Linear, PRelu};
 use super::{Backbone, Options};
+use crate::export::OnnxGraph;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
@@ -77,6 +78,18 @@ impl IBasicBlock {
             None => xs.shallow_clone(),
         };
         out + identity
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: String) -> String {
+        let y = g.batch_norm(x.clone(), &self.bn1);
+        let y = g.conv(y, &self.conv1, Some(&self.bn2));
+        let y = g.prelu(y, &self.prelu);
+        let y = g.conv(y, &self.conv2, Some(&self.bn3));
+        let identity = match &self.downsample {
+            Some((conv, bn)) => g.conv(x, conv, Some(bn)),
+            None => x,
+        };
+        g.add(y, identity)
     }
 
     /// In the order arcface_torch's forward pass (and so its ONNX export) runs them.
@@ -176,5 +189,17 @@ impl Backbone for IResNet50 {
             Layer::BatchNorm(&self.features),
         ]);
         layers
+    }
+
+    /// Dropout is the identity in evaluation mode and is not written.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: String) -> String {
+        let x = g.conv(x, &self.conv1, Some(&self.bn1));
+        let mut x = g.prelu(x, &self.prelu);
+        for block in &self.blocks {
+            x = block.to_onnx(g, x);
+        }
+        let x = g.batch_norm(x, &self.bn2);
+        let x = g.flatten(x);
+        g.linear(x, &self.fc, Some(&self.features))
     }
 }

@@ -5,6 +5,7 @@
 
 use super::layers::{Conv, ConvSpec, Layer, PRelu};
 use super::Backbone;
+use crate::export::OnnxGraph;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -33,6 +34,11 @@ impl ConvPRelu {
 
     fn layers(&self) -> [Layer<'_>; 2] {
         [Layer::Conv(&self.conv), Layer::PRelu(&self.prelu)]
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: String) -> String {
+        let x = g.conv(x, &self.conv, None);
+        g.prelu(x, &self.prelu)
     }
 }
 
@@ -81,6 +87,17 @@ impl Bottleneck {
             ys + xs
         } else {
             ys
+        }
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: String) -> String {
+        let y = self.expand.to_onnx(g, x.clone());
+        let y = self.depthwise.to_onnx(g, y);
+        let y = g.conv(y, &self.project, None);
+        if self.residual {
+            g.add(y, x)
+        } else {
+            y
         }
     }
 
@@ -155,5 +172,17 @@ impl Backbone for MobileFaceNet {
         layers.push(Layer::Conv(&self.conv_6_dw));
         layers.push(Layer::Conv(&self.embedding));
         layers
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: String) -> String {
+        let x = self.conv1.to_onnx(g, x);
+        let mut x = self.conv2_dw.to_onnx(g, x);
+        for block in &self.blocks {
+            x = block.to_onnx(g, x);
+        }
+        let x = self.conv_6_sep.to_onnx(g, x);
+        let x = g.conv(x, &self.conv_6_dw, None);
+        let x = g.conv(x, &self.embedding, None);
+        g.flatten(x)
     }
 }

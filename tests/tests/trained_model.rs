@@ -1,0 +1,132 @@
+//! From training to the gallery: a few fine-tuning steps from the pretrained MobileFaceNet
+//! (`smoothface-train import`, `fit`), `export` to a model folder, then `smoothface index` and
+//! `search --model DIR` with that model on real photos, finding each held-out person first.
+
+use smoothface_tests::{binary, copy_people, faces_root, json, run, smoothface};
+use std::path::Path;
+use std::process::Command;
+
+fn train(args: &[&str]) -> serde_json::Value {
+    let out = run(Command::new(binary("smoothface-train")).args(args));
+    assert!(
+        out.status.success(),
+        "smoothface-train {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+fn text(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_fine_tuned_and_exported_model_finds_people_in_the_gallery() {
+    let Some(faces) = faces_root("a_fine_tuned_and_exported_model_finds_people_in_the_gallery")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let init = tmp.path().join("pretrained.safetensors");
+    train(&[
+        "import",
+        text(&root.join("models/mobilefacenet/fr_feature.onnx")),
+        "--arch",
+        "mobilefacenet",
+        "--out",
+        text(&init),
+    ]);
+
+    // Two steps of Smooth-AP on the aligned crops of 12 people (16 faces a batch).
+    let config = tmp.path().join("train.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nfolder = \"{}\"\nvalidation_fraction = 0.25\n[model]\ninit = \"{}\"\n\
+             [train]\nbatch_size = 16\nepochs = 1\nmax_steps = 2\n",
+            faces.join("glint-aligned12").display(),
+            init.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = tmp.path().join("run");
+    let last = train(&[
+        "fit",
+        "--quiet",
+        "--config",
+        text(&config),
+        "--out",
+        text(&run_dir),
+    ]);
+    assert_eq!(
+        (last["epoch"].as_u64(), last["step"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let model = tmp.path().join("model");
+    let exported = train(&[
+        "export",
+        text(&run_dir.join("last.safetensors")),
+        "--out",
+        text(&model),
+    ]);
+    assert!(
+        exported["max_abs_diff"].as_f64().unwrap() < 1e-4,
+        "{exported}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["origin"]["training_config"]["train"]["max_steps"],
+        2
+    );
+
+    // The gallery with the exported model: 6 people, 4 photos each, the 5th held out.
+    let (lib, db) = (tmp.path().join("library"), tmp.path().join("g.sqlite"));
+    let people = copy_people(&faces.join("lfw-devtrain"), &lib, 6, 5);
+    let held = tmp.path().join("queries");
+    std::fs::create_dir(&held).unwrap();
+    for p in &people {
+        let q = lib.join(p).join(format!("{p}_0005.jpg"));
+        std::fs::rename(&q, held.join(q.file_name().unwrap())).unwrap();
+    }
+    let with_model = |args: &[&str]| {
+        let mut c = smoothface(&db);
+        c.arg("--model").arg(&model).args(args);
+        c
+    };
+    let out = run(&mut with_model(&["index", "--json", text(&lib)]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["analysed"], 24);
+    for p in &people {
+        let query = held.join(format!("{p}_0005.jpg"));
+        let out = run(&mut with_model(&[
+            "search",
+            "--json",
+            "--top",
+            "4",
+            text(&query),
+        ]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hits = json(&out)["hits"].as_array().unwrap().clone();
+        let first = hits[0]["path"].as_str().unwrap();
+        assert!(
+            first.contains(&format!("/{p}/")),
+            "{p}: best hit is {first}"
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! `smoothface-train export`: a checkpoint into a model folder the device runs, `model.onnx`
+//! beside the `manifest.json` that says how to feed it and where it came from.
+//!
+//! The graph is written from the backbone's own layers ([`OnnxGraph`]); before the folder is
+//! published, tract runs the graph on random faces and its output is compared with the
+//! checkpoint's in libtorch, so a folder that exists is a faithful copy.
+
+mod onnx;
+
+pub use onnx::{OnnxGraph, INPUT, OPSET, OUTPUT};
+
+use crate::backbone::{Arch, Options};
+use crate::checkpoint;
+use crate::fit::{input_spec, EMBEDDING_SIZE};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use prost::Message;
+use serde::Serialize;
+use smoothface_shared::manifest::{
+    sha256_file, ModelFile, ModelKind, ModelManifest, MANIFEST_FILE,
+};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
+
+/// Name of the graph in an exported model folder.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// Largest difference allowed between the checkpoint (libtorch) and the exported graph (tract)
+/// on the export's own check, relative to the largest output (or absolute below 1).
+pub const TOLERANCE: f32 = 1e-4;
+
+/// What an export did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    /// The model folder.
+    pub dir: PathBuf,
+    /// The backbone's architecture, read from the checkpoint's variable names.
+    pub arch: String,
+    /// sha256 of `model.onnx`.
+    pub onnx_sha256: String,
+    /// Largest difference between libtorch and tract over the check's random faces.
+    pub max_abs_diff: f32,
+}
+
+/// The architecture whose variables `tensors` holds.
+fn detect_arch(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
+    [Arch::MobileFaceNet, Arch::IResNet50]
+        .into_iter()
+        .find(|arch| {
+            let prefix = format!("{}.", arch.name());
+            tensors.keys().any(|k| k.starts_with(&prefix))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: holds no backbone (no mobilefacenet.* or iresnet50.* variables)",
+                path.display()
+            )
+        })
+}
+
+/// The training configuration saved beside a checkpoint written by `fit`, as JSON, if any.
+fn training_config(checkpoint: &Path) -> Result<Option<serde_json::Value>> {
+    let path = checkpoint.with_file_name("config.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let value: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("{}: not a TOML configuration", path.display()))?;
+            Ok(Some(serde_json::to_value(value)?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Exports the backbone in `checkpoint` to a new model folder `out` named `name` (by default
+/// the architecture and the start of the checkpoint's hash).
+pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Exported> {
+    ensure!(
+        !out.exists(),
+        "{}: already exists; choose another --out (an export never overwrites a model)",
+        out.display()
+    );
+    let tensors = checkpoint::read(checkpoint)?;
+    let arch = detect_arch(&tensors, checkpoint)?;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let backbone = arch.build(&vs.root(), Options::default());
+    checkpoint::load_into(&vs, arch.name(), &tensors, checkpoint)?;
+
+    let spec = input_spec(arch);
+    let size = spec.size as i64;
+    let mut graph = OnnxGraph::new(3, size);
+    let embedding = backbone.to_onnx(&mut graph, INPUT.into());
+    let proto = graph.finish(&embedding, EMBEDDING_SIZE);
+
+    // The folder is filled under a temporary name beside `out`, then renamed: it appears whole.
+    let tmp = out.with_file_name(format!(
+        ".{}.{}.tmp",
+        out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let onnx = tmp.join(MODEL_FILE);
+        std::fs::write(&onnx, proto.encode_to_vec())
+            .with_context(|| format!("{}: cannot write", onnx.display()))?;
+        let (max_abs_diff, max_abs) = check(backbone.as_ref(), &onnx, size)?;
+        ensure!(
+            max_abs_diff <= TOLERANCE * max_abs.max(1.0),
+            "the exported graph differs from the checkpoint by {max_abs_diff} (more than \
+             {TOLERANCE}): an exporter bug, please report it"
+        );
+        let onnx_sha256 = sha256_file(&onnx)?;
+        let checkpoint_sha256 = sha256_file(checkpoint)?;
+        let default_name = format!("{}-{}", arch.name(), &checkpoint_sha256[..12]);
+        let manifest = ModelManifest {
+            name: name.map_or(default_name, str::to_owned),
+            kind: ModelKind::Embedder,
+            description: Some(format!(
+                "{arch} exported by smoothface-train from a checkpoint; raw embeddings, the \
+                 device L2-normalises them"
+            )),
+            license: None,
+            source: None,
+            origin: Some(serde_json::json!({
+                "checkpoint": checkpoint,
+                "checkpoint_sha256": checkpoint_sha256,
+                "arch": arch.name(),
+                "training_config": training_config(checkpoint)?,
+                "exporter": format!("smoothface-train {}", env!("CARGO_PKG_VERSION")),
+                "opset": OPSET,
+            })),
+            files: vec![ModelFile {
+                file: MODEL_FILE.into(),
+                sha256: onnx_sha256.clone(),
+                archive_path: None,
+            }],
+            input: Some(spec),
+            embedding_size: Some(EMBEDDING_SIZE as usize),
+            max_batch: None,
+            normalized_output: false,
+        };
+        let path = tmp.join(MANIFEST_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+        Ok(Exported {
+            dir: out.to_path_buf(),
+            arch: arch.name().into(),
+            onnx_sha256,
+            max_abs_diff,
+        })
+    })();
+    if result.is_err() {
+        // Best effort: the error that matters is the one being returned.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Runs the graph at `onnx` in tract and the backbone in libtorch on the same random faces (a
+/// batch of 3, which also exercises the symbolic batch); returns the largest difference and the
+/// largest libtorch output.
+fn check(backbone: &dyn crate::backbone::Backbone, onnx: &Path, size: i64) -> Result<(f32, f32)> {
+    let batch = 3;
+    let input = Tensor::rand([batch, 3, size, size], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let expected = tch::no_grad(|| backbone.forward_t(&input, false));
+    let values = Vec::<f32>::try_from(input.flatten(0, -1))?;
+    let model = tract_onnx::onnx()
+        .model_for_path(onnx)
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| {
+            anyhow!(
+                "{}: tract cannot run the exported graph: {e:#}",
+                onnx.display()
+            )
+        })?;
+    let shape = [batch as usize, 3, size as usize, size as usize];
+    let tensor = tract_onnx::prelude::Tensor::from_shape(&shape, &values)?;
+    let outputs = model
+        .run(tvec!(tensor.into()))
+        .map_err(|e| anyhow!("{}: tract failed running it: {e:#}", onnx.display()))?;
+    let got = outputs[0]
+        .try_as_plain_ram()
+        .and_then(|t| t.as_slice::<f32>().map(<[f32]>::to_vec))
+        .map_err(|e| anyhow!("{}: unexpected output: {e:#}", onnx.display()))?;
+    let expected = Vec::<f32>::try_from(expected.flatten(0, -1))?;
+    if got.len() != expected.len() {
+        bail!(
+            "{}: tract gives {} numbers, the checkpoint {}",
+            onnx.display(),
+            got.len(),
+            expected.len()
+        );
+    }
+    let max_abs = expected.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    let max_diff = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    Ok((max_diff, max_abs))
+}

@@ -1,0 +1,395 @@
+//! `smoothface-train fit`: fine-tune a backbone on a folder of aligned faces.
+//!
+//! A run lives in one output folder:
+//! - `config.toml`: the configuration it was started with (a resumed run must use the same);
+//! - `last.safetensors`: the whole state after the last completed epoch (weights, ArcFace head,
+//!   Adam's moments, position), written atomically; `--resume` continues from it;
+//! - `best.safetensors`: the same at the epoch with the best validation mAP;
+//! - `metrics.jsonl`: one [`EpochRecord`] per epoch, epoch 0 being the starting model;
+//! - `metrics.png`: training loss and validation mAP per epoch.
+//!
+//! The batches and augmentations of an epoch depend only on the seed and the epoch number, so
+//! a run killed and resumed trains on exactly what an uninterrupted run would have.
+
+mod objective;
+mod plot;
+mod record;
+mod validation;
+
+pub use objective::{Objective, HEAD};
+pub use record::{read_all as read_records, EpochRecord};
+pub use validation::ValidationSet;
+
+use crate::backbone::{Arch, Options};
+use crate::checkpoint;
+use crate::config::{DeviceChoice, TrainConfig};
+use crate::data::augment::Augment;
+use crate::data::crops_to_tensor;
+use crate::data::folder::FaceFolder;
+use crate::data::recordio::RecordIo;
+use crate::data::sampler::PkSampler;
+use crate::optim::Adam;
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use smoothface_shared::manifest::{Channels, InputSpec, Layout};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Device, Tensor};
+
+/// The size of every backbone's embedding.
+pub const EMBEDDING_SIZE: i64 = 512;
+
+/// How the pretrained weights of each architecture expect their input, as the device will
+/// feed it: MobileFaceNet's manifest says `(pixel - 127) / 128`, arcface_torch trains IResNet
+/// on `(pixel / 255 - 0.5) / 0.5`.
+pub fn input_spec(arch: Arch) -> InputSpec {
+    let (mean, std) = match arch {
+        Arch::MobileFaceNet => (127.0, 128.0),
+        Arch::IResNet50 => (127.5, 127.5),
+    };
+    InputSpec {
+        layout: Layout::Nchw,
+        size: smoothface_shared::align::CROP_SIZE,
+        channels: Channels::Rgb,
+        mean,
+        std,
+    }
+}
+
+/// How `fit` was asked to run, besides the configuration.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// The run's folder.
+    pub out: PathBuf,
+    /// Continue the run in `out` instead of starting one.
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The training faces: a folder per person or a RecordIO pack.
+enum TrainingSet {
+    Folder(FaceFolder),
+    Pack(RecordIo, Vec<i64>),
+}
+
+impl TrainingSet {
+    fn labels(&self) -> &[i64] {
+        match self {
+            TrainingSet::Folder(f) => &f.labels,
+            TrainingSet::Pack(_, labels) => labels,
+        }
+    }
+
+    fn crop(&self, i: usize, size: usize) -> Result<Vec<u8>> {
+        match self {
+            TrainingSet::Folder(f) => f.crop(i, size),
+            TrainingSet::Pack(p, _) => Ok(p.crop(i, size)?.1),
+        }
+    }
+}
+
+/// Opens the training and validation faces the configuration names.
+fn open_data(config: &TrainConfig) -> Result<(TrainingSet, FaceFolder)> {
+    let d = &config.data;
+    let min_photos = d.min_photos.max(config.train.per_class);
+    let (train, validation) = match (&d.folder, &d.recordio) {
+        (Some(folder), _) => {
+            let all = FaceFolder::open(folder, min_photos)?;
+            ensure!(
+                !all.is_empty(),
+                "{}: no person with {min_photos} or more photos",
+                folder.display()
+            );
+            match &d.validation_folder {
+                Some(v) => (TrainingSet::Folder(all), FaceFolder::open(v, 2)?),
+                None => {
+                    let (train, val) = all.split_people(d.validation_fraction, d.split_seed);
+                    (TrainingSet::Folder(train), val)
+                }
+            }
+        }
+        (None, Some(rec)) => {
+            let pack = RecordIo::open(rec, &rec.with_extension("idx"))?;
+            let labels = pack.labels()?;
+            let validation = d.validation_folder.as_ref().expect("checked by the config");
+            (
+                TrainingSet::Pack(pack, labels),
+                FaceFolder::open(validation, 2)?,
+            )
+        }
+        (None, None) => bail!("[data] names no training faces"),
+    };
+    Ok((train, validation))
+}
+
+/// The device the configuration asks for.
+fn device(choice: DeviceChoice) -> Result<Device> {
+    Ok(match choice {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Auto => Device::cuda_if_available(),
+        DeviceChoice::Cuda => {
+            ensure!(
+                tch::Cuda::is_available(),
+                "[train] device = \"cuda\" but libtorch sees no CUDA device (was smoothface-train \
+                 built with --features cuda?)"
+            );
+            Device::Cuda(0)
+        }
+    })
+}
+
+/// The progress bar over all the steps of the run.
+fn progress_bar(total: usize, done: usize, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} steps  eta {eta}  {msg}")
+            .expect("valid template"),
+    );
+    bar.set_position(done as u64);
+    bar
+}
+
+/// Trains as `config` says, in `options.out`, calling `on_epoch` with each new epoch record
+/// (epoch 0 first on a fresh run). Returns every record of the run.
+pub fn fit(
+    config: &TrainConfig,
+    config_text: &str,
+    options: &FitOptions,
+    mut on_epoch: impl FnMut(&EpochRecord),
+) -> Result<Vec<EpochRecord>> {
+    let out = &options.out;
+    let (last_path, best_path) = (out.join("last.safetensors"), out.join("best.safetensors"));
+    let (records_path, config_path) = (out.join("metrics.jsonl"), out.join("config.toml"));
+    prepare_folder(out, &last_path, &config_path, config_text, options.resume)?;
+
+    if let Some(threads) = config.train.threads {
+        tch::set_num_threads(threads);
+    }
+    let device = device(config.train.device)?;
+    // Random initialisations (a backbone without `init`, the ArcFace head) from the run's seed,
+    // so that a run can be repeated.
+    tch::manual_seed(config.train.seed as i64);
+    let spec = input_spec(config.model.arch);
+    let (train, validation) = open_data(config)?;
+    let validation = ValidationSet::load(&validation, spec.size);
+    for skipped in &validation.skipped {
+        eprintln!("smoothface-train: warning: validation face left out: {skipped}");
+    }
+    ensure!(
+        validation.len() >= 2,
+        "the validation split has fewer than 2 readable faces"
+    );
+
+    // The model, its objective and the optimiser.
+    let vs = nn::VarStore::new(device);
+    let backbone_options = Options {
+        frozen_batch_norm: config.model.frozen_batch_norm,
+        dropout: 0.0,
+    };
+    let backbone = config.model.arch.build(&vs.root(), backbone_options);
+    let classes = train.labels().iter().max().map_or(0, |&l| l + 1);
+    let objective = Objective::new(&config.loss, &vs.root(), classes, EMBEDDING_SIZE)?;
+    if let Some(init) = &config.model.init {
+        checkpoint::load_into(
+            &vs,
+            config.model.arch.name(),
+            &checkpoint::read(init)?,
+            init,
+        )?;
+    }
+    let mut adam = Adam::new(&vs, &config.optimizer);
+
+    let t = &config.train;
+    let sampler = PkSampler::new(train.labels(), t.per_class, t.batch_size, t.seed)?;
+    let per_epoch = sampler.batches_per_epoch();
+    ensure!(
+        per_epoch > 0,
+        "the training people cannot fill one batch of {} ({} per person): lower [train] batch_size",
+        t.batch_size,
+        t.per_class
+    );
+    let total_steps = (t.epochs * per_epoch).min(t.max_steps.unwrap_or(usize::MAX));
+
+    // Where the run stands.
+    let (mut epoch, mut step, mut records) = if options.resume && last_path.exists() {
+        let state = checkpoint::read(&last_path)?;
+        checkpoint::load_into(&vs, "", &state, &last_path)?;
+        adam.load_state(&state)
+            .with_context(|| format!("{}: cannot restore the optimiser", last_path.display()))?;
+        let position = |key: &str| -> Result<usize> {
+            let t = state
+                .get(key)
+                .with_context(|| format!("{}: no `{key}`", last_path.display()))?;
+            Ok(t.int64_value(&[0]) as usize)
+        };
+        let (epoch, step) = (position("train.epoch")?, position("train.step")?);
+        let mut records = record::read_all(&records_path)?;
+        records.retain(|r| r.epoch <= epoch);
+        (epoch, step, records)
+    } else {
+        (0, 0, Vec::new())
+    };
+    let started = Instant::now();
+    let evaluate = |epoch, step, loss, speed| {
+        let report = validation.evaluate(
+            backbone.as_ref(),
+            &spec,
+            device,
+            config.eval.batch_size,
+            &config.eval.recall_at,
+        );
+        EpochRecord {
+            epoch,
+            step,
+            train_loss: loss,
+            images_per_second: speed,
+            val_map: report.map,
+            val_recall: report.recall_at.into_iter().collect::<BTreeMap<_, _>>(),
+            val_queries: report.queries,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+        }
+    };
+    if records.is_empty() {
+        let before = evaluate(0, 0, None, None);
+        on_epoch(&before);
+        records.push(before);
+        record::write_all(&records, &records_path)?;
+    }
+
+    let bar = progress_bar(total_steps, step, options.progress);
+    // The best trained epoch: the starting model (epoch 0) is not a candidate.
+    let mut best = records
+        .iter()
+        .filter(|r| r.epoch > 0)
+        .map(|r| r.val_map)
+        .fold(f64::NEG_INFINITY, f64::max);
+    while epoch < t.epochs && step < total_steps {
+        let epoch_started = Instant::now();
+        let mut augment = Augment::new(spec.size, t.shift, t.flip, epoch_seed(t.seed, epoch));
+        let (mut loss_sum, mut batches, mut images) = (0.0, 0, 0);
+        for batch in sampler.epoch(epoch) {
+            if step >= total_steps {
+                break;
+            }
+            let (input, labels) = load_batch(&train, &batch, &spec, &mut augment);
+            let embeddings = backbone.forward_t(&input.to_device(device), true);
+            let loss = objective
+                .loss(&embeddings, &labels.to_device(device))
+                .with_context(|| format!("epoch {} step {}", epoch + 1, step + 1))?;
+            adam.zero_grad();
+            loss.backward();
+            adam.step();
+            let value = loss.double_value(&[]);
+            ensure!(
+                value.is_finite(),
+                "epoch {} step {}: the loss is {value}; lower [optimizer] lr",
+                epoch + 1,
+                step + 1
+            );
+            (loss_sum, batches, images) = (loss_sum + value, batches + 1, images + batch.len());
+            step += 1;
+            bar.set_position(step as u64);
+            let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "epoch {}/{}  loss {:.4}  {speed:.1} img/s",
+                epoch + 1,
+                t.epochs,
+                loss_sum / batches as f64
+            ));
+        }
+        epoch += 1;
+        let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
+        let record = evaluate(
+            epoch,
+            step,
+            Some(loss_sum / batches.max(1) as f64),
+            Some(speed),
+        );
+        // The record first and the state last: a run killed in between redoes the epoch, and
+        // its resumption drops the record of the epoch it redoes.
+        let improved = record.val_map > best;
+        best = best.max(record.val_map);
+        records.push(record);
+        record::write_all(&records, &records_path)?;
+        plot::draw(&records, &out.join("metrics.png"))?;
+        let state = run_state(&vs, &adam, epoch, step);
+        if improved {
+            checkpoint::write(&state, &best_path)?;
+        }
+        checkpoint::write(&state, &last_path)?;
+        bar.suspend(|| on_epoch(records.last().expect("just pushed")));
+    }
+    bar.finish_and_clear();
+    Ok(records)
+}
+
+/// Creates the run folder, or checks that the one being resumed was started with this
+/// configuration.
+fn prepare_folder(
+    out: &Path,
+    last: &Path,
+    config_path: &Path,
+    config_text: &str,
+    resume: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create the run folder", out.display()))?;
+    if resume {
+        if let Ok(started_with) = std::fs::read_to_string(config_path) {
+            ensure!(
+                started_with == config_text,
+                "{}: the run was started with another configuration (saved there); resume it \
+                 with that one, or start a new run in another folder",
+                config_path.display()
+            );
+        }
+    } else {
+        ensure!(
+            !last.exists(),
+            "{}: a run is already there; pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    std::fs::write(config_path, config_text)
+        .with_context(|| format!("{}: cannot write", config_path.display()))
+}
+
+/// The seed of epoch `epoch`'s augmentation: distinct per epoch, fixed per run.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed ^ (epoch as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Decodes and augments the faces `indices` of `train` into a model input and its labels; a
+/// face that cannot be read is reported on stderr and left out of the batch.
+fn load_batch(
+    train: &TrainingSet,
+    indices: &[usize],
+    spec: &InputSpec,
+    augment: &mut Augment,
+) -> (Tensor, Tensor) {
+    let (mut crops, mut labels) = (Vec::new(), Vec::new());
+    for &i in indices {
+        match train.crop(i, spec.size) {
+            Ok(crop) => {
+                crops.push(augment.apply(&crop));
+                labels.push(train.labels()[i]);
+            }
+            Err(e) => eprintln!("smoothface-train: warning: training face left out: {e:#}"),
+        }
+    }
+    (crops_to_tensor(&crops, spec), Tensor::from_slice(&labels))
+}
+
+/// Everything a resumed run needs, as named tensors.
+fn run_state(vs: &nn::VarStore, adam: &Adam, epoch: usize, step: usize) -> Vec<(String, Tensor)> {
+    let mut state = checkpoint::variables(vs, "");
+    state.extend(adam.state());
+    state.push(("train.epoch".into(), Tensor::from_slice(&[epoch as i64])));
+    state.push(("train.step".into(), Tensor::from_slice(&[step as i64])));
+    state
+}

@@ -1,0 +1,61 @@
+//! What a run records after each epoch: one JSON object per line in `metrics.jsonl`.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The record of one epoch. Epoch 0 is the model before training (no loss, no speed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: Option<f64>,
+    /// Training images per second over the epoch (forward, backward, update and data).
+    pub images_per_second: Option<f64>,
+    /// Validation mean average precision.
+    pub val_map: f64,
+    /// Validation Recall@K, by K.
+    pub val_recall: BTreeMap<usize, f64>,
+    /// Validation queries (faces with another face of the same person).
+    pub val_queries: usize,
+    /// Seconds since the run (or its resumption) started.
+    pub elapsed_seconds: f64,
+}
+
+/// Reads the records of `path` (none when it does not exist); a line that is not a record is an
+/// error naming the file and the line.
+pub fn read_all(path: &Path) -> Result<Vec<EpochRecord>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not an epoch record", path.display(), n + 1))
+        })
+        .collect()
+}
+
+/// Writes `records` to `path`, one per line, through a temporary file and a rename.
+pub fn write_all(records: &[EpochRecord], path: &Path) -> Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    for record in records {
+        writeln!(file, "{}", serde_json::to_string(record)?)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}

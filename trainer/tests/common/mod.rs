@@ -1,0 +1,84 @@
+//! Helpers shared by the trainer's integration tests: the real aligned faces, and tract as the
+//! independent runtime that ONNX graphs are checked against.
+
+// Each test file uses its own subset of the helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
+
+/// The largest difference allowed between two runtimes' outputs for the same weights.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The real aligned faces, or `None` (saying the test is skipped) when they are absent.
+pub fn aligned_faces(test: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("SMOOTHFACE_FACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data/faces"));
+    let dir = root.join("glint-aligned12");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED {test}: no aligned faces at {} (set SMOOTHFACE_FACES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// The entries of a folder, sorted by name.
+pub fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// `count` faces of each of the first `people` identities (by name), as interleaved RGB crops.
+pub fn crops(dir: &Path, people: usize, count: usize) -> Vec<Vec<u8>> {
+    let people: Vec<PathBuf> = sorted_entries(dir)
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .take(people)
+        .collect();
+    people
+        .iter()
+        .flat_map(|person| sorted_entries(person).into_iter().take(count))
+        .map(|file| {
+            image::open(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+                .to_rgb8()
+                .into_raw()
+        })
+        .collect()
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Runs an ONNX file through tract on one input of shape `shape`.
+pub fn run_tract(onnx: &Path, shape: &[usize], input: &[f32]) -> Vec<f32> {
+    let plan = tract_onnx::onnx()
+        .model_for_path(onnx)
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap_or_else(|e| panic!("{}: tract cannot run it: {e:#}", onnx.display()));
+    let x = tract_onnx::prelude::Tensor::from_shape(shape, input).expect("input tensor");
+    let out = plan.run(tvec!(x.into())).expect("tract run");
+    let plain = out[0].try_as_plain_ram().expect("output in memory");
+    plain.as_slice::<f32>().expect("float output").to_vec()
+}

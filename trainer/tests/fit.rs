@@ -1,0 +1,236 @@
+//! `smoothface-train fit` end to end on a small synthetic face folder written here: the run
+//! folder it leaves, that it learns, that a killed run resumes to the very weights of an
+//! uninterrupted one, and its errors.
+
+use image::{Rgb, RgbImage};
+use smoothface_trainer::fit::EpochRecord;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tch::Tensor;
+
+const PEOPLE: usize = 6;
+const PHOTOS: usize = 5;
+
+/// A folder per "person": 112x112 PNGs whose colour and stripe direction depend on the person
+/// and whose noise depends on the photo, so that people are learnable and photos differ.
+fn write_faces(root: &Path) {
+    for person in 0..PEOPLE {
+        let dir = root.join(format!("person{person}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for photo in 0..PHOTOS {
+            let mut state = (person * 31 + photo * 7 + 1) as u32;
+            let image = RgbImage::from_fn(112, 112, |x, y| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (state >> 27) as u8;
+                let stripe = if person % 2 == 0 { x / 8 } else { y / 8 };
+                let on = (stripe + person as u32 / 2).is_multiple_of(2);
+                let base = [(person * 40) as u8, 200 - (person * 30) as u8, 90];
+                let v = |c: u8| if on { c } else { c / 3 }.saturating_add(noise);
+                Rgb([v(base[0]), v(base[1]), v(base[2])])
+            });
+            image.save(dir.join(format!("{photo}.png"))).unwrap();
+        }
+    }
+    // Not a face: the run must warn about it, leave it out and go on.
+    std::fs::write(root.join("person0").join("broken.png"), b"not a png").unwrap();
+}
+
+/// A configuration for the faces in `faces`, with `extra` appended.
+fn write_config(dir: &Path, faces: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("train.toml");
+    let text = format!(
+        "[data]\nfolder = \"{}\"\nvalidation_fraction = 0.34\n\n[train]\nbatch_size = 8\n\
+         per_class = 4\nthreads = 1\n{extra}",
+        faces.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn fit(config: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smoothface-train"));
+    command
+        .args(["fit", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn records(out: &Path) -> Vec<EpochRecord> {
+    smoothface_trainer::fit::read_records(&out.join("metrics.jsonl")).unwrap()
+}
+
+/// The backbone's weights in a checkpoint, by name.
+fn backbone(checkpoint: &Path) -> Vec<(String, Tensor)> {
+    let mut weights: Vec<_> = Tensor::read_safetensors(checkpoint)
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("mobilefacenet."))
+        .collect();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    weights
+}
+
+#[test]
+fn a_run_records_every_epoch_learns_and_leaves_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    write_faces(&faces);
+    let config = write_config(
+        dir.path(),
+        &faces,
+        "epochs = 4\n[optimizer]\nlr = 1e-3\n[loss]\nname = \"smooth-ap\"\n",
+    );
+    let out = dir.path().join("run");
+    let output = run(&mut fit(&config, &out, &["--quiet"]));
+
+    // Four people train (two batches of two people per epoch), two validate.
+    let stdout: Vec<EpochRecord> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let logged = records(&out);
+    assert_eq!(
+        stdout, logged,
+        "stdout and metrics.jsonl hold the same records"
+    );
+    let epochs: Vec<(usize, usize)> = logged.iter().map(|r| (r.epoch, r.step)).collect();
+    assert_eq!(epochs, [(0, 0), (1, 2), (2, 4), (3, 6), (4, 8)]);
+    assert!(logged[0].train_loss.is_none() && logged[1].train_loss.is_some());
+    // 2 validation people x 5 readable photos, each a query.
+    assert_eq!(logged[0].val_queries, 10);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("broken.png"));
+
+    // It learns: the training loss falls from the first epoch to the last.
+    let first = logged[1].train_loss.unwrap();
+    let last = logged[4].train_loss.unwrap();
+    assert!(last < first, "training loss went from {first} to {last}");
+
+    for file in ["config.toml", "last.safetensors", "best.safetensors"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let plot = image::open(out.join("metrics.png")).unwrap();
+    assert_eq!((plot.width(), plot.height()), (1000, 420));
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // The same folder again without --resume is refused, saying what to do.
+    let again = fit(&config, &out, &["--quiet"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    write_faces(&faces);
+    let config = write_config(
+        dir.path(),
+        &faces,
+        "epochs = 3\n[optimizer]\nlr = 1e-3\n[loss]\nname = \"arcface+smooth-ap\"\n",
+    );
+    let straight = dir.path().join("straight");
+    run(&mut fit(&config, &straight, &["--quiet"]));
+
+    // Kill the second run as soon as its first epoch is saved, then resume it.
+    let killed = dir.path().join("killed");
+    let mut child = fit(&config, &killed, &["--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !killed.join("last.safetensors").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = records(&killed).last().unwrap().epoch;
+    assert!(saved < 3, "the run finished before it was killed");
+    run(&mut fit(&config, &killed, &["--quiet", "--resume"]));
+
+    let epochs: Vec<usize> = records(&killed).iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, [0, 1, 2, 3], "every epoch once");
+    let (a, b) = (
+        backbone(&straight.join("last.safetensors")),
+        backbone(&killed.join("last.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{name}: differs by {diff}");
+    }
+    // The ArcFace head (4 training people) and Adam's state are in the checkpoint too.
+    let all = Tensor::read_safetensors(killed.join("last.safetensors")).unwrap();
+    let head = all.iter().find(|(n, _)| n == "head.weight").unwrap();
+    assert_eq!(head.1.size(), [4, 512]);
+    assert!(all.iter().any(|(n, _)| n == "adam.step"));
+}
+
+#[test]
+fn bad_configurations_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    write_faces(&faces);
+    for (extra, expected) in [
+        ("epoch = 3\n", "unknown field"),
+        ("flip = 2.0\n", "flip is a probability"),
+        ("[loss]\nname = \"nope\"\n", "unknown variant"),
+    ] {
+        let config = write_config(dir.path(), &faces, extra);
+        let out = fit(&config, &dir.path().join("never"), &["--quiet"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("train.toml") && stderr.contains(expected),
+            "{extra:?}: {stderr}"
+        );
+    }
+    // Starting weights of another architecture: the missing variable is named.
+    let wrong = dir.path().join("wrong.safetensors");
+    Tensor::write_safetensors(
+        &[("iresnet50.conv1.weight", Tensor::from_slice(&[1f32]))],
+        &wrong,
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &faces,
+        &format!("[model]\ninit = \"{}\"\n", wrong.display()),
+    );
+    let out = fit(&config, &dir.path().join("wrong-run"), &["--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("wrong.safetensors")
+            && stderr.contains("mobilefacenet."),
+        "{stderr}"
+    );
+}
