@@ -6,6 +6,9 @@ use smoothface_shared::manifest::{Channels, InputSpec, Layout};
 use smoothface_trainer::data::augment::Augment;
 use smoothface_trainer::data::folder::FaceFolder;
 use smoothface_trainer::data::recordio::{RecordIo, MAGIC};
+
+mod common;
+use common::{part, payload, write_records};
 use smoothface_trainer::data::sampler::PkSampler;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -336,28 +339,6 @@ fn folder_reads_real_aligned_faces() {
 
 // ---------------------------------------------------------------- RecordIO
 
-/// An IRHeader payload: flag, label, id, id2, the extra labels, the image bytes.
-fn payload(label: f32, extra: &[f32], image: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend((extra.len() as u32).to_le_bytes());
-    p.extend(label.to_le_bytes());
-    p.extend(7u64.to_le_bytes());
-    p.extend(0u64.to_le_bytes());
-    for l in extra {
-        p.extend(l.to_le_bytes());
-    }
-    p.extend(image);
-    p
-}
-
-/// Appends one record part: magic, continuation flag and length, data padded to 4 bytes.
-fn part(rec: &mut Vec<u8>, cflag: u32, data: &[u8]) {
-    rec.extend(MAGIC.to_le_bytes());
-    rec.extend(((cflag << 29) | data.len() as u32).to_le_bytes());
-    rec.extend(data);
-    rec.resize(rec.len().next_multiple_of(4), 0);
-}
-
 fn jpeg(colour: [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(SIZE, SIZE, image::Rgb(colour));
     let mut out = Vec::new();
@@ -374,22 +355,14 @@ struct Pack {
     offsets: Vec<usize>,
 }
 
-/// Writes records (key = position) and their index.
+/// Writes records (key = position) and their index in a new temporary folder.
 fn write_pack(payloads: &[Vec<u8>]) -> Pack {
     let dir = tempfile::tempdir().unwrap();
-    let (mut rec, mut idx, mut offsets) = (Vec::new(), String::new(), Vec::new());
-    for (key, p) in payloads.iter().enumerate() {
-        offsets.push(rec.len());
-        idx.push_str(&format!("{key}\t{}\n", rec.len()));
-        part(&mut rec, 0, p);
-    }
-    let (rec_path, idx_path) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
-    std::fs::write(&rec_path, rec).unwrap();
-    std::fs::write(&idx_path, idx).unwrap();
+    let (rec, idx, offsets) = write_records(dir.path(), payloads);
     Pack {
         _dir: dir,
-        rec: rec_path,
-        idx: idx_path,
+        rec,
+        idx,
         offsets,
     }
 }

@@ -2,6 +2,9 @@
 //! folder it leaves, that it learns, that a killed run resumes to the very weights of an
 //! uninterrupted one, and its errors.
 
+mod common;
+
+use common::{payload, write_records};
 use image::{Rgb, RgbImage};
 use smoothface_trainer::fit::EpochRecord;
 use std::path::{Path, PathBuf};
@@ -232,5 +235,56 @@ fn bad_configurations_are_refused_naming_the_file() {
             && stderr.contains("wrong.safetensors")
             && stderr.contains("mobilefacenet."),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_recordio_pack_trains_with_a_validation_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    write_faces(&faces);
+    // The first four people as a pack without a header record (every record an image), the
+    // last two as the validation folder.
+    let mut payloads = Vec::new();
+    for person in 0..4 {
+        for photo in 0..PHOTOS {
+            let png = std::fs::read(faces.join(format!("person{person}/{photo}.png"))).unwrap();
+            payloads.push(payload(person as f32, &[], &png));
+        }
+    }
+    let pack = dir.path().join("pack");
+    std::fs::create_dir(&pack).unwrap();
+    let (rec, _, _) = write_records(&pack, &payloads);
+    let validation = dir.path().join("validation");
+    std::fs::create_dir(&validation).unwrap();
+    for person in 4..PEOPLE {
+        let name = format!("person{person}");
+        std::fs::rename(faces.join(&name), validation.join(&name)).unwrap();
+    }
+    let config = dir.path().join("pack.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nrecordio = \"{}\"\nvalidation_folder = \"{}\"\n[train]\nbatch_size = 8\n\
+             threads = 1\nepochs = 2\n[loss]\nname = \"arcface\"\n",
+            rec.display(),
+            validation.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    run(&mut fit(&config, &out, &["--quiet"]));
+    let logged = records(&out);
+    // Four classes of 5 photos: one group of 4 per class, two batches of two classes per epoch.
+    let steps: Vec<usize> = logged.iter().map(|r| r.step).collect();
+    assert_eq!(steps, [0, 2, 4]);
+    // Two validation people x 5 photos, all queries.
+    assert_eq!(logged[2].val_queries, 10);
+    let all = Tensor::read_safetensors(out.join("last.safetensors")).unwrap();
+    let head = all.iter().find(|(n, _)| n == "head.weight").unwrap();
+    assert_eq!(
+        head.1.size(),
+        [4, 512],
+        "one ArcFace class per label in the pack"
     );
 }

@@ -55,6 +55,9 @@ fn chart(
     chart
         .configure_mesh()
         .x_desc("epoch")
+        // Whole epochs only: with few epochs the mesh would also label halves.
+        .x_labels((last_epoch as usize + 1).clamp(2, 12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_label)
         .label_style((FONT, 13))
         .draw()

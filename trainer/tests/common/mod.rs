@@ -4,6 +4,7 @@
 // Each test file uses its own subset of the helpers.
 #![allow(dead_code)]
 
+use smoothface_trainer::data::recordio::MAGIC;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 
@@ -81,4 +82,41 @@ pub fn run_tract(onnx: &Path, shape: &[usize], input: &[f32]) -> Vec<f32> {
     let out = plan.run(tvec!(x.into())).expect("tract run");
     let plain = out[0].try_as_plain_ram().expect("output in memory");
     plain.as_slice::<f32>().expect("float output").to_vec()
+}
+
+/// An IRHeader payload: flag, label, id, id2, the extra labels, the image bytes.
+pub fn payload(label: f32, extra: &[f32], image: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend((extra.len() as u32).to_le_bytes());
+    p.extend(label.to_le_bytes());
+    p.extend(7u64.to_le_bytes());
+    p.extend(0u64.to_le_bytes());
+    for l in extra {
+        p.extend(l.to_le_bytes());
+    }
+    p.extend(image);
+    p
+}
+
+/// Appends one record part: magic, continuation flag and length, data padded to 4 bytes.
+pub fn part(rec: &mut Vec<u8>, cflag: u32, data: &[u8]) {
+    rec.extend(MAGIC.to_le_bytes());
+    rec.extend(((cflag << 29) | data.len() as u32).to_le_bytes());
+    rec.extend(data);
+    rec.resize(rec.len().next_multiple_of(4), 0);
+}
+
+/// Writes `payloads` as records (key = position) to `dir/train.rec` with their index
+/// `dir/train.idx`; returns both paths and each record's offset.
+pub fn write_records(dir: &Path, payloads: &[Vec<u8>]) -> (PathBuf, PathBuf, Vec<usize>) {
+    let (mut rec, mut idx, mut offsets) = (Vec::new(), String::new(), Vec::new());
+    for (key, p) in payloads.iter().enumerate() {
+        offsets.push(rec.len());
+        idx.push_str(&format!("{key}\t{}\n", rec.len()));
+        part(&mut rec, 0, p);
+    }
+    let (rec_path, idx_path) = (dir.join("train.rec"), dir.join("train.idx"));
+    std::fs::write(&rec_path, rec).unwrap();
+    std::fs::write(&idx_path, idx).unwrap();
+    (rec_path, idx_path, offsets)
 }
