@@ -1,6 +1,7 @@
 //! From training to the gallery: a few fine-tuning steps from the pretrained MobileFaceNet
-//! (`smoothface-train import`, `fit`), `export` to a model folder, then `smoothface index` and
-//! `search --model DIR` with that model on real photos, finding each held-out person first.
+//! (`smoothface-train import`, `fit`), `export` to a model folder, `quantize` it to int8, then
+//! `smoothface index` and `search` with each model (`--model DIR`) on real photos, finding each
+//! held-out person first.
 
 use smoothface_tests::{binary, copy_people, faces_root, json, run, smoothface};
 use std::path::Path;
@@ -87,46 +88,64 @@ fn a_fine_tuned_and_exported_model_finds_people_in_the_gallery() {
         2
     );
 
-    // The gallery with the exported model: 6 people, 4 photos each, the 5th held out.
-    let (lib, db) = (tmp.path().join("library"), tmp.path().join("g.sqlite"));
+    let int8 = tmp.path().join("model-int8");
+    let quantized = train(&[
+        "quantize",
+        text(&model),
+        "--calibration",
+        text(&faces.join("glint-aligned12")),
+        "--images",
+        "64",
+        "--out",
+        text(&int8),
+    ]);
+    assert!(
+        quantized["mean_cosine"].as_f64().unwrap() > 0.98,
+        "{quantized}"
+    );
+
+    // The gallery with each model: 6 people, 4 photos each, the 5th held out.
+    let (lib, held) = (tmp.path().join("library"), tmp.path().join("queries"));
     let people = copy_people(&faces.join("lfw-devtrain"), &lib, 6, 5);
-    let held = tmp.path().join("queries");
     std::fs::create_dir(&held).unwrap();
     for p in &people {
         let q = lib.join(p).join(format!("{p}_0005.jpg"));
         std::fs::rename(&q, held.join(q.file_name().unwrap())).unwrap();
     }
-    let with_model = |args: &[&str]| {
-        let mut c = smoothface(&db);
-        c.arg("--model").arg(&model).args(args);
-        c
-    };
-    let out = run(&mut with_model(&["index", "--json", text(&lib)]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json(&out)["analysed"], 24);
-    for p in &people {
-        let query = held.join(format!("{p}_0005.jpg"));
-        let out = run(&mut with_model(&[
-            "search",
-            "--json",
-            "--top",
-            "4",
-            text(&query),
-        ]));
+    for (name, model) in [("float", &model), ("int8", &int8)] {
+        let db = tmp.path().join(format!("{name}.sqlite"));
+        let with_model = |args: &[&str]| {
+            let mut c = smoothface(&db);
+            c.arg("--model").arg(model).args(args);
+            c
+        };
+        let out = run(&mut with_model(&["index", "--json", text(&lib)]));
         assert!(
             out.status.success(),
-            "{}",
+            "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let hits = json(&out)["hits"].as_array().unwrap().clone();
-        let first = hits[0]["path"].as_str().unwrap();
-        assert!(
-            first.contains(&format!("/{p}/")),
-            "{p}: best hit is {first}"
-        );
+        assert_eq!(json(&out)["analysed"], 24);
+        for p in &people {
+            let query = held.join(format!("{p}_0005.jpg"));
+            let out = run(&mut with_model(&[
+                "search",
+                "--json",
+                "--top",
+                "4",
+                text(&query),
+            ]));
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let hits = json(&out)["hits"].as_array().unwrap().clone();
+            let first = hits[0]["path"].as_str().unwrap();
+            assert!(
+                first.contains(&format!("/{p}/")),
+                "{name}, {p}: best hit is {first}"
+            );
+        }
     }
 }

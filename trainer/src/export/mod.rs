@@ -6,6 +6,7 @@
 //! checkpoint's in libtorch, so a folder that exists is a faithful copy.
 
 mod onnx;
+pub mod quantize;
 
 pub use onnx::{OnnxGraph, INPUT, OPSET, OUTPUT};
 
