@@ -153,7 +153,10 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
             .zip(&peer.embeddings)
             .map(|(a, b)| cosine(a, b))
             .fold(1.0f32, f32::min);
-        if min_cos < 0.999 {
+        // onnxruntime runs an int8 graph with integer kernels where tract dequantizes the
+        // weights and convolves in float: their roundings differ, not their model.
+        let floor = if emb.quantized { 0.98 } else { 0.999 };
+        if min_cos < floor {
             bail!("tract and onnxruntime disagree on the same input (cosine {min_cos}): the model is not run correctly");
         }
         max_abs_diff_vs_peer = Some(diff);

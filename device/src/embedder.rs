@@ -20,6 +20,9 @@ pub struct Embedder {
     pub model_id: String,
     /// The manifest's name.
     pub name: String,
+    /// Whether the model is an int8 quantization of another (`smoothface-train quantize`
+    /// records `quantized_from` in its origin): runtimes then legitimately round differently.
+    pub quantized: bool,
 }
 
 impl Embedder {
@@ -62,6 +65,10 @@ impl Embedder {
             max_batch,
             model_id: model.id.clone(),
             name: m.name.clone(),
+            quantized: m
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.get("quantized_from").is_some()),
         })
     }
 

@@ -418,6 +418,17 @@ mod tests {
         ));
     }
 
+    /// trainer/configs/every-setting.toml lists every setting at its default: it must parse,
+    /// check, and equal the defaults.
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/every-setting.toml");
+        let example: TrainConfig = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        example.check().unwrap();
+        let defaults: TrainConfig = toml::from_str("[data]\nfolder = \"faces-aligned\"").unwrap();
+        assert_eq!(example, defaults);
+    }
+
     #[test]
     fn relative_paths_follow_the_config_file() {
         let dir = tempfile::tempdir().unwrap();

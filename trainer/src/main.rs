@@ -84,7 +84,7 @@ enum Command {
         lr 1e-5, weight decay 4e-4, batch 224 of 4 photos per person, tau 0.01):\n\n  \
         [data]\n  folder = \"faces-aligned\"   # a folder per person, from `smoothface align`\n  \
         [model]\n  init = \"mobilefacenet.safetensors\"   # from `smoothface-train import`\n\n\
-        See trainer/configs/ for complete, commented examples.\n\n  \
+        trainer/configs/every-setting.toml lists every setting with its default.\n\n  \
         smoothface-train fit --config train.toml --out runs/smooth-ap\n  \
         smoothface-train fit --config train.toml --out runs/smooth-ap --resume"
     )]
