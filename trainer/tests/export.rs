@@ -32,6 +32,14 @@ fn faces(dir: &Path, arch: Arch) -> Vec<f32> {
     input
 }
 
+/// The pretrained MobileFaceNet imported into a checkpoint in `dir`.
+fn pretrained_checkpoint(dir: &Path) -> std::path::PathBuf {
+    let ckpt = dir.join("mobilefacenet.safetensors");
+    let onnx = repo().join("models/mobilefacenet/fr_feature.onnx");
+    smoothface_trainer::import::import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
+    ckpt
+}
+
 fn embed(net: &dyn Backbone, input: &[f32]) -> Vec<f32> {
     let n = input.len() as i64 / (3 * 112 * 112);
     let x = Tensor::from_slice(input).reshape([n, 3, 112, 112]);
@@ -73,13 +81,7 @@ fn exported_mobilefacenet_gives_the_checkpoints_embeddings_on_real_faces() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("mobilefacenet.safetensors");
-    smoothface_trainer::import::import(
-        &repo().join("models/mobilefacenet/fr_feature.onnx"),
-        Arch::MobileFaceNet,
-        &ckpt,
-    )
-    .unwrap();
+    let ckpt = pretrained_checkpoint(dir.path());
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
     checkpoint::load_into(
@@ -195,13 +197,7 @@ fn quantized_models_embed_real_faces_like_the_float_one() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("mobilefacenet.safetensors");
-    smoothface_trainer::import::import(
-        &repo().join("models/mobilefacenet/fr_feature.onnx"),
-        Arch::MobileFaceNet,
-        &ckpt,
-    )
-    .unwrap();
+    let ckpt = pretrained_checkpoint(dir.path());
     let float = dir.path().join("float");
     export(&ckpt, &float, None).unwrap();
     // The floors are below the measured values (mean cosine on 64 LFW faces after 256

@@ -75,11 +75,6 @@ fn training_config(checkpoint: &Path) -> Result<Option<serde_json::Value>> {
 /// Exports the backbone in `checkpoint` to a new model folder `out` named `name` (by default
 /// the architecture and the start of the checkpoint's hash).
 pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Exported> {
-    ensure!(
-        !out.exists(),
-        "{}: already exists; choose another --out (an export never overwrites a model)",
-        out.display()
-    );
     let tensors = checkpoint::read(checkpoint)?;
     let arch = detect_arch(&tensors, checkpoint)?;
     let vs = nn::VarStore::new(Device::Cpu);
@@ -92,15 +87,7 @@ pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Expor
     let embedding = backbone.to_onnx(&mut graph, INPUT.into());
     let proto = graph.finish(&embedding, EMBEDDING_SIZE);
 
-    // The folder is filled under a temporary name beside `out`, then renamed: it appears whole.
-    let tmp = out.with_file_name(format!(
-        ".{}.{}.tmp",
-        out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    publish_folder(out, |tmp| {
         let onnx = tmp.join(MODEL_FILE);
         std::fs::write(&onnx, proto.encode_to_vec())
             .with_context(|| format!("{}: cannot write", onnx.display()))?;
@@ -143,15 +130,37 @@ pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Expor
         let path = tmp.join(MANIFEST_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
             .with_context(|| format!("{}: cannot write", path.display()))?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
         Ok(Exported {
             dir: out.to_path_buf(),
             arch: arch.name().into(),
             onnx_sha256,
             max_abs_diff,
         })
-    })();
+    })
+}
+
+/// Makes the new model folder `out` with `fill`, which writes its files into a temporary folder
+/// beside `out` (same file system) that is then renamed: the folder appears whole or not at
+/// all. `out` must not exist: a model folder is never overwritten.
+pub(crate) fn publish_folder<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    ensure!(
+        !out.exists(),
+        "{}: already exists; choose another --out (a model folder is never overwritten)",
+        out.display()
+    );
+    let tmp = out.with_file_name(format!(
+        ".{}.{}.tmp",
+        out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let result = std::fs::create_dir_all(&tmp)
+        .with_context(|| format!("{}: cannot create", tmp.display()))
+        .and_then(|()| fill(&tmp))
+        .and_then(|value| {
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+            Ok(value)
+        });
     if result.is_err() {
         // Best effort: the error that matters is the one being returned.
         let _ = std::fs::remove_dir_all(&tmp);

@@ -15,7 +15,7 @@
 //! - The fully connected layer (IResNet's) stays float, and `first_float` / `last_float` keep
 //!   the first or last convolution float, the usual places where int8 costs accuracy.
 
-use super::MODEL_FILE;
+use super::{publish_folder, MODEL_FILE};
 use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -525,7 +525,7 @@ pub fn quantize(
 ) -> Result<Quantized> {
     ensure!(
         !out.exists(),
-        "{}: already exists; choose another --out (a quantization never overwrites a model)",
+        "{}: already exists; choose another --out (a model folder is never overwritten)",
         out.display()
     );
     let model = ModelManifest::load(dir)?;
@@ -554,14 +554,7 @@ pub fn quantize(
         .map_or(0, |g| g.node.iter().filter(|n| n.op_type == "Conv").count());
     let int8_convolutions = quantized_convs(&proto, options).len();
 
-    let tmp = out.with_file_name(format!(
-        ".{}.{}.tmp",
-        out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    publish_folder(out, |tmp| {
         let onnx = tmp.join(MODEL_FILE);
         std::fs::write(&onnx, encode(&quantized))
             .with_context(|| format!("{}: cannot write", onnx.display()))?;
@@ -608,8 +601,6 @@ pub fn quantize(
         let path = tmp.join(MANIFEST_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&int8_manifest)? + "\n")
             .with_context(|| format!("{}: cannot write", path.display()))?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
         Ok(Quantized {
             dir: out.to_path_buf(),
             format: options.format,
@@ -617,17 +608,12 @@ pub fn quantize(
             float_convolutions: convs - int8_convolutions,
             calibration_faces: calibration_batches.len() * BATCH,
             float_bytes: std::fs::metadata(&float_onnx)?.len(),
-            int8_bytes: std::fs::metadata(out.join(MODEL_FILE))?.len(),
+            int8_bytes: std::fs::metadata(&onnx)?.len(),
             check_faces: cosines.len(),
             mean_cosine,
             min_cosine,
         })
-    })();
-    if result.is_err() {
-        // Best effort: the error that matters is the one being returned.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    })
 }
 
 #[cfg(test)]
