@@ -21,12 +21,15 @@ use std::process::ExitCode;
 #[command(
     name = "smoothface-train",
     version,
-    about = "Train and check the Smoothface embedder on libtorch",
-    long_about = "Train and check the Smoothface embedder on libtorch (through tch).\n\n\
+    about = "Train, export and quantize the Smoothface embedder on libtorch",
+    long_about = "Train, export and quantize the Smoothface embedder on libtorch (through tch).\n\n\
         The embedder maps an aligned face to a vector; training pulls vectors of the same person \
         together so that a search ranks that person's photos first. Smooth-AP optimises that \
-        ranking directly (a smoothed average precision); triplet and contrastive are the classic \
+        ranking directly (a smoothed average precision); triplet, contrastive and ArcFace are the \
         baselines.\n\n\
+        The usual path: import a pretrained model, fit it on aligned faces, export the result to \
+        a model folder (quantize it to int8 if wanted), and give that folder to the device with \
+        `smoothface --model DIR`.\n\n\
         Exit status: 0 success, 1 error (the message names the file and the cause), 2 bad usage."
 )]
 struct Cli {

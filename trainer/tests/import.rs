@@ -13,6 +13,7 @@ use prost::Message;
 use smoothface_shared::manifest::{ModelManifest, VerifiedModel};
 use smoothface_shared::preprocess::face_tensor;
 use smoothface_trainer::backbone::{Arch, Options};
+use smoothface_trainer::export::{attribute_float, attribute_int, attribute_ints};
 use smoothface_trainer::import::{import, load_weights};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -20,9 +21,8 @@ use tch::nn;
 use tch::{Device, Tensor};
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    tensor_proto::DataType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 mod common;
@@ -259,33 +259,6 @@ struct Writer<'a> {
     graph: GraphProto,
 }
 
-fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
-
-fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Float as i32,
-        f,
-        ..Default::default()
-    }
-}
-
 fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dim = dims
         .iter()
@@ -338,7 +311,7 @@ impl Writer<'_> {
             }
         }
         x = w.bn(x, "bn2");
-        x = w.node("Flatten", vec![x], vec![attr_int("axis", 1)]);
+        x = w.node("Flatten", vec![x], vec![attribute_int("axis", 1)]);
         x = w.gemm(x, "fc");
         x = w.bn(x, "features");
         w.graph.output = vec![value_info(&x, &[batch, 512])];
@@ -398,11 +371,11 @@ impl Writer<'_> {
         let (dims, weight) = sd.get(&format!("{conv}.weight"));
         let k = dims[2];
         let attrs = vec![
-            attr_ints("dilations", &[1, 1]),
-            attr_int("group", 1),
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("pads", &[k / 2; 4]),
-            attr_ints("strides", &[stride, stride]),
+            attribute_ints("dilations", &[1, 1]),
+            attribute_int("group", 1),
+            attribute_ints("kernel_shape", &[k, k]),
+            attribute_ints("pads", &[k / 2; 4]),
+            attribute_ints("strides", &[stride, stride]),
         ];
         if self.layout == Layout::Separate {
             let w = self.param(&format!("{conv}.weight"));
@@ -462,7 +435,10 @@ impl Writer<'_> {
         self.node(
             "BatchNormalization",
             inputs,
-            vec![attr_float("epsilon", epsilon), attr_float("momentum", 0.9)],
+            vec![
+                attribute_float("epsilon", epsilon),
+                attribute_float("momentum", 0.9),
+            ],
         )
     }
 
@@ -497,9 +473,9 @@ impl Writer<'_> {
             "Gemm",
             vec![x, w, b],
             vec![
-                attr_float("alpha", 1.0),
-                attr_float("beta", 1.0),
-                attr_int("transB", trans_b),
+                attribute_float("alpha", 1.0),
+                attribute_float("beta", 1.0),
+                attribute_int("transB", trans_b),
             ],
         )
     }

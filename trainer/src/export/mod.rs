@@ -7,8 +7,10 @@
 
 mod onnx;
 pub mod quantize;
+mod tract_graph;
 
-pub use onnx::{OnnxGraph, INPUT, OPSET, OUTPUT};
+pub use onnx::{attribute_float, attribute_int, attribute_ints, OnnxGraph, INPUT, OPSET, OUTPUT};
+use tract_graph::TractGraph;
 
 use crate::backbone::{Arch, Options};
 use crate::checkpoint;
@@ -21,7 +23,6 @@ use smoothface_shared::manifest::{
 };
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
-use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 
 /// Name of the graph in an exported model folder.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -75,6 +76,7 @@ fn training_config(checkpoint: &Path) -> Result<Option<serde_json::Value>> {
 /// Exports the backbone in `checkpoint` to a new model folder `out` named `name` (by default
 /// the architecture and the start of the checkpoint's hash).
 pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Exported> {
+    ensure_new_folder(out)?;
     let tensors = checkpoint::read(checkpoint)?;
     let arch = detect_arch(&tensors, checkpoint)?;
     let vs = nn::VarStore::new(Device::Cpu);
@@ -139,15 +141,22 @@ pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Expor
     })
 }
 
-/// Makes the new model folder `out` with `fill`, which writes its files into a temporary folder
-/// beside `out` (same file system) that is then renamed: the folder appears whole or not at
-/// all. `out` must not exist: a model folder is never overwritten.
-pub(crate) fn publish_folder<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+/// Fails, saying what to do, when `out` exists: a model folder is never overwritten. Commands
+/// call it before their work as well as [`publish_folder`] before writing.
+pub(crate) fn ensure_new_folder(out: &Path) -> Result<()> {
     ensure!(
         !out.exists(),
         "{}: already exists; choose another --out (a model folder is never overwritten)",
         out.display()
     );
+    Ok(())
+}
+
+/// Makes the new model folder `out` with `fill`, which writes its files into a temporary folder
+/// beside `out` (same file system) that is then renamed: the folder appears whole or not at
+/// all. `out` must not exist: a model folder is never overwritten.
+pub(crate) fn publish_folder<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    ensure_new_folder(out)?;
     let tmp = out.with_file_name(format!(
         ".{}.{}.tmp",
         out.file_name().unwrap_or_default().to_string_lossy(),
@@ -168,33 +177,17 @@ pub(crate) fn publish_folder<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T
     result
 }
 
-/// Runs the graph at `onnx` in tract and the backbone in libtorch on the same random faces (a
-/// batch of 3, which also exercises the symbolic batch); returns the largest difference and the
-/// largest libtorch output.
+/// Runs the graph at `onnx` in tract and the backbone in libtorch on the same 3 random faces;
+/// returns the largest difference and the largest libtorch output.
 fn check(backbone: &dyn crate::backbone::Backbone, onnx: &Path, size: i64) -> Result<(f32, f32)> {
     let batch = 3;
     let input = Tensor::rand([batch, 3, size, size], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let expected = tch::no_grad(|| backbone.forward_t(&input, false));
     let values = Vec::<f32>::try_from(input.flatten(0, -1))?;
-    let model = tract_onnx::onnx()
-        .model_for_path(onnx)
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| {
-            anyhow!(
-                "{}: tract cannot run the exported graph: {e:#}",
-                onnx.display()
-            )
-        })?;
     let shape = [batch as usize, 3, size as usize, size as usize];
-    let tensor = tract_onnx::prelude::Tensor::from_shape(&shape, &values)?;
-    let outputs = model
-        .run(tvec!(tensor.into()))
-        .map_err(|e| anyhow!("{}: tract failed running it: {e:#}", onnx.display()))?;
-    let got = outputs[0]
-        .try_as_plain_ram()
-        .and_then(|t| t.as_slice::<f32>().map(<[f32]>::to_vec))
-        .map_err(|e| anyhow!("{}: unexpected output: {e:#}", onnx.display()))?;
+    let got = TractGraph::load(onnx, shape, &[])?
+        .run(&values)?
+        .swap_remove(0);
     let expected = Vec::<f32>::try_from(expected.flatten(0, -1))?;
     if got.len() != expected.len() {
         bail!(

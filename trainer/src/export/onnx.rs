@@ -33,7 +33,8 @@ pub struct OnnxGraph {
     graph: GraphProto,
 }
 
-fn attribute_ints(name: &str, ints: &[i64]) -> AttributeProto {
+/// An ONNX attribute holding a list of integers.
+pub fn attribute_ints(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
@@ -42,7 +43,8 @@ fn attribute_ints(name: &str, ints: &[i64]) -> AttributeProto {
     }
 }
 
-fn attribute_int(name: &str, i: i64) -> AttributeProto {
+/// An ONNX attribute holding one integer.
+pub fn attribute_int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -51,7 +53,8 @@ fn attribute_int(name: &str, i: i64) -> AttributeProto {
     }
 }
 
-fn attribute_float(name: &str, f: f32) -> AttributeProto {
+/// An ONNX attribute holding one float.
+pub fn attribute_float(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Float as i32,

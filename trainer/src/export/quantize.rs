@@ -15,7 +15,7 @@
 //! - The fully connected layer (IResNet's) stays float, and `first_float` / `last_float` keep
 //!   the first or last convolution float, the usual places where int8 costs accuracy.
 
-use super::{publish_folder, MODEL_FILE};
+use super::{ensure_new_folder, publish_folder, TractGraph, MODEL_FILE};
 use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -28,9 +28,7 @@ use std::path::Path;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
-use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable,
-};
+use tract_onnx::prelude::Framework;
 
 /// Which quantized operators the graph uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -170,26 +168,11 @@ pub fn calibrate(
     inputs: &[Vec<f32>],
     names: &[String],
 ) -> Result<HashMap<String, Range>> {
-    let model = tract_onnx::onnx()
-        .model_for_path(onnx)
-        .map_err(|e| anyhow!("{}: not a readable ONNX model: {e:#}", onnx.display()))?
-        .with_input_fact(0, InferenceFact::dt_shape(DatumType::F32, shape))
-        .and_then(|m| m.with_outputs_by_name(names))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| anyhow!("{}: tract cannot run it: {e:#}", onnx.display()))?;
+    let graph = TractGraph::load(onnx, shape, names)?;
     // Sums of each batch's minimum and maximum.
     let mut sums: HashMap<String, Range> = HashMap::new();
     for input in inputs {
-        let x = tract_onnx::prelude::Tensor::from_shape(&shape, input)?;
-        let outputs = model
-            .run(tvec!(x.into()))
-            .map_err(|e| anyhow!("{}: tract failed: {e:#}", onnx.display()))?;
-        for (name, out) in names.iter().zip(outputs.iter()) {
-            let values = out
-                .try_as_plain_ram()
-                .and_then(|t| t.as_slice::<f32>().map(<[f32]>::to_vec))
-                .map_err(|e| anyhow!("{name}: {e:#}"))?;
+        for (name, values) in names.iter().zip(graph.run(input)?) {
             let (lo, hi) = values
                 .iter()
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
@@ -479,23 +462,10 @@ fn face_batches(dir: &Path, spec: &InputSpec, limit: usize) -> Result<Vec<Vec<f3
 
 /// Embeddings of `batches` by the graph at `onnx`, in tract.
 fn embed_all(onnx: &Path, shape: [usize; 4], batches: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-    let model = tract_onnx::onnx()
-        .model_for_path(onnx)
-        .map_err(|e| anyhow!("{}: not a readable ONNX model: {e:#}", onnx.display()))?
-        .with_input_fact(0, InferenceFact::dt_shape(DatumType::F32, shape))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| anyhow!("{}: tract cannot run it: {e:#}", onnx.display()))?;
+    let graph = TractGraph::load(onnx, shape, &[])?;
     let mut rows = Vec::new();
     for batch in batches {
-        let x = tract_onnx::prelude::Tensor::from_shape(&shape, batch)?;
-        let out = model
-            .run(tvec!(x.into()))
-            .map_err(|e| anyhow!("{}: tract failed: {e:#}", onnx.display()))?;
-        let values = out[0]
-            .try_as_plain_ram()
-            .and_then(|t| t.as_slice::<f32>().map(<[f32]>::to_vec))
-            .map_err(|e| anyhow!("{}: {e:#}", onnx.display()))?;
+        let values = graph.run(batch)?.swap_remove(0);
         let dim = values.len() / shape[0];
         rows.extend(values.chunks_exact(dim).map(<[f32]>::to_vec));
     }
@@ -523,11 +493,7 @@ pub fn quantize(
     images: usize,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    ensure!(
-        !out.exists(),
-        "{}: already exists; choose another --out (a model folder is never overwritten)",
-        out.display()
-    );
+    ensure_new_folder(out)?;
     let model = ModelManifest::load(dir)?;
     let manifest = &model.manifest;
     let spec = manifest
