@@ -51,6 +51,15 @@ fn write_config(dir: &Path, faces: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// A temporary folder holding the synthetic faces and a configuration for them with `extra`.
+fn faces_and_config(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    write_faces(&faces);
+    let config = write_config(dir.path(), &faces, extra);
+    (dir, config)
+}
+
 fn fit(config: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_smoothface-train"));
     command
@@ -89,14 +98,8 @@ fn backbone(checkpoint: &Path) -> Vec<(String, Tensor)> {
 
 #[test]
 fn a_run_records_every_epoch_learns_and_leaves_its_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    write_faces(&faces);
-    let config = write_config(
-        dir.path(),
-        &faces,
-        "epochs = 4\n[optimizer]\nlr = 1e-3\n[loss]\nname = \"smooth-ap\"\n",
-    );
+    let (dir, config) =
+        faces_and_config("epochs = 4\n[optimizer]\nlr = 1e-3\n[loss]\nname = \"smooth-ap\"\n");
     let out = dir.path().join("run");
     let output = run(&mut fit(&config, &out, &["--quiet"]));
 
@@ -143,12 +146,7 @@ fn a_run_records_every_epoch_learns_and_leaves_its_files() {
 
 #[test]
 fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    write_faces(&faces);
-    let config = write_config(
-        dir.path(),
-        &faces,
+    let (dir, config) = faces_and_config(
         "epochs = 3\n[optimizer]\nlr = 1e-3\n[loss]\nname = \"arcface+smooth-ap\"\n",
     );
     let straight = dir.path().join("straight");
