@@ -23,7 +23,7 @@ use prost::Message;
 use smoothface_shared::manifest::{
     sha256_file, InputSpec, Layout, ModelFile, ModelManifest, MANIFEST_FILE,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -234,7 +234,7 @@ pub fn quantize_graph(
         .map(|t| (t.name.clone(), t.clone()))
         .collect();
     let mut new_initializers: Vec<TensorProto> = Vec::new();
-    let mut used_initializers: BTreeMap<String, ()> = BTreeMap::new();
+    let mut used_initializers: HashSet<String> = HashSet::new();
     let mut nodes = Vec::new();
     // Each float tensor is quantized once, however many convolutions read it.
     let mut quantized_tensors: HashMap<String, String> = HashMap::new();
@@ -248,7 +248,7 @@ pub fn quantize_graph(
     for (i, n) in graph.node.iter().enumerate() {
         if !quantized.contains(&i) {
             for input in &n.input {
-                used_initializers.insert(input.clone(), ());
+                used_initializers.insert(input.clone());
             }
             nodes.push(n.clone());
             continue;
@@ -366,7 +366,7 @@ pub fn quantize_graph(
                 conv.input[0] = xdq;
                 conv.input[1] = wdq;
                 if let Some(b) = b {
-                    used_initializers.insert(b.clone(), ());
+                    used_initializers.insert(b.clone());
                 }
                 nodes.push(conv);
             }
@@ -375,7 +375,7 @@ pub fn quantize_graph(
     // Float weights of quantized convolutions are dropped: the file shrinks about 4x.
     graph
         .initializer
-        .retain(|t| used_initializers.contains_key(&t.name));
+        .retain(|t| used_initializers.contains(&t.name));
     graph.initializer.extend(new_initializers);
     graph.node = nodes;
     Ok(proto)
@@ -396,11 +396,6 @@ pub fn read_float_graph(dir: &Path) -> Result<ModelProto> {
         bail!("{}: already quantized", onnx.display());
     }
     Ok(proto)
-}
-
-/// The ONNX bytes of `proto`.
-pub fn encode(proto: &ModelProto) -> Vec<u8> {
-    proto.encode_to_vec()
 }
 
 /// What a quantization did.
@@ -522,7 +517,7 @@ pub fn quantize(
 
     publish_folder(out, |tmp| {
         let onnx = tmp.join(MODEL_FILE);
-        std::fs::write(&onnx, encode(&quantized))
+        std::fs::write(&onnx, quantized.encode_to_vec())
             .with_context(|| format!("{}: cannot write", onnx.display()))?;
 
         let check_batches = match check {
