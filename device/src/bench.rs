@@ -1,19 +1,24 @@
 //! `smoothface bench`: speed of every stage, each beside a peer measured in the same run.
 //!
-//! - embedding: per-face latency on one thread, tract against onnxruntime (`bench/ort_peer.py`,
-//!   run with the benchmark virtualenv's Python) on the same graph and the same input tensors;
-//!   the two runtimes' embeddings are compared too;
+//! - embedding: per-face latency on one thread of every embedder given (`--model`, then each
+//!   `--compare`), each graph as written and as the device runs it (its load-time rewrites), in
+//!   tract and in onnxruntime (`bench/ort_peer.py`, run with the benchmark virtualenv's Python)
+//!   on the same input tensors, with the embeddings compared across graphs and runtimes; with
+//!   `--profile`, the time of every operator in both runtimes;
 //! - detection: per-photo time on the photos as they are (250x250 for LFW) and resized to 500x400;
 //! - end to end: photos per second of `index` on all cores, into a fresh gallery;
 //! - search: one query against 10k, 100k and 1M random unit vectors, against numpy's
 //!   matrix-vector product.
 
+use crate::embedder::Embedder;
 use crate::gallery::{db, index, search::FaceMatrix};
+use crate::onnx;
 use crate::pipeline::Pipeline;
 use anyhow::{bail, Context, Result};
 use image::imageops;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smoothface_shared::embedding::{cosine, l2_normalize};
+use smoothface_shared::manifest::{InputSpec, Layout, ModelManifest};
 use smoothface_shared::preprocess::face_tensor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +27,8 @@ use std::time::Instant;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// The embedder model folder (the pipeline's).
+    pub model: PathBuf,
     /// Folder of face photos (searched recursively).
     pub photos: PathBuf,
     /// Faces for the embedding and detection timings.
@@ -32,6 +39,13 @@ pub struct BenchOptions {
     pub search_sizes: Vec<usize>,
     /// Python with onnxruntime and numpy; `None` skips the peers.
     pub python: Option<PathBuf>,
+    /// Embedder model folders timed beside the pipeline's (an export, its int8 quantization).
+    pub compare: Vec<PathBuf>,
+    /// Rounds of the embedding timing: every round times every face once in every graph and
+    /// runtime, so a slow spell of a shared machine spreads over all of them.
+    pub rounds: usize,
+    /// Also time each operator of every graph as the device runs it, in both runtimes.
+    pub profile: bool,
 }
 
 /// A timing beside its peer's.
@@ -47,17 +61,63 @@ pub struct Row {
     pub peer: Option<String>,
 }
 
+/// Which form of an embedder's graph ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphForm {
+    /// The ONNX file exactly as written.
+    AsWritten,
+    /// With the device's load-time rewrites ([`onnx::rewritten_proto`]): what `index` runs.
+    AsRun,
+}
+
+impl GraphForm {
+    /// How the table names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            GraphForm::AsWritten => "as written",
+            GraphForm::AsRun => "as the device runs it",
+        }
+    }
+}
+
+/// One embedder graph, one face at a time on one thread, in tract and in onnxruntime.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedRow {
+    /// The model folder.
+    pub model: PathBuf,
+    /// Its manifest's name.
+    pub name: String,
+    /// Which form of its graph.
+    pub graph: GraphForm,
+    /// Tract, milliseconds a face (median).
+    pub tract_ms: f64,
+    /// onnxruntime on the same graph, milliseconds a face (median), when the peer ran.
+    pub onnxruntime_ms: Option<f64>,
+    /// Lowest cosine, over the faces, between this graph's embeddings and those of the first
+    /// model as the device runs it (1 for the same weights; lower for a retrained or int8 model).
+    pub min_cosine_to_first: f32,
+    /// Lowest cosine between tract's and onnxruntime's embeddings of the same faces.
+    pub min_cosine_tract_vs_onnxruntime: Option<f32>,
+    /// With `--profile`: tract's time per operator.
+    pub tract_ops: Option<Vec<onnx::OpTime>>,
+    /// With `--profile`: onnxruntime's time per operator type.
+    pub onnxruntime_ops: Option<Vec<onnx::OpTime>>,
+}
+
 /// The benchmark's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// Timings.
+    /// Detection and search timings.
     pub rows: Vec<Row>,
+    /// Embedding timings, every graph beside onnxruntime.
+    pub embedding: Vec<EmbedRow>,
+    /// onnxruntime's version, when it ran.
+    pub onnxruntime: Option<String>,
     /// End-to-end photos per second on all cores.
     pub photos_per_second: f64,
     /// Worker threads used end to end.
     pub threads: usize,
-    /// Largest difference between tract's and onnxruntime's embeddings, when the peer ran.
-    pub max_abs_diff_vs_peer: Option<f32>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -117,51 +177,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
         peer: None,
     });
 
-    // Embedding, one face at a time.
-    let emb = &pipeline.embedder;
-    let mut ours = Vec::new();
-    let mut vectors = Vec::new();
-    for repeat in 0..4 {
-        for c in &crops {
-            let (ms, v) = time_ms(|| emb.embed(&[c.as_slice()]));
-            let v = v?;
-            if repeat == 0 {
-                vectors.push(v); // the first pass also warms up
-            } else {
-                ours.push(ms);
-            }
-        }
-    }
-    let mut max_abs_diff_vs_peer = None;
-    let mut embed_row = Row {
-        what: format!("embed one face ({}), 1 thread", emb.name),
-        ours_ms: median(ours),
-        peer_ms: None,
-        peer: None,
-    };
-    if let Some(python) = &opts.python {
-        let peer = ort_embed(python, pipeline, &crops)?;
-        embed_row.peer_ms = Some(peer.median_ms);
-        embed_row.peer = Some(peer.runtime);
-        let diff = vectors
-            .iter()
-            .zip(&peer.embeddings)
-            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-            .fold(0.0f32, f32::max);
-        let min_cos = vectors
-            .iter()
-            .zip(&peer.embeddings)
-            .map(|(a, b)| cosine(a, b))
-            .fold(1.0f32, f32::min);
-        // onnxruntime runs an int8 graph with integer kernels where tract dequantizes the
-        // weights and convolves in float: their roundings differ, not their model.
-        let floor = if emb.quantized { 0.98 } else { 0.999 };
-        if min_cos < floor {
-            bail!("tract and onnxruntime disagree on the same input (cosine {min_cos}): the model is not run correctly");
-        }
-        max_abs_diff_vs_peer = Some(diff);
-    }
-    rows.push(embed_row);
+    let (embedding, onnxruntime) = embed_table(opts, &crops)?;
 
     // End to end on all cores into a fresh gallery.
     let tmp = tempfile_dir()?;
@@ -184,8 +200,8 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
         None => None,
     };
     for (i, &n) in opts.search_sizes.iter().enumerate() {
-        let m = random_matrix(n, emb.dim());
-        let query = m_row(emb.dim(), 0);
+        let m = random_matrix(n, pipeline.embedder.dim());
+        let query = m_row(pipeline.embedder.dim(), 0);
         let times: Vec<f64> = (0..5)
             .map(|_| time_ms(|| m.rank_media(&query, 20, -1.0)).0)
             .collect();
@@ -198,9 +214,10 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     }
     Ok(BenchReport {
         rows,
+        embedding,
+        onnxruntime,
         photos_per_second,
         threads: rayon::current_num_threads(),
-        max_abs_diff_vs_peer,
     })
 }
 
@@ -255,10 +272,173 @@ fn random_matrix(n: usize, dim: usize) -> FaceMatrix {
     m
 }
 
+/// One graph of the embedding table while it is being measured.
+struct Variant {
+    dir: PathBuf,
+    form: GraphForm,
+    embedder: Embedder,
+    /// The file onnxruntime runs: the model's own, or the device's rewrite of it.
+    onnx_file: PathBuf,
+    vectors: Vec<Vec<f32>>,
+    tract_ms: Vec<f64>,
+    peer_ms: Vec<f64>,
+    peer_vectors: Vec<Vec<f32>>,
+    tract_ops: Option<Vec<onnx::OpTime>>,
+    peer_ops: Option<Vec<onnx::OpTime>>,
+}
+
+/// Times one face at a time on this thread: every model given, each as written and as the
+/// device runs it, in tract and in onnxruntime. Each round runs every graph over all the faces
+/// in turn (as an indexer would, with its caches warm), tract then onnxruntime, so that a slow
+/// spell of a shared machine spreads over all of them.
+fn embed_table(opts: &BenchOptions, crops: &[Vec<u8>]) -> Result<(Vec<EmbedRow>, Option<String>)> {
+    let scratch = tempfile_dir()?.join("graphs");
+    std::fs::create_dir_all(&scratch)?;
+    let mut variants = Vec::new();
+    for (i, dir) in std::iter::once(&opts.model)
+        .chain(&opts.compare)
+        .enumerate()
+    {
+        let model = ModelManifest::load(dir)?;
+        for form in [GraphForm::AsWritten, GraphForm::AsRun] {
+            let embedder = match form {
+                GraphForm::AsWritten => Embedder::load_as_written(&model),
+                GraphForm::AsRun => Embedder::load(&model),
+            }
+            .with_context(|| format!("{}: cannot load the embedder", dir.display()))?;
+            let onnx_file = match form {
+                GraphForm::AsWritten => embedder.onnx_path.clone(),
+                GraphForm::AsRun => {
+                    let file = scratch.join(format!("{i}.onnx"));
+                    let proto = onnx::rewritten_proto(&embedder.onnx_path)?;
+                    std::fs::write(&file, prost::Message::encode_to_vec(&proto))?;
+                    file
+                }
+            };
+            variants.push(Variant {
+                dir: dir.clone(),
+                form,
+                embedder,
+                onnx_file,
+                vectors: Vec::new(),
+                tract_ms: Vec::new(),
+                peer_ms: Vec::new(),
+                peer_vectors: Vec::new(),
+                tract_ops: None,
+                peer_ops: None,
+            });
+        }
+    }
+    let spec = variants[0].embedder.spec;
+    if let Some(v) = variants.iter().find(|v| v.embedder.spec != spec) {
+        bail!(
+            "{}: takes other input than {} ({:?} against {:?}); benchmark them separately",
+            v.dir.display(),
+            opts.model.display(),
+            v.embedder.spec,
+            spec
+        );
+    }
+    // A first pass warms up every plan and keeps the embeddings.
+    for v in &mut variants {
+        for c in crops {
+            v.vectors.push(v.embedder.embed(&[c.as_slice()])?);
+        }
+    }
+    let peer_input = match &opts.python {
+        Some(_) => Some(write_peer_input(&spec, crops)?),
+        None => None,
+    };
+    let mut runtime = None;
+    for round in 0..opts.rounds.max(1) {
+        for v in &mut variants {
+            for c in crops {
+                let (ms, r) = time_ms(|| v.embedder.embed(&[c.as_slice()]));
+                r?;
+                v.tract_ms.push(ms);
+            }
+        }
+        if let (Some(python), Some(input)) = (&opts.python, &peer_input) {
+            let last = round + 1 == opts.rounds.max(1);
+            let files: Vec<&Path> = variants.iter().map(|v| v.onnx_file.as_path()).collect();
+            let peer = ort_embed(
+                python,
+                &files,
+                input,
+                &spec,
+                crops.len(),
+                opts.profile && last,
+            )?;
+            for (v, p) in variants.iter_mut().zip(peer.models) {
+                v.peer_ms.extend(p.times_ms);
+                v.peer_vectors = p.embeddings;
+                v.peer_ops = p.profile;
+            }
+            runtime = Some(peer.runtime);
+        }
+    }
+    if opts.profile {
+        for v in &mut variants {
+            v.tract_ops = Some(v.embedder.profile(&crops[0], PROFILE_RUNS)?);
+        }
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    if let Some(input) = peer_input {
+        std::fs::remove_file(input).ok();
+    }
+    let min_cosine = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| cosine(x, y))
+            .fold(1.0f32, f32::min)
+    };
+    // The first model as the device runs it.
+    let reference = variants[1].vectors.clone();
+    let rows = variants
+        .into_iter()
+        .map(|v| EmbedRow {
+            name: v.embedder.name.clone(),
+            model: v.dir,
+            graph: v.form,
+            tract_ms: median(v.tract_ms),
+            onnxruntime_ms: (!v.peer_ms.is_empty()).then(|| median(v.peer_ms)),
+            min_cosine_to_first: min_cosine(&v.vectors, &reference),
+            min_cosine_tract_vs_onnxruntime: (!v.peer_vectors.is_empty())
+                .then(|| min_cosine(&v.vectors, &v.peer_vectors)),
+            tract_ops: v.tract_ops,
+            onnxruntime_ops: v.peer_ops,
+        })
+        .collect();
+    Ok((rows, runtime))
+}
+
+/// Runs of one face behind each operator time of `--profile`.
+const PROFILE_RUNS: usize = 20;
+
+/// Writes the input tensors of `crops` as raw float32 for the peer.
+fn write_peer_input(spec: &InputSpec, crops: &[Vec<u8>]) -> Result<PathBuf> {
+    let per = 3 * spec.size * spec.size;
+    let mut data = vec![0.0f32; per * crops.len()];
+    for (c, slot) in crops.iter().zip(data.chunks_exact_mut(per)) {
+        face_tensor(c, spec, slot);
+    }
+    let path = std::env::temp_dir().join(format!("smoothface-bench-{}.f32", std::process::id()));
+    std::fs::write(&path, db::to_blob(&data))?;
+    Ok(path)
+}
+
+/// What the peer reports of one model.
+#[derive(Deserialize)]
+struct PeerModel {
+    times_ms: Vec<f64>,
+    embeddings: Vec<Vec<f32>>,
+    profile: Option<Vec<onnx::OpTime>>,
+}
+
+#[derive(Deserialize)]
 struct PeerEmbed {
     runtime: String,
-    median_ms: f64,
-    embeddings: Vec<Vec<f32>>,
+    models: Vec<PeerModel>,
 }
 
 fn peer_script() -> PathBuf {
@@ -282,52 +462,40 @@ fn run_python(python: &Path, args: &[String]) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn ort_embed(python: &Path, pipeline: &Pipeline, crops: &[Vec<u8>]) -> Result<PeerEmbed> {
-    let emb = &pipeline.embedder;
-    let per = 3 * emb.spec.size * emb.spec.size;
-    let mut data = vec![0.0f32; per * crops.len()];
-    for (c, slot) in crops.iter().zip(data.chunks_exact_mut(per)) {
-        face_tensor(c, &emb.spec, slot);
-    }
-    let input = std::env::temp_dir().join(format!("smoothface-bench-{}.f32", std::process::id()));
-    std::fs::write(&input, db::to_blob(&data))?;
-    let s = emb.spec.size;
-    let shape = match emb.spec.layout {
-        smoothface_shared::manifest::Layout::Nchw => format!("3,{s},{s}"),
-        smoothface_shared::manifest::Layout::Nhwc => format!("{s},{s},3"),
+fn ort_embed(
+    python: &Path,
+    models: &[&Path],
+    input: &Path,
+    spec: &InputSpec,
+    n: usize,
+    profile: bool,
+) -> Result<PeerEmbed> {
+    let s = spec.size;
+    let shape = match spec.layout {
+        Layout::Nchw => format!("3,{s},{s}"),
+        Layout::Nhwc => format!("{s},{s},3"),
     };
-    let args = [
-        "embed".to_string(),
-        "--model".into(),
-        emb.onnx_path.display().to_string(),
+    let mut args = vec!["embed".to_string()];
+    for m in models {
+        args.extend(["--model".to_string(), m.display().to_string()]);
+    }
+    args.extend([
         "--input".into(),
         input.display().to_string(),
         "--n".into(),
-        crops.len().to_string(),
+        n.to_string(),
         "--shape".into(),
         shape,
-    ];
-    let v = run_python(python, &args);
-    std::fs::remove_file(&input).ok();
-    let v = v?;
-    let embeddings = v["embeddings"]
-        .as_array()
-        .context("peer output")?
-        .iter()
-        .map(|row| {
-            row.as_array().map(|r| {
-                r.iter()
-                    .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
-                    .collect()
-            })
-        })
-        .collect::<Option<Vec<Vec<f32>>>>()
-        .context("peer embeddings")?;
-    Ok(PeerEmbed {
-        runtime: v["runtime"].as_str().unwrap_or("onnxruntime").into(),
-        median_ms: v["median_ms"].as_f64().context("peer timing")?,
-        embeddings,
-    })
+    ]);
+    if profile {
+        args.push("--profile".into());
+    }
+    let peer: PeerEmbed = serde_json::from_value(run_python(python, &args)?)
+        .context("the peer's output is not what this version of smoothface expects")?;
+    if peer.models.len() != models.len() || peer.models.iter().any(|m| m.embeddings.len() != n) {
+        bail!("the peer did not report every model and face");
+    }
+    Ok(peer)
 }
 
 fn numpy_search(python: &Path, sizes: &[usize]) -> Result<(String, Vec<f64>)> {

@@ -42,6 +42,19 @@ impl Embedder {
     /// `max_batch: 1` (a hard-coded batch, like the pretrained MobileFaceNet's final
     /// `Reshape [1,-1]`) run one face per call; others run up to 64 at once.
     pub fn load(model: &VerifiedModel) -> Result<Embedder> {
+        Embedder::load_graph(model, onnx::load_graph)
+    }
+
+    /// Loads the embedder with its graph exactly as written, without the device's rewrites
+    /// (see [`onnx::load_graph`]): for the benchmark, which times both.
+    pub fn load_as_written(model: &VerifiedModel) -> Result<Embedder> {
+        Embedder::load_graph(model, onnx::load_graph_unmodified)
+    }
+
+    fn load_graph(
+        model: &VerifiedModel,
+        parse: fn(&std::path::Path) -> Result<InferenceModel>,
+    ) -> Result<Embedder> {
         let m = &model.manifest;
         if m.kind != ModelKind::Embedder {
             bail!(
@@ -55,7 +68,7 @@ impl Embedder {
             m.embedding_size.expect("checked"),
         );
         let path = model.dir.join(&m.files[0].file);
-        let graph = onnx::load_graph(&path)?;
+        let graph = parse(&path)?;
         let max_batch = m.max_batch.unwrap_or(usize::MAX).max(1);
         // One plan per batch size, each for its concrete shape: tract ran a plan with a
         // symbolic batch five times slower (98.5 ms a face against 19.7 ms, MobileFaceNet
@@ -98,16 +111,25 @@ impl Embedder {
         Ok(out)
     }
 
-    fn embed_batch(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
-        let n = crops.len();
+    /// Time per tract operator of embedding one crop, over `runs` runs (see [`onnx::profile`]).
+    pub fn profile(&self, crop: &[u8], runs: usize) -> Result<Vec<onnx::OpTime>> {
+        let input = self.input_tensor(&[crop])?;
+        onnx::profile(&self.plans.get(input.shape())?, &input, runs)
+    }
+
+    fn input_tensor(&self, crops: &[&[u8]]) -> Result<Tensor> {
         let per = 3 * self.spec.size * self.spec.size;
-        let mut data = vec![0.0f32; n * per];
+        let mut data = vec![0.0f32; crops.len() * per];
         for (crop, slot) in crops.iter().zip(data.chunks_exact_mut(per)) {
             face_tensor(crop, &self.spec, slot);
         }
-        let shape = input_shape(&self.spec, n);
-        let input = Tensor::from_shape(&shape, &data)?;
-        let out = self.plans.get(&shape)?.run(tvec!(input.into()))?;
+        Tensor::from_shape(&input_shape(&self.spec, crops.len()), &data)
+    }
+
+    fn embed_batch(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
+        let n = crops.len();
+        let input = self.input_tensor(crops)?;
+        let out = self.plans.get(input.shape())?.run(tvec!(input.into()))?;
         // Never trust a graph's batch handling: the output must be exactly [n, dim].
         if out[0].shape() != [n, self.dim] {
             bail!(

@@ -152,6 +152,16 @@ enum Command {
             value_name = "N,N,..."
         )]
         search_sizes: Vec<usize>,
+        /// Another embedder folder timed beside --model, each as written and as the device runs
+        /// it, in tract and onnxruntime (repeat: an export, its int8 quantization)
+        #[arg(long, value_name = "DIR")]
+        compare: Vec<PathBuf>,
+        /// Rounds of the embedding timing: each times every face once in every graph and runtime
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        rounds: usize,
+        /// Also time every operator of each embedder graph, in tract and onnxruntime
+        #[arg(long)]
+        profile: bool,
         /// Python with onnxruntime and numpy [default: .venv-bench/bin/python, made by `scripts/setup --bench`]
         #[arg(long, value_name = "PYTHON")]
         python: Option<PathBuf>,
@@ -313,6 +323,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             faces,
             e2e_photos,
             search_sizes,
+            compare,
+            rounds,
+            profile,
             python,
             no_peer,
             json,
@@ -330,6 +343,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let opts = bench::BenchOptions {
+                model: g.model.clone().unwrap_or_else(default_model_dir),
+                compare: compare.clone(),
+                rounds: *rounds,
+                profile: *profile,
                 photos: photos
                     .clone()
                     .unwrap_or_else(|| source.join("../shared/data/faces/lfw-devtrain")),
@@ -342,24 +359,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("| what | smoothface (tract) | peer | peer time |");
-                println!("|---|---:|---|---:|");
-                for row in &r.rows {
-                    let peer_ms = row.peer_ms.map_or("-".into(), |p| format!("{p:.2} ms"));
-                    println!(
-                        "| {} | {:.2} ms | {} | {peer_ms} |",
-                        row.what,
-                        row.ours_ms,
-                        row.peer.as_deref().unwrap_or("-")
-                    );
-                }
-                println!(
-                    "| index end to end, {} threads | {:.1} photos/s | | |",
-                    r.threads, r.photos_per_second
-                );
-                if let Some(d) = r.max_abs_diff_vs_peer {
-                    println!("\ntract vs onnxruntime embeddings: max abs difference {d:.2e}");
-                }
+                print_bench(&r);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -650,4 +650,64 @@ fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     println!("forgot {photos} photos and {faces} faces");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the benchmark's tables in Markdown.
+fn print_bench(r: &bench::BenchReport) {
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+    let ort = r.onnxruntime.as_deref().unwrap_or("onnxruntime (not run)");
+    println!("Embedding one face on one thread, tract beside {ort}:\n");
+    println!("| model | graph | tract | onnxruntime | tract / onnxruntime | cosine to the first model | cosine tract vs onnxruntime |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for e in &r.embedding {
+        println!(
+            "| {} ({}) | {} | {:.2} ms | {} | {} | {:.5} | {} |",
+            e.name,
+            e.model.display(),
+            e.graph.label(),
+            e.tract_ms,
+            ms(e.onnxruntime_ms),
+            e.onnxruntime_ms
+                .map_or("-".into(), |o| format!("{:.2}", e.tract_ms / o)),
+            e.min_cosine_to_first,
+            e.min_cosine_tract_vs_onnxruntime
+                .map_or("-".into(), |c| format!("{c:.5}")),
+        );
+    }
+    for e in r.embedding.iter().filter(|e| e.tract_ops.is_some()) {
+        println!(
+            "\nOperators of {} {}, fastest run of each node summed:\n",
+            e.name,
+            e.graph.label()
+        );
+        println!("| tract op | nodes | time | onnxruntime op | nodes | time |");
+        println!("|---|---:|---:|---|---:|---:|");
+        let (tract, peer) = (
+            e.tract_ops.as_deref().unwrap_or_default(),
+            e.onnxruntime_ops.as_deref().unwrap_or_default(),
+        );
+        let cell = |o: Option<&smoothface_device::onnx::OpTime>| {
+            o.map_or("| | |".to_string(), |o| {
+                format!("{} | {} | {:.3} ms", o.op, o.nodes, o.ms)
+            })
+        };
+        for i in 0..tract.len().max(peer.len()) {
+            println!("| {} | {} |", cell(tract.get(i)), cell(peer.get(i)));
+        }
+    }
+    println!("\n| what | smoothface (tract) | peer | peer time |");
+    println!("|---|---:|---|---:|");
+    for row in &r.rows {
+        println!(
+            "| {} | {:.2} ms | {} | {} |",
+            row.what,
+            row.ours_ms,
+            row.peer.as_deref().unwrap_or("-"),
+            ms(row.peer_ms)
+        );
+    }
+    println!(
+        "| index end to end, {} threads | {:.1} photos/s | | |",
+        r.threads, r.photos_per_second
+    );
 }

@@ -116,3 +116,54 @@ fn a_faceless_image_has_no_face_and_a_bad_one_is_partial() {
         "{v}"
     );
 }
+
+#[test]
+fn bench_times_every_graph_of_every_model_and_profiles_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let photos = root.join("../shared/data/faces/lfw-devtrain");
+    if !photos.exists() {
+        eprintln!("skipped: {} is absent", photos.display());
+        return;
+    }
+    let model = root.join("models/mobilefacenet");
+    let (model, photos) = (model.to_str().unwrap(), photos.to_str().unwrap());
+    let o = smoothface(&[
+        "--model",
+        model,
+        "bench",
+        "--photos",
+        photos,
+        "--faces",
+        "3",
+        "--e2e-photos",
+        "2",
+        "--search-sizes",
+        "100",
+        "--rounds",
+        "1",
+        "--profile",
+        "--no-peer",
+        "--json",
+        "--compare",
+        model,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = r["embedding"].as_array().unwrap();
+    let forms: Vec<&str> = rows.iter().map(|e| e["graph"].as_str().unwrap()).collect();
+    assert_eq!(forms, ["as_written", "as_run", "as_written", "as_run"]);
+    for e in rows {
+        // The same weights in every row, and rewrites that keep the mathematics.
+        assert!(e["min_cosine_to_first"].as_f64().unwrap() > 0.99999, "{e}");
+        assert!(e["tract_ms"].as_f64().unwrap() > 0.0);
+        assert!(e["onnxruntime_ms"].is_null());
+        let ops = e["tract_ops"].as_array().unwrap();
+        let nodes: u64 = ops.iter().map(|o| o["nodes"].as_u64().unwrap()).sum();
+        assert!(nodes > 50, "MobileFaceNet has more than 50 nodes: {ops:?}");
+        let times: Vec<f64> = ops.iter().map(|o| o["ms"].as_f64().unwrap()).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] >= w[1]),
+            "most expensive first: {times:?}"
+        );
+    }
+}

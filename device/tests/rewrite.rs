@@ -89,3 +89,21 @@ fn the_embedder_s_stride_2_depthwise_convolutions_are_rewritten() {
     );
     assert!(proto.opset_import.iter().any(|o| o.version == 13));
 }
+
+#[test]
+fn the_embedder_s_rewritten_slopes_are_shaped_like_its_activations() {
+    let path = model("mobilefacenet/fr_feature.onnx");
+    let proto = onnx::rewritten_proto(&path).unwrap();
+    let graph = proto.graph.as_ref().unwrap();
+    let slopes: Vec<_> = graph
+        .initializer
+        .iter()
+        .filter(|t| t.name.ends_with(".a_minus_1"))
+        .collect();
+    assert_eq!(slopes.len(), 33);
+    for t in slopes {
+        // [1, C, 1, 1], not the original [C, 1, 1]: see `slope_dims` for why.
+        assert_eq!(t.dims.len(), 4, "{}: {:?}", t.name, t.dims);
+        assert_eq!((t.dims[0], t.dims[2], t.dims[3]), (1, 1, 1), "{}", t.name);
+    }
+}
