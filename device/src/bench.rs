@@ -67,7 +67,9 @@ pub struct Row {
 pub enum GraphForm {
     /// The ONNX file exactly as written.
     AsWritten,
-    /// With the device's load-time rewrites ([`onnx::rewritten_proto`]): what `index` runs.
+    /// With the device's load-time rewrites, what `index` runs: tract gets them all
+    /// ([`onnx::load_graph`]); onnxruntime gets their ONNX part ([`onnx::rewritten_proto`]),
+    /// tract's layout change having no ONNX form.
     AsRun,
 }
 

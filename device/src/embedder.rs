@@ -53,7 +53,7 @@ impl Embedder {
 
     fn load_graph(
         model: &VerifiedModel,
-        parse: fn(&std::path::Path) -> Result<InferenceModel>,
+        parse: fn(&std::path::Path) -> Result<onnx::Graph>,
     ) -> Result<Embedder> {
         let m = &model.manifest;
         if m.kind != ModelKind::Embedder {

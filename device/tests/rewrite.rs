@@ -1,4 +1,4 @@
-//! The PRelu rewrite changes how tract runs the pretrained models, never what they compute.
+//! The device's rewrites change how tract runs the pretrained models, never what they compute.
 
 use smoothface_device::onnx::{self, Dim};
 use std::path::{Path, PathBuf};
@@ -77,17 +77,26 @@ fn every_prelu_of_the_embedder_is_rewritten() {
 }
 
 #[test]
-fn the_embedder_s_stride_2_depthwise_convolutions_are_rewritten() {
+fn every_depthwise_convolution_of_the_embedder_but_the_first_runs_channels_last() {
     let path = model("mobilefacenet/fr_feature.onnx");
-    let mut proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
-    // Conv_6, Conv_35 and Conv_76 are depthwise at stride 2; Conv_0 (stride 2, not depthwise) stays.
-    assert_eq!(onnx::rewrite_strided_depthwise(&mut proto), 3);
-    let graph = proto.graph.as_ref().unwrap();
+    // After the PRelu rewrite: tract's own PRelu ops cannot carry the move.
+    let proto = onnx::rewritten_proto(&path).unwrap();
+    let mut graph = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
+    graph
+        .set_input_fact(
+            0,
+            InferenceFact::dt_shape(f32::datum_type(), tvec!(1, 3, 112, 112)),
+        )
+        .unwrap();
+    let mut typed = graph.into_typed().unwrap().into_decluttered().unwrap();
+    // 17 depthwise convolutions; the first (Conv_2) would move the image input's layout too.
+    assert_eq!(onnx::channels_last_depthwise(&mut typed).unwrap(), 16);
     assert_eq!(
-        graph.node.iter().filter(|n| n.op_type == "Slice").count(),
-        3
+        typed.input_fact(0).unwrap().shape.to_tvec(),
+        tvec!(1.into(), 3.into(), 112.into(), 112.into())
     );
-    assert!(proto.opset_import.iter().any(|o| o.version == 13));
+    // Nothing left to move.
+    assert_eq!(onnx::channels_last_depthwise(&mut typed).unwrap(), 0);
 }
 
 #[test]
