@@ -99,6 +99,9 @@ pub struct EmbedRow {
     /// Lowest cosine, over the faces, between this graph's embeddings and those of the first
     /// model as the device runs it (1 for the same weights; lower for a retrained or int8 model).
     pub min_cosine_to_first: f32,
+    /// The same for onnxruntime's embeddings of this graph (against the same reference, tract's
+    /// of the first model): for an int8 graph, how far onnxruntime's rounding takes it.
+    pub min_cosine_to_first_onnxruntime: Option<f32>,
     /// Lowest cosine between tract's and onnxruntime's embeddings of the same faces.
     pub min_cosine_tract_vs_onnxruntime: Option<f32>,
     /// With `--profile`: tract's time per operator.
@@ -405,6 +408,8 @@ fn embed_table(opts: &BenchOptions, crops: &[Vec<u8>]) -> Result<(Vec<EmbedRow>,
             tract_ms: median(v.tract_ms),
             onnxruntime_ms: (!v.peer_ms.is_empty()).then(|| median(v.peer_ms)),
             min_cosine_to_first: min_cosine(&v.vectors, &reference),
+            min_cosine_to_first_onnxruntime: (!v.peer_vectors.is_empty())
+                .then(|| min_cosine(&v.peer_vectors, &reference)),
             min_cosine_tract_vs_onnxruntime: (!v.peer_vectors.is_empty())
                 .then(|| min_cosine(&v.vectors, &v.peer_vectors)),
             tract_ops: v.tract_ops,

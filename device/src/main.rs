@@ -657,11 +657,11 @@ fn print_bench(r: &bench::BenchReport) {
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
     let ort = r.onnxruntime.as_deref().unwrap_or("onnxruntime (not run)");
     println!("Embedding one face on one thread, tract beside {ort}:\n");
-    println!("| model | graph | tract | onnxruntime | tract / onnxruntime | cosine to the first model | cosine tract vs onnxruntime |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| model | graph | tract | onnxruntime | tract / onnxruntime | cosine to the first model, tract | same, onnxruntime | cosine tract vs onnxruntime |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for e in &r.embedding {
         println!(
-            "| {} ({}) | {} | {:.2} ms | {} | {} | {:.5} | {} |",
+            "| {} ({}) | {} | {:.2} ms | {} | {} | {:.5} | {} | {} |",
             e.name,
             e.model.display(),
             e.graph.label(),
@@ -670,6 +670,8 @@ fn print_bench(r: &bench::BenchReport) {
             e.onnxruntime_ms
                 .map_or("-".into(), |o| format!("{:.2}", e.tract_ms / o)),
             e.min_cosine_to_first,
+            e.min_cosine_to_first_onnxruntime
+                .map_or("-".into(), |c| format!("{c:.5}")),
             e.min_cosine_tract_vs_onnxruntime
                 .map_or("-".into(), |c| format!("{c:.5}")),
         );

@@ -193,7 +193,9 @@ pub fn plan(graph: &Graph, shape: &[Dim]) -> Result<Plan> {
 /// convolution with the channels as its inner loop, contiguous and vectorised at any spatial
 /// size or stride; channels-first it vectorises along each output row only, which at 14 or 7
 /// pixels a row (and at any stride above 1) leaves it mostly scalar. On MobileFaceNet this took
-/// its 17 depthwise convolutions from 3.1 to 2.0 ms (`smoothface bench --profile`).
+/// its 17 depthwise convolutions from 3.1 to 2.0 ms (`smoothface bench --profile`). On aarch64,
+/// where tract has a NEON kernel for the channels-last case, tract already plans them this way
+/// and there is nothing to move.
 ///
 /// The model's inputs and outputs keep their layout: a convolution whose move would reach them
 /// (MobileFaceNet's first, fed by the image) stays as it is, and so does any whose move some op
