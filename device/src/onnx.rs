@@ -1,4 +1,5 @@
-//! Loading ONNX graphs into tract plans with fixed or symbolic input shapes.
+//! Loading ONNX graphs into tract plans for concrete input shapes, rewritten into the forms tract
+//! runs fastest; timing each operator of a plan.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -11,15 +12,6 @@ use tract_onnx::prelude::*;
 /// An optimised, runnable tract plan. Plans are immutable and shared between threads: each `run`
 /// makes its own state.
 pub type Plan = Arc<TypedRunnableModel>;
-
-/// Input dimension of a plan: a fixed size or the symbolic batch size.
-#[derive(Debug, Clone, Copy)]
-pub enum Dim {
-    /// A fixed size.
-    Fixed(usize),
-    /// The batch, left symbolic so one plan runs every batch size.
-    Batch,
-}
 
 /// A parsed ONNX graph, and whether [`plan`] applies the device's layout rewrite to it.
 #[derive(Clone)]
@@ -167,20 +159,14 @@ fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
     })
 }
 
-/// Optimises a parsed graph for one input shape.
-pub fn plan(graph: &Graph, shape: &[Dim]) -> Result<Plan> {
+/// Optimises a parsed graph for one concrete input shape (tract runs a plan with a symbolic
+/// dimension several times slower).
+pub fn plan(graph: &Graph, shape: &[usize]) -> Result<Plan> {
     let mut model = graph.model.clone();
-    let batch = model.sym("N");
-    let dims: TVec<TDim> = shape
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(n) => TDim::from(*n as i64),
-            Dim::Batch => TDim::from(batch.clone()),
-        })
-        .collect();
-    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), dims))?;
-    let mut typed = model.into_typed()?.into_decluttered()?;
+    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
+    let mut typed = model.into_typed()?;
     if graph.channels_last_depthwise {
+        typed = typed.into_decluttered()?;
         channels_last_depthwise(&mut typed)?;
     }
     typed.into_optimized()?.into_runnable()
@@ -272,8 +258,7 @@ impl PlanCache {
             return Ok(p.clone());
         }
         // Built outside the lock: other threads keep running their cached plans meanwhile.
-        let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
-        let plan = plan(&self.graph, &dims)?;
+        let plan = plan(&self.graph, shape)?;
         let mut plans = self.plans.lock().expect("plan cache poisoned");
         if plans.len() >= self.max_plans {
             plans.clear();

@@ -1,6 +1,6 @@
 //! The device's rewrites change how tract runs the pretrained models, never what they compute.
 
-use smoothface_device::onnx::{self, Dim};
+use smoothface_device::onnx;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
@@ -34,9 +34,8 @@ fn input(shape: &[usize]) -> Tensor {
 }
 
 fn max_abs_diff(path: &Path, shape: &[usize]) -> f32 {
-    let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
-    let rewritten = onnx::plan(&onnx::load_graph(path).unwrap(), &dims).unwrap();
-    let original = onnx::plan(&onnx::load_graph_unmodified(path).unwrap(), &dims).unwrap();
+    let rewritten = onnx::plan(&onnx::load_graph(path).unwrap(), shape).unwrap();
+    let original = onnx::plan(&onnx::load_graph_unmodified(path).unwrap(), shape).unwrap();
     let x = input(shape);
     let (a, b) = (
         rewritten.run(tvec!(x.clone().into())).unwrap(),
