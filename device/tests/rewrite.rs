@@ -129,3 +129,17 @@ fn the_embedder_s_rewritten_slopes_are_shaped_like_its_activations() {
         assert_eq!((t.dims[0], t.dims[2], t.dims[3]), (1, 1, 1), "{}", t.name);
     }
 }
+
+#[test]
+fn the_embedder_s_residual_additions_are_rewritten_as_subtractions() {
+    let path = model("mobilefacenet/fr_feature.onnx");
+    let mut proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    // 4 + 6 + 2 bottlenecks with a residual connection.
+    assert_eq!(graph.node.iter().filter(|n| n.op_type == "Add").count(), 12);
+    assert_eq!(onnx::rewrite_residual_adds(graph), 12);
+    assert!(graph.node.iter().all(|n| n.op_type != "Add"));
+    assert_eq!(graph.node.iter().filter(|n| n.op_type == "Sub").count(), 12);
+    // Once only: the negated convolutions now feed a Sub.
+    assert_eq!(onnx::rewrite_residual_adds(graph), 0);
+}
