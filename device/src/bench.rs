@@ -19,7 +19,6 @@ use image::imageops;
 use serde::{Deserialize, Serialize};
 use smoothface_shared::embedding::{cosine, l2_normalize};
 use smoothface_shared::manifest::{InputSpec, Layout, ModelManifest};
-use smoothface_shared::preprocess::face_tensor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -351,7 +350,7 @@ fn embed_table(opts: &BenchOptions, crops: &[Vec<u8>]) -> Result<(Vec<EmbedRow>,
         }
     }
     let peer_input = match &opts.python {
-        Some(_) => Some(write_peer_input(&spec, crops)?),
+        Some(_) => Some(write_peer_input(&variants[0].embedder, crops)?),
         None => None,
     };
     let mut runtime = None;
@@ -397,6 +396,19 @@ fn embed_table(opts: &BenchOptions, crops: &[Vec<u8>]) -> Result<(Vec<EmbedRow>,
             .map(|(x, y)| cosine(x, y))
             .fold(1.0f32, f32::min)
     };
+    // Float graphs must give the same embeddings in both runtimes, or one of them runs the
+    // model wrongly; int8 graphs may not (each runtime rounds its own way: QLinearConv's 50
+    // requantizations put them at cosine 0.97).
+    for v in variants.iter().filter(|v| !v.embedder.quantized) {
+        let agreement = min_cosine(&v.vectors, &v.peer_vectors);
+        if !v.peer_vectors.is_empty() && agreement < FLOAT_AGREEMENT {
+            bail!(
+                "{} ({}): tract and onnxruntime disagree on the same input (cosine {agreement}): the model is not run correctly",
+                v.dir.display(),
+                v.form.label()
+            );
+        }
+    }
     // The first model as the device runs it.
     let reference = variants[1].vectors.clone();
     let rows = variants
@@ -419,18 +431,21 @@ fn embed_table(opts: &BenchOptions, crops: &[Vec<u8>]) -> Result<(Vec<EmbedRow>,
     Ok((rows, runtime))
 }
 
+/// Lowest cosine between tract's and onnxruntime's embeddings of a float graph.
+const FLOAT_AGREEMENT: f32 = 0.999;
+
 /// Runs of one face behind each operator time of `--profile`.
 const PROFILE_RUNS: usize = 20;
 
-/// Writes the input tensors of `crops` as raw float32 for the peer.
-fn write_peer_input(spec: &InputSpec, crops: &[Vec<u8>]) -> Result<PathBuf> {
-    let per = 3 * spec.size * spec.size;
-    let mut data = vec![0.0f32; per * crops.len()];
-    for (c, slot) in crops.iter().zip(data.chunks_exact_mut(per)) {
-        face_tensor(c, spec, slot);
-    }
+/// Writes the embedder's input tensors of `crops` as raw float32 for the peer.
+fn write_peer_input(embedder: &Embedder, crops: &[Vec<u8>]) -> Result<PathBuf> {
+    let crops: Vec<&[u8]> = crops.iter().map(Vec::as_slice).collect();
+    let input = embedder.input_tensor(&crops)?;
     let path = std::env::temp_dir().join(format!("smoothface-bench-{}.f32", std::process::id()));
-    std::fs::write(&path, db::to_blob(&data))?;
+    std::fs::write(
+        &path,
+        db::to_blob(input.try_as_plain_ram()?.as_slice::<f32>()?),
+    )?;
     Ok(path)
 }
 

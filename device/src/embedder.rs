@@ -117,7 +117,8 @@ impl Embedder {
         onnx::profile(&self.plans.get(input.shape())?, &input, runs)
     }
 
-    fn input_tensor(&self, crops: &[&[u8]]) -> Result<Tensor> {
+    /// The input tensor of aligned crops, as [`Embedder::embed`] feeds the graph.
+    pub fn input_tensor(&self, crops: &[&[u8]]) -> Result<Tensor> {
         let per = 3 * self.spec.size * self.spec.size;
         let mut data = vec![0.0f32; crops.len() * per];
         for (crop, slot) in crops.iter().zip(data.chunks_exact_mut(per)) {

@@ -143,3 +143,45 @@ fn the_embedder_s_residual_additions_are_rewritten_as_subtractions() {
     // Once only: the negated convolutions now feed a Sub.
     assert_eq!(onnx::rewrite_residual_adds(graph), 0);
 }
+
+#[test]
+fn a_convolution_that_is_also_a_graph_output_is_never_negated() {
+    use tract_onnx::pb::{tensor_proto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
+    let tensor = |name: &str, values: &[f32]| TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: tensor_proto::DataType::Float as i32,
+        float_data: values.to_vec(),
+        ..TensorProto::default()
+    };
+    let node = |op: &str, input: &[&str], output: &str| NodeProto {
+        op_type: op.into(),
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..NodeProto::default()
+    };
+    let graph = |outputs: &[&str]| GraphProto {
+        node: vec![
+            node("Conv", &["x", "w", "b"], "c"),
+            node("Add", &["x", "c"], "y"),
+        ],
+        initializer: vec![tensor("w", &[2.0]), tensor("b", &[1.0])],
+        output: outputs
+            .iter()
+            .map(|o| ValueInfoProto {
+                name: o.to_string(),
+                ..ValueInfoProto::default()
+            })
+            .collect(),
+        ..GraphProto::default()
+    };
+    let mut both = graph(&["y", "c"]);
+    assert_eq!(onnx::rewrite_residual_adds(&mut both), 0);
+    assert_eq!(both.initializer[0].float_data, [2.0]);
+    let mut only_sum = graph(&["y"]);
+    assert_eq!(onnx::rewrite_residual_adds(&mut only_sum), 1);
+    assert_eq!(only_sum.node[1].op_type, "Sub");
+    assert_eq!(only_sum.node[1].input, ["x", "c"]);
+    assert_eq!(only_sum.initializer[0].float_data, [-2.0]);
+    assert_eq!(only_sum.initializer[1].float_data, [-1.0]);
+}
