@@ -9,6 +9,7 @@ pub mod embedder;
 pub mod eval;
 pub mod gallery;
 pub mod image_io;
+pub mod kernels;
 pub mod mtcnn;
 pub mod onnx;
 pub mod pipeline;

@@ -13,15 +13,17 @@ use tract_onnx::prelude::*;
 /// makes its own state.
 pub type Plan = Arc<TypedRunnableModel>;
 
-/// A parsed ONNX graph, and whether [`plan`] applies the device's layout rewrite to it.
+/// A parsed ONNX graph, and whether [`plan`] applies the device's layout rewrite and kernels to
+/// it.
 #[derive(Clone)]
 pub struct Graph {
     model: InferenceModel,
-    channels_last_depthwise: bool,
+    rewrite_plans: bool,
 }
 
 /// Parses `path` once, rewritten into the form tract runs fastest: [`rewritten_proto`] now, and
-/// [`channels_last_depthwise`] when [`plan`] optimises it for concrete shapes.
+/// [`channels_last`] and the device's kernels ([`crate::kernels::fuse`]) when [`plan`] optimises
+/// it for concrete shapes.
 pub fn load_graph(path: &Path) -> Result<Graph> {
     let proto = rewritten_proto(path)?;
     let model = tract_onnx::onnx()
@@ -29,90 +31,21 @@ pub fn load_graph(path: &Path) -> Result<Graph> {
         .with_context(|| format!("{}: not a model tract can run", path.display()))?;
     Ok(Graph {
         model,
-        channels_last_depthwise: true,
+        rewrite_plans: true,
     })
 }
 
-/// The ONNX model at `path` with the device's ONNX-level rewrites applied ([`rewrite_prelu`],
-/// [`rewrite_residual_adds`]):
-/// a form other runtimes can run too (the benchmark hands it to onnxruntime). The layout
-/// rewrite ([`channels_last_depthwise`]) happens inside tract and has no ONNX form.
+/// The ONNX model at `path` with the device's ONNX-level rewrite ([`rewrite_prelu`]) applied: a
+/// form other runtimes can run too (the benchmark hands it to onnxruntime). The layout rewrite
+/// ([`channels_last`]) and the device's kernels happen inside tract and have no ONNX form.
 pub fn rewritten_proto(path: &Path) -> Result<ModelProto> {
     let mut proto = tract_onnx::onnx()
         .proto_model_for_path(path)
         .with_context(|| format!("{}: not a readable ONNX model", path.display()))?;
     if let Some(graph) = proto.graph.as_mut() {
         rewrite_prelu(graph);
-        rewrite_residual_adds(graph);
     }
     Ok(proto)
-}
-
-/// Rewrites each `Add(a, Conv(x, W, B))` whose convolution feeds only that Add, and whose
-/// weights and bias are float initializers used by it alone, as `Sub(a, Conv(x, -W, -B))`:
-/// the same sums exactly (negation is exact), but tract no longer fuses the residual into the
-/// convolution's matrix product, where it cost about 2 ns an element (MobileFaceNet's 12
-/// residual projections: matrix products 6.7 -> 5.9 ms, plus 0.05 ms of separate
-/// subtractions; `smoothface bench --profile`). Returns how many were rewritten.
-pub fn rewrite_residual_adds(graph: &mut GraphProto) -> usize {
-    // Uses of each value: node inputs, and the graph's outputs (a negated convolution must not
-    // be one).
-    let mut consumers: HashMap<String, usize> = HashMap::new();
-    let inputs = graph.node.iter().flat_map(|n| n.input.iter());
-    for name in inputs.chain(graph.output.iter().map(|o| &o.name)) {
-        *consumers.entry(name.clone()).or_default() += 1;
-    }
-    let producer: HashMap<String, usize> = graph
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(ix, n)| n.output.iter().map(move |o| (o.clone(), ix)))
-        .collect();
-    let mut rewritten = 0;
-    for add in 0..graph.node.len() {
-        if graph.node[add].op_type != "Add" || graph.node[add].input.len() != 2 {
-            continue;
-        }
-        let conv_slot = (0..2).find(|&slot| {
-            let input = &graph.node[add].input[slot];
-            producer.get(input).is_some_and(|&c| {
-                let conv = &graph.node[c];
-                conv.op_type == "Conv"
-                    && conv.input.len() == 3
-                    && consumers.get(input) == Some(&1)
-                    && conv.input[1..].iter().all(|w| {
-                        consumers.get(w) == Some(&1)
-                            && graph
-                                .initializer
-                                .iter()
-                                .any(|t| &t.name == w && float_values(t).is_some())
-                    })
-            })
-        });
-        let Some(slot) = conv_slot else { continue };
-        let conv = producer[&graph.node[add].input[slot]];
-        for w in graph.node[conv].input[1..].iter() {
-            let t = graph
-                .initializer
-                .iter_mut()
-                .find(|t| t.name == *w)
-                .expect("checked");
-            let values: Vec<f32> = float_values(t)
-                .expect("checked")
-                .iter()
-                .map(|v| -v)
-                .collect();
-            t.raw_data.clear();
-            t.float_data = values;
-        }
-        let node = &mut graph.node[add];
-        node.op_type = "Sub".into();
-        if slot == 0 {
-            node.input.swap(0, 1);
-        }
-        rewritten += 1;
-    }
-    rewritten
 }
 
 /// Loads a graph exactly as written, planned as tract plans it: for comparisons with the
@@ -123,7 +56,7 @@ pub fn load_graph_unmodified(path: &Path) -> Result<Graph> {
         .with_context(|| format!("{}: not a readable ONNX model", path.display()))?;
     Ok(Graph {
         model,
-        channels_last_depthwise: false,
+        rewrite_plans: false,
     })
 }
 
@@ -231,59 +164,84 @@ fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
 /// Optimises a parsed graph for one concrete input shape (tract runs a plan with a symbolic
 /// dimension several times slower).
 pub fn plan(graph: &Graph, shape: &[usize]) -> Result<Plan> {
+    typed_model(graph, shape)?.into_optimized()?.into_runnable()
+}
+
+/// The graph typed for one concrete input shape, with the device's layout rewrite
+/// ([`channels_last`]) and kernels ([`crate::kernels::fuse`]) in place when the graph was loaded
+/// with them ([`load_graph`]) and the CPU runs the kernels: what [`plan`] hands to tract's
+/// optimiser.
+pub fn typed_model(graph: &Graph, shape: &[usize]) -> Result<TypedModel> {
     let mut model = graph.model.clone();
     model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
     let mut typed = model.into_typed()?;
-    if graph.channels_last_depthwise {
+    // The layout rewrite is there for the device's kernels: where they do not run (aarch64, x86
+    // without AVX2), tract plans the layout its own kernels want.
+    if graph.rewrite_plans && crate::kernels::available() {
+        // Twice: tract carries the moves through the 1x1 convolutions only while they are still
+        // convolutions (declutter makes them matrix products), and through the image input's
+        // transposition only once decluttered.
+        channels_last(&mut typed)?;
         typed = typed.into_decluttered()?;
-        channels_last_depthwise(&mut typed)?;
+        channels_last(&mut typed)?;
+        crate::kernels::fuse(&mut typed)?;
     }
-    typed.into_optimized()?.into_runnable()
+    Ok(typed)
 }
 
-/// Moves the channel axis of each float depthwise convolution's input last (NCHW to NHWC) and
-/// lets tract carry the move through the graph: the 1x1 convolutions on either side, which tract
-/// runs as matrix products, absorb it into their operand layout, and the element-wise ops between
-/// take permuted constants, so no transpose is added. Tract runs a channels-last depthwise
-/// convolution with the channels as its inner loop, contiguous and vectorised at any spatial
-/// size or stride; channels-first it vectorises along each output row only, which at 14 or 7
-/// pixels a row (and at any stride above 1) leaves it mostly scalar. On MobileFaceNet this took
-/// its 17 depthwise convolutions from 3.1 to 2.0 ms (`smoothface bench --profile`). On aarch64,
-/// where tract has a NEON kernel for the channels-last case, tract already plans them this way
-/// and there is nothing to move.
+/// In a model with depthwise convolutions (MobileFaceNet's kind), moves the channel axis of every
+/// float convolution's input last (NCHW to NHWC) and lets tract carry the moves through the
+/// graph: once decluttered, every 1x1 convolution is then a channels-last matrix product
+/// (`HWI,OI->HWO`) and every depthwise convolution reads and writes channels-last, the two forms
+/// the device's kernels run ([`crate::kernels`]); the element-wise ops between take permuted
+/// constants. The model's inputs and outputs keep their layout: each 4-D input is transposed once
+/// (a 112x112 face: 0.04 ms) for the convolutions after it. Models without depthwise
+/// convolutions (MTCNN, IResNet) are left as they are: tract's channels-first convolutions are
+/// the form its own kernels are tuned for.
 ///
-/// The model's inputs and outputs keep their layout: a convolution whose move would reach them
-/// (MobileFaceNet's first, fed by the image) stays as it is, and so does any whose move some op
-/// between cannot carry. Returns how many convolutions moved.
-pub fn channels_last_depthwise(model: &mut TypedModel) -> Result<usize> {
+/// Returns how many convolutions moved.
+pub fn channels_last(model: &mut TypedModel) -> Result<usize> {
     use tract_onnx::tract_core::ops::change_axes::{AxisChange, AxisOp};
-    use tract_onnx::tract_core::ops::cnn::Conv;
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::optim::change_axes::change_axes;
+    let depthwise = model.nodes().iter().filter_map(float_conv).any(|c| {
+        let spec = &c.pool_spec;
+        c.group > 1 && c.group == spec.input_channels && spec.input_channels == spec.output_channels
+    });
+    if !depthwise {
+        return Ok(0);
+    }
     let mut locked: Vec<OutletId> = model.input_outlets()?.to_vec();
     locked.extend(model.output_outlets()?);
+    // A transposition and its inverse after each image input: the moves reach the first and
+    // stop there, and tract's declutter drops the pair where none did.
+    for input in model.input_outlets()?.to_vec() {
+        if model.outlet_fact(input)?.rank() != 4 {
+            continue;
+        }
+        let consumers = model.outlet_successors(input).to_vec();
+        let name = &model.node(input.node).name;
+        let (nhwc, nchw) = (format!("{name}.nhwc"), format!("{name}.nchw"));
+        let to_nhwc = model.wire_node(nhwc, AxisOp::Move(1, 3), &[input])?[0];
+        let back = model.wire_node(nchw, AxisOp::Move(3, 1), &[to_nhwc])?[0];
+        for inlet in consumers {
+            model.add_edge(back, inlet)?;
+        }
+    }
     let mut moved = 0;
     // Each applied move rebuilds the graph (node ids change), so the search starts over, and
     // convolutions that could not move are tried again: one that moved may have freed them.
     'search: loop {
         for id in model.eval_order()? {
             let node = model.node(id);
-            let Some(conv) = node.op_as::<Conv>() else {
+            let Some(conv) = float_conv(node) else {
                 continue;
             };
-            let spec = &conv.pool_spec;
-            let depthwise = conv.q_params.is_none()
-                && conv.group > 1
-                && conv.group == spec.input_channels
-                && spec.input_channels == spec.output_channels;
-            let change = match spec.data_format {
+            let change = match conv.pool_spec.data_format {
                 DataFormat::NCHW => AxisOp::Move(1, 3),
                 DataFormat::CHW => AxisOp::Move(0, 2),
                 DataFormat::NHWC | DataFormat::HWC => continue,
             };
-            if !depthwise {
-                continue;
-            }
             let change = AxisChange {
                 outlet: node.inputs[0],
                 op: change,
@@ -298,6 +256,12 @@ pub fn channels_last_depthwise(model: &mut TypedModel) -> Result<usize> {
         }
         return Ok(moved);
     }
+}
+
+/// The float (not quantized) convolution `node` runs, if any.
+fn float_conv(node: &TypedNode) -> Option<&tract_onnx::tract_core::ops::cnn::Conv> {
+    use tract_onnx::tract_core::ops::cnn::Conv;
+    node.op_as::<Conv>().filter(|c| c.q_params.is_none())
 }
 
 /// Plans of one graph, one per concrete input shape, built on first use and shared by threads.

@@ -1,10 +1,9 @@
 //! The device's rewrites change how tract runs the pretrained models, never what they compute.
 
-use smoothface_device::onnx;
+use smoothface_device::{kernels, onnx};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
-use tract_onnx::tract_core::ops::nn::DataFormat;
 
 fn model(path: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -78,38 +77,55 @@ fn every_prelu_of_the_embedder_is_rewritten() {
 }
 
 #[test]
-fn every_depthwise_convolution_of_the_embedder_but_the_first_runs_channels_last() {
+fn every_convolution_of_the_embedder_runs_channels_last_in_the_device_s_kernels() {
+    if !kernels::available() {
+        eprintln!("skipped: no AVX2/FMA here, so tract plans the layout for its own kernels");
+        return;
+    }
     let path = model("mobilefacenet/fr_feature.onnx");
-    // After the PRelu rewrite: tract's own PRelu ops cannot carry the move.
-    let proto = onnx::rewritten_proto(&path).unwrap();
-    let mut graph = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
-    graph
-        .set_input_fact(
-            0,
-            InferenceFact::dt_shape(f32::datum_type(), tvec!(1, 3, 112, 112)),
-        )
-        .unwrap();
-    let mut typed = graph.into_typed().unwrap().into_decluttered().unwrap();
-    // On x86 tract plans them channels-first and the rewrite moves 16; on aarch64 (NEON has a
-    // channels-inner kernel) tract already plans them channels-last and it moves none.
-    onnx::channels_last_depthwise(&mut typed).unwrap();
-    let layouts: Vec<DataFormat> = typed
+    let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &[1, 3, 112, 112]).unwrap();
+    let count = |name: &str| {
+        typed
+            .nodes()
+            .iter()
+            .filter(|n| n.op().name() == name)
+            .count()
+    };
+    let convs: Vec<&Conv> = typed
         .nodes()
         .iter()
         .filter_map(|n| n.op_as::<Conv>())
-        .filter(|c| c.group > 1)
-        .map(|c| c.pool_spec.data_format)
         .collect();
-    // 17 depthwise convolutions; the first (Conv_2) would move the image input's layout too.
-    assert_eq!(layouts.len(), 17);
-    assert_eq!(layouts[0], DataFormat::NCHW);
-    assert!(layouts[1..].iter().all(|f| f.c_is_last()), "{layouts:?}");
+    // Of the 18 convolutions tract keeps as convolutions (the 1x1 ones, and the final linear
+    // layer, are matrix products after declutter), the kernels take the 17 depthwise; the first
+    // (3x3, 3 -> 64) stays in tract, channels-last.
+    assert_eq!(count("SmoothfaceDepthwise"), 17);
+    assert_eq!(count("SmoothfacePointwise"), 32);
+    assert_eq!(convs.len(), 1);
+    assert!(convs[0].pool_spec.data_format.c_is_last());
+    // All 33 PRelus went into the depthwise kernels: the one after each expansion (and after the
+    // first convolution) on its input, the one after each depthwise on its output.
+    assert_eq!(count("Min"), 0, "a PRelu is left outside the kernels");
+    assert_eq!(count("EinSum"), 0, "a 1x1 convolution is left to tract");
+    // The model's input keeps its layout: the move stops at a transposition after it.
     assert_eq!(
         typed.input_fact(0).unwrap().shape.to_tvec(),
         tvec!(1.into(), 3.into(), 112.into(), 112.into())
     );
-    // Nothing left to move.
-    assert_eq!(onnx::channels_last_depthwise(&mut typed).unwrap(), 0);
+    assert_eq!(count("MoveAxis"), 1);
+}
+
+#[test]
+fn models_without_depthwise_convolutions_keep_their_layout() {
+    let path = model("mtcnn/rnet.onnx");
+    let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &[3, 24, 24, 3]).unwrap();
+    let convs: Vec<&Conv> = typed
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<Conv>())
+        .collect();
+    assert!(!convs.is_empty());
+    assert!(convs.iter().all(|c| !c.pool_spec.data_format.c_is_last()));
 }
 
 #[test]
@@ -128,60 +144,4 @@ fn the_embedder_s_rewritten_slopes_are_shaped_like_its_activations() {
         assert_eq!(t.dims.len(), 4, "{}: {:?}", t.name, t.dims);
         assert_eq!((t.dims[0], t.dims[2], t.dims[3]), (1, 1, 1), "{}", t.name);
     }
-}
-
-#[test]
-fn the_embedder_s_residual_additions_are_rewritten_as_subtractions() {
-    let path = model("mobilefacenet/fr_feature.onnx");
-    let mut proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
-    let graph = proto.graph.as_mut().unwrap();
-    // 4 + 6 + 2 bottlenecks with a residual connection.
-    assert_eq!(graph.node.iter().filter(|n| n.op_type == "Add").count(), 12);
-    assert_eq!(onnx::rewrite_residual_adds(graph), 12);
-    assert!(graph.node.iter().all(|n| n.op_type != "Add"));
-    assert_eq!(graph.node.iter().filter(|n| n.op_type == "Sub").count(), 12);
-    // Once only: the negated convolutions now feed a Sub.
-    assert_eq!(onnx::rewrite_residual_adds(graph), 0);
-}
-
-#[test]
-fn a_convolution_that_is_also_a_graph_output_is_never_negated() {
-    use tract_onnx::pb::{tensor_proto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
-    let tensor = |name: &str, values: &[f32]| TensorProto {
-        name: name.into(),
-        dims: vec![values.len() as i64],
-        data_type: tensor_proto::DataType::Float as i32,
-        float_data: values.to_vec(),
-        ..TensorProto::default()
-    };
-    let node = |op: &str, input: &[&str], output: &str| NodeProto {
-        op_type: op.into(),
-        input: input.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..NodeProto::default()
-    };
-    let graph = |outputs: &[&str]| GraphProto {
-        node: vec![
-            node("Conv", &["x", "w", "b"], "c"),
-            node("Add", &["x", "c"], "y"),
-        ],
-        initializer: vec![tensor("w", &[2.0]), tensor("b", &[1.0])],
-        output: outputs
-            .iter()
-            .map(|o| ValueInfoProto {
-                name: o.to_string(),
-                ..ValueInfoProto::default()
-            })
-            .collect(),
-        ..GraphProto::default()
-    };
-    let mut both = graph(&["y", "c"]);
-    assert_eq!(onnx::rewrite_residual_adds(&mut both), 0);
-    assert_eq!(both.initializer[0].float_data, [2.0]);
-    let mut only_sum = graph(&["y"]);
-    assert_eq!(onnx::rewrite_residual_adds(&mut only_sum), 1);
-    assert_eq!(only_sum.node[1].op_type, "Sub");
-    assert_eq!(only_sum.node[1].input, ["x", "c"]);
-    assert_eq!(only_sum.initializer[0].float_data, [-2.0]);
-    assert_eq!(only_sum.initializer[1].float_data, [-1.0]);
 }

@@ -1,0 +1,169 @@
+//! The device's kernels against brute-force loops written from the definitions, over shapes that
+//! reach every tail of their tiling (channel counts off the vector width, pixel counts off the
+//! tile height, padding on every side, strides, kernels as large as the image).
+
+use smoothface_device::kernels::{self, depthwise, pointwise};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::EvalOp;
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn prelu(v: f32, slope_minus_one: f32) -> f32 {
+    if v < 0.0 {
+        v * (1.0 + slope_minus_one)
+    } else {
+        v
+    }
+}
+
+fn skip_without_kernels() -> bool {
+    if !kernels::available() {
+        eprintln!("skipped: this CPU has no AVX2/FMA, so the device's kernels never run here");
+        return true;
+    }
+    false
+}
+
+/// `y[oy, ox, c] = prelu(bias[c] + sum over taps inside the image of prelu_in(x) * w)`.
+fn depthwise_reference(g: &depthwise::Geometry, w: &depthwise::Weights, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; g.oh * g.ow * g.c];
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            for c in 0..g.c {
+                let mut acc = w.bias[c];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.stride_h + ky) as isize - g.pad_top as isize;
+                        let ix = (ox * g.stride_w + kx) as isize - g.pad_left as isize;
+                        if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                            continue;
+                        }
+                        let mut v = x[(iy as usize * g.w + ix as usize) * g.c + c];
+                        if let Some(p) = w.input_prelu {
+                            v = prelu(v, p[c]);
+                        }
+                        acc += v * w.taps[(ky * g.kw + kx) * g.c + c];
+                    }
+                }
+                if let Some(p) = w.prelu {
+                    acc = prelu(acc, p[c]);
+                }
+                y[(oy * g.ow + ox) * g.c + c] = acc;
+            }
+        }
+    }
+    y
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn depthwise_kernel_matches_the_definition() {
+    if skip_without_kernels() {
+        return;
+    }
+    // (h, w, c, kernel, stride, pad top/left, pad bottom/right)
+    let cases = [
+        (56, 56, 64, 3, 1, 1, 1),  // MobileFaceNet's first depthwise
+        (14, 14, 256, 3, 2, 1, 1), // stride 2
+        (7, 7, 512, 7, 1, 0, 0),   // the global depthwise: one output pixel
+        (9, 6, 40, 3, 1, 1, 1),    // 32 + 8 channels
+        (5, 8, 13, 3, 2, 0, 2),    // 8 + 5 channels, asymmetric padding
+        (4, 4, 3, 5, 1, 2, 2),     // channels below a vector; kernel wider than the image
+        (1, 1, 1, 1, 1, 0, 0),
+    ];
+    for (seed, &(h, w, c, k, stride, pad, pad_end)) in cases.iter().enumerate() {
+        let seed = seed as u64 * 10;
+        let (oh, ow) = (
+            (h + pad + pad_end - k) / stride + 1,
+            (w + pad + pad_end - k) / stride + 1,
+        );
+        let g = depthwise::Geometry {
+            batch: 1,
+            h,
+            w,
+            c,
+            kh: k,
+            kw: k,
+            stride_h: stride,
+            stride_w: stride,
+            pad_top: pad,
+            pad_left: pad,
+            oh,
+            ow,
+        };
+        let x = values(h * w * c, seed + 1);
+        let (taps, bias) = (values(k * k * c, seed + 2), values(c, seed + 3));
+        let (slopes_in, slopes_out) = (values(c, seed + 4), values(c, seed + 5));
+        for (input_prelu, prelu) in [(None, None), (Some(&slopes_in[..]), Some(&slopes_out[..]))] {
+            let weights = depthwise::Weights {
+                taps: &taps,
+                bias: &bias,
+                input_prelu,
+                prelu,
+            };
+            let mut y = vec![f32::NAN; oh * ow * c];
+            depthwise::run(&g, &weights, &x, &mut y);
+            let diff = max_abs_diff(&y, &depthwise_reference(&g, &weights, &x));
+            assert!(diff < 1e-5, "{h}x{w}x{c} k{k} s{stride}: off by {diff}");
+        }
+    }
+}
+
+#[test]
+fn pointwise_op_matches_the_definition() {
+    if skip_without_kernels() {
+        return;
+    }
+    // (pixels, ci, co): tiles of 6 pixels by 16 channels, and every tail of both.
+    let cases = [
+        (3136, 64, 128),
+        (49, 512, 128),
+        (13, 17, 33),
+        (7, 3, 5),
+        (1, 1, 1),
+        (6, 8, 16),
+    ];
+    for (seed, &(pixels, ci, co)) in cases.iter().enumerate() {
+        let seed = seed as u64 * 10 + 100;
+        let (x, w, bias) = (
+            values(pixels * ci, seed),
+            values(co * ci, seed + 1),
+            values(co, seed + 2),
+        );
+        let op = pointwise::FusedPointwise::new(&w, &bias, pixels, &[pixels, co]).unwrap();
+        let input = Tensor::from_shape(&[pixels, ci], &x).unwrap();
+        let out = op
+            .eval_out_of_plan(tvec!(input.into_tvalue()))
+            .unwrap()
+            .unwrap();
+        let y = out[0].to_plain_array_view::<f32>().unwrap();
+        assert_eq!(y.shape(), &[pixels, co]);
+        let mut expected = vec![0f32; pixels * co];
+        for p in 0..pixels {
+            for o in 0..co {
+                let dot: f32 = (0..ci).map(|i| x[p * ci + i] * w[o * ci + i]).sum();
+                expected[p * co + o] = bias[o] + dot;
+            }
+        }
+        let diff = max_abs_diff(y.as_slice().unwrap(), &expected);
+        assert!(diff < 1e-4, "{pixels}x{ci}->{co}: off by {diff}");
+    }
+}
