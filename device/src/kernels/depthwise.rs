@@ -19,7 +19,7 @@ use tract_onnx::tract_core::ops::math::{Add, Min, Mul};
 pub struct Geometry {
     /// Images in the batch (the product of the axes before height).
     pub batch: usize,
-    /// Input height and width.
+    /// Input height.
     pub h: usize,
     /// Input width.
     pub w: usize,
@@ -44,7 +44,8 @@ pub struct Geometry {
 }
 
 /// A float depthwise convolution over a channels-last (`…HWC`) tensor, its bias, and optionally
-/// the PRelu after it (`y + (a - 1) * min(y, 0)`, the form the device's ONNX rewrite gives PRelu).
+/// a PRelu on its input and one on its output (`y + (a - 1) * min(y, 0)`, the form the device's
+/// ONNX rewrite gives PRelu).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusedDepthwise {
     geometry: Geometry,
@@ -81,13 +82,16 @@ pub(super) fn fusable(
         && spec.rank() == 2
         && spec.dilations().iter().all(|&d| d == 1);
     let facts = model.node_input_facts(id)?;
-    let (Some(kernel), Some(bias)) = (&facts[1].konst, &facts[2].konst) else {
+    let [x, kernel, bias] = facts.as_slice() else {
         return Ok(None);
     };
-    let Some(shape) = facts[0].shape.as_concrete() else {
+    let (Some(kernel), Some(bias)) = (&kernel.konst, &bias.konst) else {
         return Ok(None);
     };
-    if !depthwise || facts[0].datum_type != f32::datum_type() || shape.len() < 3 {
+    let Some(shape) = x.shape.as_concrete() else {
+        return Ok(None);
+    };
+    if !depthwise || x.datum_type != f32::datum_type() || shape.len() < 3 {
         return Ok(None);
     }
     let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
@@ -220,7 +224,7 @@ fn following_prelu(
     }
     let slope = slope.cast_to::<f32>()?;
     let slope: Vec<f32> = if per_channel {
-        slope.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()
+        super::floats(&slope)?.to_vec()
     } else {
         vec![slope.cast_to_scalar::<f32>()?; c]
     };
@@ -272,8 +276,7 @@ impl EvalOp for FusedDepthwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let g = self.geometry;
-        let input = inputs[0].try_as_plain_ram()?;
-        let input = input.as_slice::<f32>()?;
+        let input = super::floats(&inputs[0])?;
         ensure!(
             input.len() == g.batch * g.h * g.w * g.c,
             "depthwise input of the wrong size"
@@ -282,29 +285,11 @@ impl EvalOp for FusedDepthwise {
         {
             let mut view = output.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<f32>()?;
-            let taps = self.taps.try_as_plain_ram()?;
-            let bias = self.bias.try_as_plain_ram()?;
-            let prelu = match &self.prelu {
-                Some(p) => Some(p.try_as_plain_ram()?),
-                None => None,
-            };
-            let prelu = match &prelu {
-                Some(p) => Some(p.as_slice::<f32>()?),
-                None => None,
-            };
-            let input_prelu = match &self.input_prelu {
-                Some(p) => Some(p.try_as_plain_ram()?),
-                None => None,
-            };
-            let input_prelu = match &input_prelu {
-                Some(p) => Some(p.as_slice::<f32>()?),
-                None => None,
-            };
             let weights = Weights {
-                taps: taps.as_slice::<f32>()?,
-                bias: bias.as_slice::<f32>()?,
-                input_prelu,
-                prelu,
+                taps: super::floats(&self.taps)?,
+                bias: super::floats(&self.bias)?,
+                input_prelu: self.input_prelu.as_deref().map(super::floats).transpose()?,
+                prelu: self.prelu.as_deref().map(super::floats).transpose()?,
             };
             let (in_image, out_image) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
             for (x, y) in input

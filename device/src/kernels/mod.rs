@@ -61,6 +61,11 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<Fused> {
     Ok(fused)
 }
 
+/// The floats of a plain f32 tensor (the kernels' weights).
+fn floats(tensor: &Tensor) -> TractResult<&[f32]> {
+    tensor.try_as_plain_ram()?.as_slice::<f32>()
+}
+
 /// A replacement: the op, the outlet it reads, and the outlet whose consumers it takes over.
 type Replacement<Op> = (Op, OutletId, OutletId);
 

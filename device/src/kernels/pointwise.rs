@@ -113,13 +113,12 @@ pub(super) fn fusable(
     }
     let pixels = shape[..shape.len() - 1].iter().product();
     let w = w.cast_to::<f32>()?;
-    let w = w.try_as_plain_ram()?;
     let product = OutletId::new(id, 0);
     let (bias, replaced) = match following_bias(model, product, co)? {
         Some((bias, add)) => (bias, add),
         None => (vec![0.0; co], product),
     };
-    let op = FusedPointwise::new(w.as_slice::<f32>()?, &bias, pixels, out_shape)?;
+    let op = FusedPointwise::new(super::floats(&w)?, &bias, pixels, out_shape)?;
     Ok(Some((op, node.inputs[0], replaced)))
 }
 
@@ -168,7 +167,7 @@ fn following_bias(
     }
     let b = b.cast_to::<f32>()?;
     let bias = if b.len() == co && b.shape().last() == Some(&co) {
-        b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()
+        super::floats(&b)?.to_vec()
     } else if b.len() == 1 {
         vec![b.cast_to_scalar::<f32>()?; co]
     } else {
@@ -200,8 +199,7 @@ impl EvalOp for FusedPointwise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = inputs[0].try_as_plain_ram()?;
-        let x = input.as_slice::<f32>()?;
+        let x = super::floats(&inputs[0])?;
         ensure!(
             x.len() == self.pixels * self.ci,
             "1x1 convolution input of the wrong size"
@@ -209,11 +207,9 @@ impl EvalOp for FusedPointwise {
         let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
         {
             let mut view = output.try_as_plain_ram_mut()?;
-            let panels = self.panels.try_as_plain_ram()?;
-            let bias = self.bias.try_as_plain_ram()?;
             let weights = Packed {
-                panels: panels.as_slice::<f32>()?,
-                bias: bias.as_slice::<f32>()?,
+                panels: super::floats(&self.panels)?,
+                bias: super::floats(&self.bias)?,
                 ci: self.ci,
                 co: self.co,
             };
