@@ -178,9 +178,11 @@ pub fn typed_model(graph: &Graph, shape: &[usize]) -> Result<TypedModel> {
     // The layout rewrite is there for the device's kernels: where they do not run (aarch64, x86
     // without AVX2), tract plans the layout its own kernels want.
     if graph.rewrite_plans && crate::kernels::available() {
-        // Twice: tract carries the moves through the 1x1 convolutions only while they are still
-        // convolutions (declutter makes them matrix products), and through the image input's
-        // transposition only once decluttered.
+        // Twice: the first move reaches every convolution while the 1x1 ones are still
+        // convolutions (declutter makes them matrix products, which absorb a layout instead of
+        // passing it on); declutter then pushes the image input's transposition back down
+        // through the first two convolutions, channels-first again, and the second move takes
+        // them back.
         channels_last(&mut typed)?;
         typed = typed.into_decluttered()?;
         channels_last(&mut typed)?;
@@ -199,7 +201,8 @@ pub fn typed_model(graph: &Graph, shape: &[usize]) -> Result<TypedModel> {
 /// convolutions (MTCNN, IResNet) are left as they are: tract's channels-first convolutions are
 /// the form its own kernels are tuned for.
 ///
-/// Returns how many convolutions moved.
+/// Returns how many moves were applied (tract carries one move as far as it can, often through
+/// the whole network).
 pub fn channels_last(model: &mut TypedModel) -> Result<usize> {
     use tract_onnx::tract_core::ops::change_axes::{AxisChange, AxisOp};
     use tract_onnx::tract_core::ops::nn::DataFormat;
