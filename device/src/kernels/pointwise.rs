@@ -125,7 +125,10 @@ pub(super) fn fusable(
 /// Whether `einsum` maps `x[…pixels, i]` and `w[o, i]` to `y[…pixels, o]`, its pixel axes in
 /// the same order (axes of size 1 may come or go).
 fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[usize]) -> bool {
-    let (x_last, y_last) = (x_shape.len() - 1, y_shape.len() - 1);
+    let (Some(x_last), Some(y_last)) = (x_shape.len().checked_sub(1), y_shape.len().checked_sub(1))
+    else {
+        return false;
+    };
     let mut pixel_axes = vec![];
     let (mut contracted, mut out_channels) = (false, false);
     for axis in einsum.axes.iter_all_axes() {
