@@ -207,11 +207,8 @@ pub fn channels_last(model: &mut TypedModel) -> Result<usize> {
     use tract_onnx::tract_core::ops::change_axes::{AxisChange, AxisOp};
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::optim::change_axes::change_axes;
-    let depthwise = model.nodes().iter().filter_map(float_conv).any(|c| {
-        let spec = &c.pool_spec;
-        c.group > 1 && c.group == spec.input_channels && spec.input_channels == spec.output_channels
-    });
-    if !depthwise {
+    let mut convs = model.nodes().iter().filter_map(float_conv);
+    if !convs.any(crate::kernels::depthwise::is_depthwise) {
         return Ok(0);
     }
     let mut locked: Vec<OutletId> = model.input_outlets()?.to_vec();

@@ -60,6 +60,16 @@ pub struct FusedDepthwise {
     prelu: Option<Arc<Tensor>>,
 }
 
+/// Whether `conv` is a float depthwise convolution: one group per channel (more than one), as
+/// many outputs as inputs.
+pub fn is_depthwise(conv: &Conv) -> bool {
+    let spec = &conv.pool_spec;
+    conv.q_params.is_none()
+        && conv.group > 1
+        && conv.group == spec.input_channels
+        && spec.output_channels == spec.input_channels
+}
+
 /// The fused op for the convolution at `id`, the outlet it reads (the input of the PRelu before
 /// the convolution when there is one that feeds it alone, else the convolution's input) and the
 /// outlet it replaces (the PRelu's output when one follows, else the convolution's own); `None`
@@ -74,9 +84,7 @@ pub(super) fn fusable(
     };
     let spec = &conv.pool_spec;
     let c = spec.input_channels;
-    let depthwise = conv.q_params.is_none()
-        && conv.group == c
-        && spec.output_channels == c
+    let depthwise = is_depthwise(conv)
         && conv.kernel_fmt == KernelFormat::OIHW
         && spec.data_format.c_is_last()
         && spec.rank() == 2
