@@ -19,6 +19,7 @@ use image::imageops;
 use serde::{Deserialize, Serialize};
 use smoothface_shared::embedding::{cosine, l2_normalize};
 use smoothface_shared::manifest::{InputSpec, Layout, ModelManifest};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -463,21 +464,32 @@ struct PeerEmbed {
     models: Vec<PeerModel>,
 }
 
-fn peer_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/ort_peer.py")
-}
+/// The peer's script, part of the binary so that `bench` runs outside the source tree; it is
+/// handed to Python on standard input.
+const PEER_SCRIPT: &str = include_str!("../../bench/ort_peer.py");
 
 fn run_python(python: &Path, args: &[String]) -> Result<serde_json::Value> {
-    let out = Command::new(python)
-        .arg(peer_script())
+    let cannot = || {
+        format!(
+            "{}: cannot run the peer (run scripts/setup --bench)",
+            python.display()
+        )
+    };
+    let mut child = Command::new(python)
+        .arg("-")
         .args(args)
-        .output()
-        .with_context(|| {
-            format!(
-                "{}: cannot run the peer (run scripts/setup --bench)",
-                python.display()
-            )
-        })?;
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(cannot)?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(PEER_SCRIPT.as_bytes())
+        .with_context(cannot)?;
+    let out = child.wait_with_output().with_context(cannot)?;
     if !out.status.success() {
         bail!("the peer failed: {}", String::from_utf8_lossy(&out.stderr));
     }

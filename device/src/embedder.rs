@@ -140,6 +140,14 @@ impl Embedder {
             );
         }
         let mut v = out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        // A diverged model gives NaN or infinite outputs: they must never enter a gallery or a
+        // metric, where they would rank as nonsense.
+        if let Err(e) = smoothface_shared::metrics::check_finite(&v) {
+            bail!(
+                "{}: the embedder's output is unusable: {e}",
+                self.onnx_path.display()
+            );
+        }
         v.chunks_exact_mut(self.dim).for_each(|row| {
             l2_normalize(row);
         });

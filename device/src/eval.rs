@@ -2,7 +2,7 @@
 //! shared metrics (the same code the trainer reports).
 
 use crate::pipeline::{FacePick, Pipeline};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use smoothface_shared::embedding::dot;
@@ -120,7 +120,8 @@ pub fn retrieval(
         dir.display()
     );
     let metrics =
-        metrics::retrieval_metrics(&embeddings, pipeline.embedder.dim(), &labels, &RECALL_KS);
+        metrics::retrieval_metrics(&embeddings, pipeline.embedder.dim(), &labels, &RECALL_KS)
+            .with_context(|| format!("embeddings of {}", pipeline.embedder.name))?;
     Ok(RetrievalEval {
         people: kept.len(),
         photos: labels.len(),
@@ -200,23 +201,28 @@ pub fn pairs(
             .unzip()
     };
     let (scores, same) = score(&test);
-    let tar_at_far_1e2 = metrics::tar_at_far(&scores, &same, 1e-2);
-    let eval = match dev {
-        Some(dev) => {
+    let cannot = |file: &Path| format!("{}: cannot score these pairs", file.display());
+    let tar_at_far_1e2 =
+        metrics::tar_at_far(&scores, &same, 1e-2).with_context(|| cannot(pairs_file))?;
+    let eval = match (dev, dev_file) {
+        (Some(dev), Some(dev_file)) => {
             let (dev_scores, dev_same) = score(&dev);
-            let (threshold, _) = metrics::best_threshold(&dev_scores, &dev_same);
+            let (threshold, _) = metrics::best_threshold(&dev_scores, &dev_same)
+                .with_context(|| cannot(dev_file))?;
             PairsEval {
                 pairs: test.len(),
                 missing,
                 kfold: None,
                 dev_threshold: Some(threshold),
-                accuracy: metrics::accuracy_at(&scores, &same, threshold),
+                accuracy: metrics::accuracy_at(&scores, &same, threshold)
+                    .with_context(|| cannot(pairs_file))?,
                 tar_at_far_1e2,
             }
         }
-        None => {
+        _ => {
             let folds: Vec<usize> = test.iter().map(|p| p.fold).collect();
-            let kfold = metrics::kfold_accuracy(&scores, &same, &folds);
+            let kfold = metrics::kfold_accuracy(&scores, &same, &folds)
+                .with_context(|| cannot(pairs_file))?;
             PairsEval {
                 pairs: test.len(),
                 missing,

@@ -2,7 +2,10 @@
 //! WebP, PGM/PPM, TIFF; grey, CMYK and 16-bit), EXIF orientation applied, and a pixel limit that
 //! refuses decompression bombs before any pixel is allocated.
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Default largest image accepted, in pixels (100 megapixels: above any phone camera).
@@ -82,14 +85,90 @@ impl DecodeError {
     }
 }
 
-/// Reads an image file into 8-bit RGB with its EXIF orientation applied. Refuses an image whose
-/// header declares more than `max_pixels` pixels without decoding it.
-pub fn load_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
+/// What one streamed pass over a file learnt, before any pixel is decoded.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// sha256 of the bytes, lower-case hex (empty when not asked for).
+    pub sha256: String,
+    /// The image format its first bytes announce; `None` for anything else.
+    pub format: Option<ImageFormat>,
+    /// For a JPEG: its last scan has no end-of-image marker after it.
+    pub jpeg_truncated: bool,
+}
+
+/// Bytes read at a time while scanning.
+const SCAN_BUFFER: usize = 1 << 16;
+/// Bytes enough for every format signature the `image` crate knows.
+const SIGNATURE_BYTES: usize = 32;
+
+/// Reads a file once as a stream: its sha256 (when `hash`), its format from the first bytes and,
+/// for a JPEG, whether it is truncated. Memory stays one buffer whatever the file's size.
+pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
+    let io = |source| DecodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut hasher = hash.then(Sha256::new);
+    let mut buf = vec![0u8; SCAN_BUFFER];
+    let mut head = Vec::with_capacity(SIGNATURE_BYTES);
+    let mut markers = JpegMarkers::default();
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        let chunk = &buf[..n];
+        if let Some(h) = hasher.as_mut() {
+            h.update(chunk);
+        }
+        if head.len() < SIGNATURE_BYTES {
+            let take = (SIGNATURE_BYTES - head.len()).min(n);
+            head.extend_from_slice(&chunk[..take]);
+        }
+        markers.feed(chunk);
+    }
+    if head.is_empty() {
+        return Err(DecodeError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let format = image::guess_format(&head).ok();
+    Ok(Scanned {
+        sha256: hasher
+            .map(|h| hex::encode(h.finalize()))
+            .unwrap_or_default(),
+        format,
+        jpeg_truncated: format == Some(ImageFormat::Jpeg) && markers.truncated(),
+    })
+}
+
+/// Decodes a scanned file from disk (streamed through a buffered reader) as [`decode_rgb`] does.
+pub fn load_scanned(path: &Path, scan: &Scanned, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    let Some(format) = scan.format else {
+        return Err(DecodeError::NotAnImage {
+            path: path.to_path_buf(),
+        });
+    };
+    if scan.jpeg_truncated {
+        return Err(DecodeError::Truncated {
+            path: path.to_path_buf(),
+        });
+    }
+    let file = File::open(path).map_err(|source| DecodeError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    decode_rgb(&bytes, path, max_pixels)
+    let reader = ImageReader::with_format(BufReader::new(file), format);
+    decode_reader(reader, path, max_pixels)
+}
+
+/// Reads an image file into 8-bit RGB with its EXIF orientation applied. Refuses an image whose
+/// header declares more than `max_pixels` pixels without decoding it.
+pub fn load_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    load_scanned(path, &scan_file(path, false)?, max_pixels)
 }
 
 /// Decodes image bytes (named by `path` in errors) as [`load_rgb`] does.
@@ -107,18 +186,29 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     if reader.format().is_none() {
         return Err(DecodeError::NotAnImage { path: path_buf() });
     }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+    let mut markers = JpegMarkers::default();
+    markers.feed(bytes);
+    if reader.format() == Some(ImageFormat::Jpeg) && markers.truncated() {
         return Err(DecodeError::Truncated { path: path_buf() });
     }
+    decode_reader(reader, path, max_pixels)
+}
+
+/// The decoding both entry points share: pixel limit from the header, orientation, RGB.
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    path: &Path,
+    max_pixels: u64,
+) -> Result<RgbImage, DecodeError> {
     let corrupt = |source| DecodeError::Corrupt {
-        path: path_buf(),
+        path: path.to_path_buf(),
         source,
     };
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     if width as u64 * height as u64 > max_pixels {
         return Err(DecodeError::TooLarge {
-            path: path_buf(),
+            path: path.to_path_buf(),
             width,
             height,
             limit: max_pixels,
@@ -133,22 +223,48 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     Ok(img.into_rgb8())
 }
 
-/// True when the last scan of a JPEG has no end-of-image marker after it. Inside compressed
-/// data a 0xFF byte is always followed by 0x00 or a restart marker, so the markers found by a
-/// byte search are real ones; an EXIF thumbnail's own end marker comes before the main scan.
-fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    let find_last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
-    match (find_last(0xDA), find_last(0xD9)) {
-        (Some(scan), Some(end)) => end < scan,
-        (Some(_), None) => true,
-        (None, _) => false, // no scan at all: the decoder reports what is wrong
+/// The positions of the last start-of-scan and end-of-image markers of a byte stream fed in
+/// pieces. Inside compressed data a 0xFF byte is always followed by 0x00 or a restart marker, so
+/// the markers found by a byte search are real ones; an EXIF thumbnail's own end marker comes
+/// before the main scan.
+#[derive(Debug, Default)]
+struct JpegMarkers {
+    offset: u64,
+    previous_was_ff: bool,
+    last_scan: Option<u64>,
+    last_end: Option<u64>,
+}
+
+impl JpegMarkers {
+    fn feed(&mut self, chunk: &[u8]) {
+        for (i, &b) in chunk.iter().enumerate() {
+            if self.previous_was_ff {
+                let at = self.offset + i as u64;
+                match b {
+                    0xDA => self.last_scan = Some(at),
+                    0xD9 => self.last_end = Some(at),
+                    _ => {}
+                }
+            }
+            self.previous_was_ff = b == 0xFF;
+        }
+        self.offset += chunk.len() as u64;
+    }
+
+    /// True when the last scan has no end-of-image marker after it.
+    fn truncated(&self) -> bool {
+        match (self.last_scan, self.last_end) {
+            (Some(scan), Some(end)) => end < scan,
+            (Some(_), None) => true,
+            (None, _) => false, // no scan at all: the decoder reports what is wrong
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Luma, Rgb};
+    use image::{Luma, Rgb};
 
     fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = std::io::Cursor::new(Vec::new());
@@ -224,6 +340,43 @@ mod tests {
                 }
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_streamed_scan_hashes_sniffs_and_finds_truncation_across_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        // A JPEG larger than the scan buffer, so markers and the hash span several reads.
+        let img =
+            image::RgbImage::from_fn(700, 500, |x, y| Rgb([(x * 7 ^ y * 13) as u8, y as u8, 9]));
+        let jpeg = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
+        assert!(jpeg.len() > 2 * SCAN_BUFFER, "{} bytes", jpeg.len());
+        let path = dir.path().join("big.jpg");
+        std::fs::write(&path, &jpeg).unwrap();
+        let scan = scan_file(&path, true).unwrap();
+        assert_eq!(scan.sha256, hex::encode(Sha256::digest(&jpeg)));
+        assert_eq!(scan.format, Some(ImageFormat::Jpeg));
+        assert!(!scan.jpeg_truncated);
+        assert_eq!(
+            load_scanned(&path, &scan, 1 << 20).unwrap().dimensions(),
+            (700, 500)
+        );
+
+        std::fs::write(&path, &jpeg[..jpeg.len() - 1000]).unwrap();
+        let scan = scan_file(&path, false).unwrap();
+        assert!(scan.jpeg_truncated && scan.sha256.is_empty());
+        let e = load_scanned(&path, &scan, 1 << 20).unwrap_err();
+        assert!(matches!(e, DecodeError::Truncated { .. }), "{e}");
+
+        // Text is known to be no image from its first bytes; the cause names no path twice.
+        std::fs::write(&path, "hello, I am a text file renamed .jpg").unwrap();
+        let e = load_scanned(&path, &scan_file(&path, true).unwrap(), 100).unwrap_err();
+        assert_eq!(e.reason(), "not an image (unknown format)");
+        std::fs::write(&path, "").unwrap();
+        let e = scan_file(&path, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: empty file (0 bytes)", path.display())
         );
     }
 

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod gallery;
 pub mod image_io;
 pub mod kernels;
+pub mod models;
 pub mod mtcnn;
 pub mod onnx;
 pub mod pipeline;

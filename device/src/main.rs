@@ -8,8 +8,9 @@ use smoothface_device::bench;
 use smoothface_device::eval::{self, RECALL_KS};
 use smoothface_device::gallery::{db, index, search::FaceMatrix};
 use smoothface_device::image_io::DEFAULT_MAX_PIXELS;
+use smoothface_device::models::{self, ModelPlaces};
 use smoothface_device::mtcnn::MtcnnConfig;
-use smoothface_device::pipeline::{default_detector_dir, default_model_dir, FacePick, Pipeline};
+use smoothface_device::pipeline::{FacePick, Pipeline};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,8 +31,10 @@ const EXIT_PARTIAL: u8 = 3;
         Start with:\n  smoothface index ~/Pictures\n  smoothface search photo-of-her.jpg\n\n\
         Exit status: 0 success, 1 error, 2 bad usage, 3 finished but some files could not be read (each is \
         listed with its cause).",
-    after_help = "Models come from scripts/setup (or SMOOTHFACE_MODELS); the gallery lives in \
-        SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite unless --db says otherwise."
+    after_help = "Models are looked for in --models, $SMOOTHFACE_MODELS, models/ beside the \
+        executable, then ~/.local/share/smoothface/models (see `smoothface models list`); the \
+        gallery lives in $SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite unless --db \
+        says otherwise."
 )]
 struct Cli {
     #[command(flatten)]
@@ -42,10 +45,13 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// Embedder model folder (ONNX + manifest.json) [default: the pretrained MobileFaceNet]
+    /// Folder of model folders, searched first for the default models
+    #[arg(long, global = true, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Embedder model folder (ONNX + manifest.json) [default: mobilefacenet from the models folders]
     #[arg(long, global = true, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// MTCNN detector folder [default: the pretrained MTCNN]
+    /// MTCNN detector folder [default: mtcnn from the models folders]
     #[arg(long, global = true, value_name = "DIR")]
     detector: Option<PathBuf>,
     /// Gallery database [default: $SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite]
@@ -123,19 +129,22 @@ enum Command {
         input: PathBuf,
         /// Folder for the crops (PNG, same relative paths); existing crops are kept
         output: PathBuf,
-        /// Which face of each photo
-        #[arg(long, value_enum, default_value_t = FacePick::Largest)]
+        /// Which face of each photo: largest, or central (nearest the image centre)
+        #[arg(long, default_value = "largest", value_parser = face_pick, value_name = "PICK")]
         face: FacePick,
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
+    /// Find, list and install the models
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Measure accuracy on labelled photos
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Measure speed, each stage beside a peer (onnxruntime, numpy) in the same run
     Bench {
-        /// Folder of face photos [default: ../shared/data/faces/lfw-devtrain beside the source tree]
+        /// Folder of face photos [default: $SMOOTHFACE_FACES/lfw-devtrain]
         #[arg(long, value_name = "DIR")]
         photos: Option<PathBuf>,
         /// Faces timed for detection and embedding
@@ -162,7 +171,8 @@ enum Command {
         /// Also time every operator of each embedder graph, in tract and onnxruntime
         #[arg(long)]
         profile: bool,
-        /// Python with onnxruntime and numpy [default: .venv-bench/bin/python, made by `scripts/setup --bench`]
+        /// Python with onnxruntime and numpy [default: .venv-bench/bin/python in the current
+        /// folder, made by `scripts/setup --bench` in the source tree]
         #[arg(long, value_name = "PYTHON")]
         python: Option<PathBuf>,
         /// Skip the peers
@@ -175,13 +185,36 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ModelsCommand {
+    /// Where each model is found, and every place looked at
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the pinned pretrained models (sha256-checked) into the user's models folder
+    Install {
+        /// Folder holding mobilefacenet/ and mtcnn/: a source tree's models/ after
+        /// scripts/setup, or a bundle's [default: the first place that holds them]
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Destination [default: $XDG_DATA_HOME/smoothface/models or ~/.local/share/smoothface/models]
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum EvalCommand {
     /// Every face a query against all others in a folder-per-person tree: mAP and Recall@1/4/16
     Retrieval {
         /// Folder with one sub-folder of photos per person
         dir: PathBuf,
-        /// Which face stands for a photo
-        #[arg(long, value_enum, default_value_t = FacePick::Largest)]
+        /// Which face stands for a photo: largest, or central (nearest the image centre)
+        #[arg(long, default_value = "largest", value_parser = face_pick, value_name = "PICK")]
         face: FacePick,
         /// Leave out people with fewer photos than this
         #[arg(long, default_value_t = 2, value_name = "N")]
@@ -199,8 +232,8 @@ enum EvalCommand {
         /// Choose the threshold on this pairs file instead of 10-fold cross-validation
         #[arg(long, value_name = "PAIRS_DEV.txt")]
         dev: Option<PathBuf>,
-        /// Which face stands for a photo
-        #[arg(long, value_enum, default_value_t = FacePick::Largest)]
+        /// Which face stands for a photo: largest, or central (nearest the image centre)
+        #[arg(long, default_value = "largest", value_parser = face_pick, value_name = "PICK")]
         face: FacePick,
         /// Print JSON
         #[arg(long)]
@@ -219,30 +252,44 @@ fn main() -> ExitCode {
     }
 }
 
+fn face_pick(s: &str) -> Result<FacePick, String> {
+    s.parse()
+}
+
 fn default_db() -> PathBuf {
     if let Some(p) = std::env::var_os("SMOOTHFACE_DB") {
         return PathBuf::from(p);
     }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("smoothface/gallery.sqlite")
+    models::data_home()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("smoothface/gallery.sqlite")
 }
 
 impl Global {
+    fn places(&self) -> ModelPlaces {
+        ModelPlaces::for_process(self.models.as_deref())
+    }
+
+    /// The embedder's folder: `--model` (which must exist), else the default from the places.
+    fn model_dir(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(dir) => models::given_folder(dir, "--model"),
+            None => self.places().find(models::EMBEDDER),
+        }
+    }
+
     fn pipeline(&self) -> Result<Pipeline> {
         let config = MtcnnConfig {
             min_face: self.min_face,
             ..MtcnnConfig::default()
         };
         ensure_min_face(self.min_face)?;
-        Pipeline::load(
-            &self.model.clone().unwrap_or_else(default_model_dir),
-            &self.detector.clone().unwrap_or_else(default_detector_dir),
-            config,
-            self.max_pixels,
-        )
+        let model = self.model_dir()?;
+        let detector = match &self.detector {
+            Some(dir) => models::given_folder(dir, "--detector")?,
+            None => self.places().find(models::DETECTOR)?,
+        };
+        Pipeline::load(&model, &detector, config, self.max_pixels)
     }
 
     fn db(&self) -> Result<Connection> {
@@ -330,26 +377,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_peer,
             json,
         } => {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let python = match (no_peer, python) {
                 (true, _) => None,
                 (false, Some(p)) => Some(p.clone()),
                 (false, None) => {
-                    let venv = source.join(".venv-bench/bin/python");
+                    let venv = PathBuf::from(".venv-bench/bin/python");
                     if !venv.exists() {
-                        bail!("no benchmark Python at {}: run `scripts/setup --bench`, pass --python, or --no-peer", venv.display());
+                        bail!("no benchmark Python at {} in the current folder: run `scripts/setup --bench` in the source tree and bench from there, pass --python, or --no-peer", venv.display());
                     }
                     Some(venv)
                 }
             };
+            let photos = match photos {
+                Some(p) => p.clone(),
+                None => std::env::var_os("SMOOTHFACE_FACES")
+                    .map(|f| Path::new(&f).join("lfw-devtrain"))
+                    .context("no photos to time: pass --photos DIR or set SMOOTHFACE_FACES")?,
+            };
             let opts = bench::BenchOptions {
-                model: g.model.clone().unwrap_or_else(default_model_dir),
+                model: g.model_dir()?,
                 compare: compare.clone(),
                 rounds: *rounds,
                 profile: *profile,
-                photos: photos
-                    .clone()
-                    .unwrap_or_else(|| source.join("../shared/data/faces/lfw-devtrain")),
+                photos,
                 faces: *faces,
                 e2e_photos: *e2e_photos,
                 search_sizes: search_sizes.clone(),
@@ -362,6 +412,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_bench(&r);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Models(ModelsCommand::List { json }) => cmd_models_list(g, *json),
+        Command::Models(ModelsCommand::Install { from, to, json }) => {
+            cmd_models_install(g, from.as_deref(), to.as_deref(), *json)
         }
         Command::Eval(EvalCommand::Retrieval {
             dir,
@@ -483,10 +537,17 @@ fn cmd_search(
     let started = Instant::now();
     let hits = matrix.rank_media(&query.embedding, top, min_score);
     let search_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut path_of = conn.prepare_cached("SELECT path FROM media WHERE id = ?1")?;
+    if !matrix.damaged().is_empty() {
+        eprintln!(
+            "warning: {} damaged face(s) of the gallery left out of the search (face ids {:?}); \
+             `smoothface forget` their photos and index them again",
+            matrix.damaged().len(),
+            matrix.damaged()
+        );
+    }
     let rows: Vec<(String, &smoothface_device::gallery::search::Hit)> = hits
         .iter()
-        .map(|h| Ok((path_of.query_row([h.media_id], |r| r.get(0))?, h)))
+        .map(|h| Ok((db::media_path(&conn, h.media_id)?, h)))
         .collect::<Result<_>>()?;
     if json {
         let hits: Vec<_> = rows
@@ -587,34 +648,20 @@ fn cmd_detect(g: &Global, images: &[PathBuf], embeddings: bool, json: bool) -> R
 
 fn cmd_stats(g: &Global, json: bool) -> Result<ExitCode> {
     let path = g.db.clone().unwrap_or_else(default_db);
-    let conn = db::open(&path)?;
-    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
-    let media = count("SELECT count(*) FROM media")?;
-    let errors = count("SELECT count(*) FROM media WHERE status = 'error'")?;
-    let mut stmt = conn.prepare(
-        "SELECT m.name, m.model_hash, m.dim, (SELECT count(*) FROM analyses a WHERE a.model_id = m.id),
-                (SELECT count(*) FROM faces f WHERE f.model_id = m.id) FROM models m ORDER BY m.id",
-    )?;
-    let models: Vec<serde_json::Value> = stmt
-        .query_map([], |r| {
-            Ok(json!({"name": r.get::<_, String>(0)?, "sha256": r.get::<_, String>(1)?, "dim": r.get::<_, i64>(2)?,
-                      "photos": r.get::<_, i64>(3)?, "faces": r.get::<_, i64>(4)?}))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let stats = db::stats(&db::open(&path)?, &path)?;
     if json {
-        let out = json!({"database": path, "bytes": bytes, "media": media, "unreadable": errors, "models": models});
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&stats)?);
     } else {
-        println!("gallery {} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
-        println!("{media} files, {errors} unreadable");
-        for m in &models {
+        println!(
+            "gallery {} ({:.1} MB)",
+            path.display(),
+            stats.bytes as f64 / 1e6
+        );
+        println!("{} files, {} unreadable", stats.media, stats.unreadable);
+        for m in &stats.models {
             println!(
                 "model {}: {} photos analysed, {} faces ({}-d)",
-                m["name"].as_str().unwrap_or("?"),
-                m["photos"],
-                m["faces"],
-                m["dim"]
+                m.name, m.photos, m.faces, m.dim
             );
         }
     }
@@ -623,32 +670,100 @@ fn cmd_stats(g: &Global, json: bool) -> Result<ExitCode> {
 
 fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
     let mut conn = g.db()?;
-    let tx = conn.transaction()?;
-    let (mut photos, mut faces) = (0usize, 0usize);
-    for p in paths {
-        let abs = p.canonicalize().or_else(|_| std::path::absolute(p))?;
-        let key = abs.to_string_lossy().into_owned();
-        // Exact prefix match: LIKE would ignore case and treat `_` and `%` as wildcards.
-        let prefix = format!("{}/", key.trim_end_matches('/'));
-        let filter = "path = ?1 OR substr(path, 1, length(?2)) = ?2";
-        faces += tx.query_row(
-            &format!("SELECT count(*) FROM faces WHERE media_id IN (SELECT id FROM media WHERE {filter})"),
-            [&key, &prefix],
-            |r| r.get::<_, i64>(0),
-        )? as usize;
-        let n = tx.execute(
-            &format!("DELETE FROM media WHERE {filter}"),
-            [&key, &prefix],
-        )?;
-        if n == 0 {
-            eprintln!("{}: not in the gallery", abs.display());
-        }
-        photos += n;
+    let absolute: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| p.canonicalize().or_else(|_| std::path::absolute(p)))
+        .collect::<std::io::Result<_>>()?;
+    let r = db::forget(&mut conn, &absolute)?;
+    for p in &r.not_found {
+        eprintln!("{}: not in the gallery", p.display());
     }
-    tx.commit()?;
-    // secure_delete zeroed the freed pages; truncating the WAL drops its copies of them too.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    println!("forgot {photos} photos and {faces} faces");
+    println!("forgot {} photos and {} faces", r.photos, r.faces);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
+    let places = g.places();
+    let found: Vec<_> = [models::EMBEDDER, models::DETECTOR]
+        .into_iter()
+        .map(|name| {
+            let hit = places.locate(name);
+            json!({
+                "name": name,
+                "dir": hit.as_ref().map(|(d, _)| d),
+                "origin": hit.as_ref().map(|(_, p)| p.origin),
+            })
+        })
+        .collect();
+    if json {
+        let out = json!({"models": found, "places": places.places()});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("places, searched in this order:");
+        for p in places.places() {
+            match &p.dir {
+                Some(d) => println!("  {}: {}", p.origin, d.display()),
+                None => println!("  {}: (not set)", p.origin),
+            }
+        }
+        for m in &found {
+            match m["dir"].as_str() {
+                Some(d) => println!(
+                    "{}: {d} ({})",
+                    m["name"].as_str().unwrap_or("?"),
+                    m["origin"].as_str().unwrap_or("?")
+                ),
+                None => println!(
+                    "{}: not found (smoothface models install)",
+                    m["name"].as_str().unwrap_or("?")
+                ),
+            }
+        }
+    }
+    let missing = found.iter().any(|m| m["dir"].is_null());
+    Ok(if missing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_models_install(
+    g: &Global,
+    from: Option<&Path>,
+    to: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let places = g.places();
+    let to = match to {
+        Some(t) => t.to_path_buf(),
+        None => places
+            .install_dir()
+            .context("no user data folder: set HOME or XDG_DATA_HOME, or pass --to")?
+            .to_path_buf(),
+    };
+    let from = match from {
+        Some(f) => f.to_path_buf(),
+        None => places
+            .places()
+            .iter()
+            .filter_map(|p| p.dir.clone())
+            .find(|d| *d != to && models::holds_pinned(d))
+            .context("no models to install from: pass --from DIR (a bundle's or a source tree's models folder)")?,
+    };
+    let installed = models::install(&from, &to)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&installed)?);
+    } else {
+        for m in &installed {
+            let what = if m.copied {
+                "installed"
+            } else {
+                "already installed"
+            };
+            println!("{}: {what} in {}", m.name, m.to.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

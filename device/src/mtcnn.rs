@@ -108,14 +108,43 @@ impl Mtcnn {
                 .file(name)
                 .with_context(|| format!("{}: manifest lists no {name}", model.dir.display()))
         };
-        let cache = |name: &str, max| {
-            Ok::<_, anyhow::Error>(PlanCache::new(onnx::load_graph(&file(name)?)?, max))
+        // Each network is run once on a blank input of its smallest size and must answer with
+        // MTCNN's outputs: another ONNX file under these names would otherwise fail (or index
+        // out of bounds) only on the first face.
+        let cache = |name: &str, max, side: usize, outputs: &[&[usize]]| {
+            let path = file(name)?;
+            let cache = PlanCache::new(onnx::load_graph(&path)?, max);
+            let shapes = cache
+                .get(&[1, side, side, 3])
+                .and_then(|plan| {
+                    let blank = Tensor::zero::<f32>(&[1, side, side, 3])?;
+                    Ok(plan.run(tvec!(blank.into()))?)
+                })
+                .map(|out| out.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>())
+                .with_context(|| {
+                    format!(
+                        "{}: not an MTCNN {name}: it does not run on a 1x{side}x{side}x3 input",
+                        path.display()
+                    )
+                })?;
+            if shapes != outputs {
+                bail!(
+                    "{}: not an MTCNN {name}: its outputs for a 1x{side}x{side}x3 input have shapes {shapes:?}, expected {outputs:?}",
+                    path.display()
+                );
+            }
+            Ok::<_, anyhow::Error>(cache)
         };
         Ok(Mtcnn {
             config,
-            pnet: cache("pnet.onnx", MAX_PNET_PLANS)?,
-            rnet: cache("rnet.onnx", REFINE_BATCH)?,
-            onet: cache("onet.onnx", REFINE_BATCH)?,
+            pnet: cache(
+                "pnet.onnx",
+                MAX_PNET_PLANS,
+                12,
+                &[&[1, 1, 1, 4], &[1, 1, 1, 2]],
+            )?,
+            rnet: cache("rnet.onnx", REFINE_BATCH, 24, &[&[1, 4], &[1, 2]])?,
+            onet: cache("onet.onnx", REFINE_BATCH, 48, &[&[1, 4], &[1, 10], &[1, 2]])?,
         })
     }
 

@@ -8,25 +8,8 @@ use image::RgbImage;
 use serde::Serialize;
 use smoothface_shared::align::align_face;
 use smoothface_shared::manifest::ModelManifest;
-use std::path::{Path, PathBuf};
-
-/// Where the pretrained models live unless `--model`/`--detector` say otherwise:
-/// `$SMOOTHFACE_MODELS`, else the `models/` folder of this source tree, which `scripts/setup` fills.
-pub fn models_root() -> PathBuf {
-    std::env::var_os("SMOOTHFACE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
-}
-
-/// The default embedder folder.
-pub fn default_model_dir() -> PathBuf {
-    models_root().join("mobilefacenet")
-}
-
-/// The default detector folder.
-pub fn default_detector_dir() -> PathBuf {
-    models_root().join("mtcnn")
-}
+use std::path::Path;
+use std::str::FromStr;
 
 /// A face with its embedding.
 #[derive(Debug, Clone, Serialize)]
@@ -39,12 +22,26 @@ pub struct EmbeddedFace {
 }
 
 /// Which face of a photo stands for it when a photo must give exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FacePick {
     /// The face with the largest box.
     Largest,
     /// The face whose box centre is nearest the image centre (LFW-style crops).
     Central,
+}
+
+impl FromStr for FacePick {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FacePick, String> {
+        match s {
+            "largest" => Ok(FacePick::Largest),
+            "central" => Ok(FacePick::Central),
+            other => Err(format!(
+                "unknown face choice `{other}`: expected `largest` or `central`"
+            )),
+        }
+    }
 }
 
 /// Detector and embedder, loaded once and shared by all threads.

@@ -3,6 +3,7 @@
 //! and model metadata. Light dependencies only: no tract, no libtorch.
 
 pub mod align;
+pub mod atomic;
 pub mod embedding;
 pub mod manifest;
 pub mod metrics;

@@ -5,6 +5,7 @@
 //! its sha256, and [`ModelManifest::load`] refuses a model whose files do not match: a wrong or
 //! truncated model would otherwise give plausible but wrong embeddings.
 
+use crate::align::CROP_SIZE;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -17,7 +18,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The manifest or a model file could not be read.
-    #[error("{path}: {source} (run scripts/setup to install the pretrained models)")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -203,10 +204,25 @@ impl ModelManifest {
         if manifest.files.is_empty() {
             return Err(invalid("lists no model files"));
         }
-        if manifest.kind == ModelKind::Embedder
-            && (manifest.input.is_none() || manifest.embedding_size.is_none())
-        {
-            return Err(invalid("an embedder needs `input` and `embedding_size`"));
+        if manifest.kind == ModelKind::Embedder {
+            let (Some(input), Some(dim)) = (manifest.input, manifest.embedding_size) else {
+                return Err(invalid("an embedder needs `input` and `embedding_size`"));
+            };
+            // Faces are aligned to the ArcFace template, which is defined at this size only.
+            if input.size != CROP_SIZE {
+                return Err(invalid(&format!(
+                    "input size {} is not supported: faces are aligned to the {CROP_SIZE}x{CROP_SIZE} ArcFace template",
+                    input.size
+                )));
+            }
+            if !(input.std.is_finite() && input.std != 0.0 && input.mean.is_finite()) {
+                return Err(invalid(
+                    "input `mean` must be finite and `std` finite and non-zero",
+                ));
+            }
+            if dim == 0 {
+                return Err(invalid("`embedding_size` must be positive"));
+            }
         }
         for f in &manifest.files {
             let file = dir.join(&f.file);
@@ -295,5 +311,31 @@ mod tests {
         let dir = folder(no_input, b"");
         let err = ModelManifest::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("needs `input`"), "{err}");
+    }
+
+    #[test]
+    fn an_embedder_input_the_alignment_cannot_feed_is_refused() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        for (from, to, expected) in [
+            (
+                r#""size": 112"#,
+                r#""size": 96"#,
+                "input size 96 is not supported",
+            ),
+            (r#""std": 127.5"#, r#""std": 0"#, "non-zero"),
+            (
+                r#""embedding_size": 512"#,
+                r#""embedding_size": 0"#,
+                "must be positive",
+            ),
+        ] {
+            let manifest = EMBEDDER.replace("SHA", abc).replace(from, to);
+            let dir = folder(&manifest, b"abc");
+            let err = ModelManifest::load(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("manifest.json") && err.contains(expected),
+                "{err}"
+            );
+        }
     }
 }

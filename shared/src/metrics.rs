@@ -16,12 +16,49 @@
 //! are always broken by input order, which makes every number here deterministic and lets tests
 //! compare against straightforward reference implementations.
 //!
-//! Inconsistent inputs (mismatched lengths, NaN scores) are programming errors in the caller and
-//! panic rather than produce a plausible-looking number.
+//! Inputs that a real evaluation can produce but that have no meaningful number (NaN or infinite
+//! values from a diverged model, pairs that do not cover every fold, pairs of one kind only) are
+//! a [`MetricsError`] saying what is wrong. Mismatched slice lengths are programming errors in the
+//! caller and panic rather than produce a plausible-looking number.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
+
+/// Why a metric cannot be computed on these inputs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    /// Some scores or embedding values are NaN or infinite: the model that made them diverged.
+    #[error("{count} of {total} values are NaN or infinite (a diverged model?)")]
+    NonFinite {
+        /// Values that are not finite.
+        count: usize,
+        /// All values.
+        total: usize,
+    },
+    /// There is nothing to score.
+    #[error("no pairs to score")]
+    NoPairs,
+    /// Cross-validation needs at least two folds.
+    #[error("need pairs in at least two folds for cross-validation, found {0} fold(s)")]
+    TooFewFolds(usize),
+    /// A fold between two others has no pairs.
+    #[error("fold {fold} of 0..{folds} has no pairs (too few pairs for {folds} folds?)")]
+    EmptyFold {
+        /// The empty fold.
+        fold: usize,
+        /// Number of folds.
+        folds: usize,
+    },
+    /// Rates need both kinds of pair.
+    #[error("need both same-person and different-person pairs, found {same} same and {different} different")]
+    OneKindOfPair {
+        /// Same-person pairs.
+        same: usize,
+        /// Different-person pairs.
+        different: usize,
+    },
+}
 
 /// Average precision of one ranking.
 ///
@@ -87,16 +124,20 @@ const QUERY_BLOCK: usize = 64;
 /// The cost is O(n² d) for the similarities plus O(n log m) per query for the ranking (m items
 /// share its label); n = 10,000 and d = 512 take a few seconds on one core in a release build.
 ///
+/// # Errors
+///
+/// [`MetricsError::NonFinite`] when an embedding value is NaN or infinite.
+///
 /// # Panics
 ///
-/// If `dim` is zero, `embeddings.len() != labels.len() * dim`, an embedding value is NaN, or there
-/// are more than `u32::MAX` items.
+/// If `dim` is zero, `embeddings.len() != labels.len() * dim`, or there are more than `u32::MAX`
+/// items.
 pub fn retrieval_metrics(
     embeddings: &[f32],
     dim: usize,
     labels: &[u32],
     ks: &[usize],
-) -> RetrievalReport {
+) -> Result<RetrievalReport, MetricsError> {
     assert!(dim > 0, "retrieval_metrics: dim must be positive");
     let n = labels.len();
     assert_eq!(
@@ -109,7 +150,7 @@ pub fn retrieval_metrics(
         u32::try_from(n).is_ok(),
         "retrieval_metrics: too many items"
     );
-    assert_no_nan(embeddings, "retrieval_metrics");
+    check_finite(embeddings)?;
 
     let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, &label) in labels.iter().enumerate() {
@@ -159,7 +200,7 @@ pub fn retrieval_metrics(
             total / evaluated as f64
         }
     };
-    RetrievalReport {
+    Ok(RetrievalReport {
         queries: evaluated,
         skipped_queries: n - evaluated,
         map: mean(ap_sum),
@@ -168,7 +209,7 @@ pub fn retrieval_metrics(
             .zip(&hits_at)
             .map(|(&k, &hits)| (k, mean(hits as f64)))
             .collect(),
-    }
+    })
 }
 
 /// Items per strip, the output width of [`strip_kernel`]: two SSE registers or one AVX register.
@@ -309,18 +350,21 @@ fn rank_stats(
 
 /// Fraction of pairs classified correctly when "same" is predicted for `score >= threshold`.
 ///
+/// # Errors
+///
+/// [`MetricsError::NoPairs`] for no pairs, [`MetricsError::NonFinite`] for a NaN or infinite score.
+///
 /// # Panics
 ///
-/// If the slices differ in length, are empty, or a score is NaN.
-pub fn accuracy_at(scores: &[f32], same: &[bool], threshold: f32) -> f64 {
-    check_pairs(scores, same, "accuracy_at");
-    assert!(!scores.is_empty(), "accuracy_at: no pairs");
+/// If the slices differ in length.
+pub fn accuracy_at(scores: &[f32], same: &[bool], threshold: f32) -> Result<f64, MetricsError> {
+    check_pairs(scores, same, "accuracy_at")?;
     let correct = scores
         .iter()
         .zip(same)
         .filter(|&(&s, &y)| (s >= threshold) == y)
         .count();
-    correct as f64 / scores.len() as f64
+    Ok(correct as f64 / scores.len() as f64)
 }
 
 /// The threshold that maximises [`accuracy_at`] on these pairs, and that accuracy.
@@ -332,12 +376,15 @@ pub fn accuracy_at(scores: &[f32], same: &[bool], threshold: f32) -> f64 {
 /// symmetrically to unseen pairs. When several candidates tie, the lowest threshold wins. One sort
 /// and one sweep: O(n log n).
 ///
+/// # Errors
+///
+/// As [`accuracy_at`].
+///
 /// # Panics
 ///
-/// If the slices differ in length, are empty, or a score is NaN.
-pub fn best_threshold(scores: &[f32], same: &[bool]) -> (f32, f64) {
-    check_pairs(scores, same, "best_threshold");
-    assert!(!scores.is_empty(), "best_threshold: no pairs");
+/// If the slices differ in length.
+pub fn best_threshold(scores: &[f32], same: &[bool]) -> Result<(f32, f64), MetricsError> {
+    check_pairs(scores, same, "best_threshold")?;
     let n = scores.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
@@ -365,7 +412,7 @@ pub fn best_threshold(scores: &[f32], same: &[bool]) -> (f32, f64) {
             best = (threshold, correct);
         }
     }
-    (best.0, best.1 as f64 / n as f64)
+    Ok((best.0, best.1 as f64 / n as f64))
 }
 
 /// A threshold strictly above `low` and at most `high` (for `low < high`), as close to halfway as
@@ -407,12 +454,20 @@ pub struct KFoldReport {
 ///
 /// `fold_of[i]` is the fold of pair `i`; folds are numbered `0..F`.
 ///
+/// # Errors
+///
+/// As [`accuracy_at`]; also [`MetricsError::TooFewFolds`] for fewer than two folds and
+/// [`MetricsError::EmptyFold`] when some fold in `0..F` has no pairs.
+///
 /// # Panics
 ///
-/// If the slices differ in length, a score is NaN, there are fewer than two folds, or some fold in
-/// `0..F` has no pairs.
-pub fn kfold_accuracy(scores: &[f32], same: &[bool], fold_of: &[usize]) -> KFoldReport {
-    check_pairs(scores, same, "kfold_accuracy");
+/// If the slices differ in length.
+pub fn kfold_accuracy(
+    scores: &[f32],
+    same: &[bool],
+    fold_of: &[usize],
+) -> Result<KFoldReport, MetricsError> {
+    check_pairs(scores, same, "kfold_accuracy")?;
     assert_eq!(
         scores.len(),
         fold_of.len(),
@@ -421,10 +476,9 @@ pub fn kfold_accuracy(scores: &[f32], same: &[bool], fold_of: &[usize]) -> KFold
         fold_of.len()
     );
     let fold_count = fold_of.iter().max().map_or(0, |&f| f + 1);
-    assert!(
-        fold_count >= 2,
-        "kfold_accuracy: need at least two folds, found {fold_count}"
-    );
+    if fold_count < 2 {
+        return Err(MetricsError::TooFewFolds(fold_count));
+    }
     // Checked up front so the message names the empty fold rather than some fold left with an
     // empty training set.
     let mut fold_sizes = vec![0usize; fold_count];
@@ -432,7 +486,10 @@ pub fn kfold_accuracy(scores: &[f32], same: &[bool], fold_of: &[usize]) -> KFold
         fold_sizes[f] += 1;
     }
     if let Some(empty) = fold_sizes.iter().position(|&size| size == 0) {
-        panic!("kfold_accuracy: fold {empty} of 0..{fold_count} has no pairs");
+        return Err(MetricsError::EmptyFold {
+            fold: empty,
+            folds: fold_count,
+        });
     }
 
     let mut folds = Vec::with_capacity(fold_count);
@@ -448,10 +505,10 @@ pub fn kfold_accuracy(scores: &[f32], same: &[bool], fold_of: &[usize]) -> KFold
                 train_same.push(y);
             }
         }
-        let (threshold, _) = best_threshold(&train_scores, &train_same);
+        let (threshold, _) = best_threshold(&train_scores, &train_same)?;
         folds.push(FoldResult {
             threshold,
-            accuracy: accuracy_at(&test_scores, &test_same, threshold),
+            accuracy: accuracy_at(&test_scores, &test_same, threshold)?,
         });
     }
 
@@ -462,11 +519,11 @@ pub fn kfold_accuracy(scores: &[f32], same: &[bool], fold_of: &[usize]) -> KFold
         .map(|f| (f.accuracy - mean_accuracy).powi(2))
         .sum::<f64>()
         / count;
-    KFoldReport {
+    Ok(KFoldReport {
         folds,
         mean_accuracy,
         std_accuracy: variance.sqrt(),
-    }
+    })
 }
 
 /// One operating point of a verification ROC curve.
@@ -484,18 +541,24 @@ pub struct RocPoint {
 /// and TAR both rise along the vector). The trivial point above every score (FAR = TAR = 0) is
 /// not listed.
 ///
+/// # Errors
+///
+/// As [`accuracy_at`]; also [`MetricsError::OneKindOfPair`] when the pairs are not a mix of
+/// same-person and different-person pairs (either rate would divide by zero).
+///
 /// # Panics
 ///
-/// If the slices differ in length, a score is NaN, or the pairs are not a mix of same-person and
-/// different-person pairs (either rate would divide by zero).
-pub fn roc(scores: &[f32], same: &[bool]) -> Vec<RocPoint> {
-    check_pairs(scores, same, "roc");
+/// If the slices differ in length.
+pub fn roc(scores: &[f32], same: &[bool]) -> Result<Vec<RocPoint>, MetricsError> {
+    check_pairs(scores, same, "roc")?;
     let positives = same.iter().filter(|&&y| y).count();
     let negatives = same.len() - positives;
-    assert!(
-        positives > 0 && negatives > 0,
-        "roc: need both same and different pairs, found {positives} same and {negatives} different"
-    );
+    if positives == 0 || negatives == 0 {
+        return Err(MetricsError::OneKindOfPair {
+            same: positives,
+            different: negatives,
+        });
+    }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
 
@@ -518,25 +581,25 @@ pub fn roc(scores: &[f32], same: &[bool]) -> Vec<RocPoint> {
             tar: true_accepts as f64 / positives as f64,
         });
     }
-    points
+    Ok(points)
 }
 
 /// The highest TAR among ROC points whose FAR does not exceed `far`; 0 when even the strictest
 /// threshold exceeds it (the implicit "accept nothing" point).
 ///
-/// # Panics
+/// # Errors and panics
 ///
 /// As [`roc`].
-pub fn tar_at_far(scores: &[f32], same: &[bool], far: f64) -> f64 {
-    roc(scores, same)
+pub fn tar_at_far(scores: &[f32], same: &[bool], far: f64) -> Result<f64, MetricsError> {
+    Ok(roc(scores, same)?
         .iter()
         .filter(|p| p.far <= far)
         .map(|p| p.tar)
-        .fold(0.0, f64::max)
+        .fold(0.0, f64::max))
 }
 
 /// Shared argument checks of the verification functions.
-fn check_pairs(scores: &[f32], same: &[bool], caller: &str) {
+fn check_pairs(scores: &[f32], same: &[bool], caller: &str) -> Result<(), MetricsError> {
     assert_eq!(
         scores.len(),
         same.len(),
@@ -544,7 +607,21 @@ fn check_pairs(scores: &[f32], same: &[bool], caller: &str) {
         scores.len(),
         same.len()
     );
-    assert_no_nan(scores, caller);
+    if scores.is_empty() {
+        return Err(MetricsError::NoPairs);
+    }
+    check_finite(scores)
+}
+
+/// Refuses NaN and infinite values: they have no place in a ranking or against a threshold.
+pub fn check_finite(values: &[f32]) -> Result<(), MetricsError> {
+    match values.iter().filter(|v| !v.is_finite()).count() {
+        0 => Ok(()),
+        count => Err(MetricsError::NonFinite {
+            count,
+            total: values.len(),
+        }),
+    }
 }
 
 /// NaN has no place in a ranking or against a threshold; refusing it keeps results meaningful.
@@ -637,7 +714,7 @@ mod tests {
         let angles = [0.0, 40.0, 90.0, 210.0, 300.0];
         let labels = [0, 0, 1, 1, 2];
         let embeddings: Vec<f32> = angles.iter().flat_map(|&a| unit(a)).collect();
-        let report = retrieval_metrics(&embeddings, 2, &labels, &[1, 2, 3]);
+        let report = retrieval_metrics(&embeddings, 2, &labels, &[1, 2, 3]).unwrap();
         // Angular distances from each query, nearest first ('*' = same label):
         //   q0 (0°):   1*(40) 4(60) 2(90) 3(150)   -> AP 1,   first hit 1
         //   q1 (40°):  0*(40) 2(50) 4(100) 3(170)  -> AP 1,   first hit 1
@@ -658,7 +735,7 @@ mod tests {
         // Item 2 is identical to item 0; had query 0 ranked itself first it would score AP 1.
         let embeddings = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0];
         let labels = [7, 7, 9];
-        let report = retrieval_metrics(&embeddings, 2, &labels, &[1]);
+        let report = retrieval_metrics(&embeddings, 2, &labels, &[1]).unwrap();
         // q0: others 1*(sim 0), 2(sim 1)       -> ranking [2, 1*]: AP 1/2, no hit at 1
         // q1: others 0*(sim 0), 2(sim 0), tied -> input order [0*, 2]: AP 1, hit at 1
         assert_eq!(report.queries, 2);
@@ -669,7 +746,7 @@ mod tests {
 
     #[test]
     fn retrieval_metrics_without_queries() {
-        let report = retrieval_metrics(&[1.0, 0.0, 0.0, 1.0], 2, &[1, 2], &[1]);
+        let report = retrieval_metrics(&[1.0, 0.0, 0.0, 1.0], 2, &[1, 2], &[1]).unwrap();
         assert_eq!(report.queries, 0);
         assert_eq!(report.skipped_queries, 2);
         assert_eq!(report.map, 0.0);
@@ -735,7 +812,7 @@ mod tests {
         // 40 labels over 150 items: some labels occur once, so some queries are skipped.
         let labels: Vec<u32> = (0..n).map(|_| rng.next() % 40).collect();
         let ks = [1, 2, 5, 10, 100];
-        let report = retrieval_metrics(&embeddings, dim, &labels, &ks);
+        let report = retrieval_metrics(&embeddings, dim, &labels, &ks).unwrap();
         let (evaluated, skipped, map, recall) = reference_retrieval(&embeddings, dim, &labels, &ks);
         assert_eq!(report.queries, evaluated);
         assert_eq!(report.skipped_queries, skipped);
@@ -755,29 +832,29 @@ mod tests {
         let scores = [0.5, 0.5, 0.2, 0.9];
         let same = [true, false, false, true];
         // At 0.5: predictions same, same, diff, same -> 3 of 4 right.
-        assert!(close(accuracy_at(&scores, &same, 0.5), 0.75));
+        assert!(close(accuracy_at(&scores, &same, 0.5).unwrap(), 0.75));
         // Just above 0.5: diff, diff, diff, same -> 3 of 4 right.
-        assert!(close(accuracy_at(&scores, &same, 0.6), 0.75));
-        assert!(close(accuracy_at(&scores, &same, 1.0), 0.5));
+        assert!(close(accuracy_at(&scores, &same, 0.6).unwrap(), 0.75));
+        assert!(close(accuracy_at(&scores, &same, 1.0).unwrap(), 0.5));
     }
 
     #[test]
     fn best_threshold_by_hand() {
         // Separable: the only perfect split lies between 0.3 and 0.7; its midpoint is 0.5.
-        let (t, acc) = best_threshold(&[0.2, 0.9, 0.3, 0.7], &[false, true, false, true]);
+        let (t, acc) = best_threshold(&[0.2, 0.9, 0.3, 0.7], &[false, true, false, true]).unwrap();
         assert!((t - 0.5).abs() < 1e-6, "{t}");
         assert!(close(acc, 1.0));
         // Sorted: 0.1 F, 0.35 T, 0.4 F, 0.8 T. Splits below 0.35, below 0.4 and below 0.8 all get
         // 3 of 4 right; the lowest, between 0.1 and 0.35, wins.
-        let (t, acc) = best_threshold(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]);
+        let (t, acc) = best_threshold(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
         assert!((t - 0.225).abs() < 1e-6, "{t}");
         assert!(close(acc, 0.75));
         // All different: the best threshold lies above every score.
-        let (t, acc) = best_threshold(&[0.3, 0.6], &[false, false]);
+        let (t, acc) = best_threshold(&[0.3, 0.6], &[false, false]).unwrap();
         assert!(t > 0.6);
         assert!(close(acc, 1.0));
         // All same: below every score.
-        let (t, acc) = best_threshold(&[0.3, 0.6], &[true, true]);
+        let (t, acc) = best_threshold(&[0.3, 0.6], &[true, true]).unwrap();
         assert!(t < 0.3);
         assert!(close(acc, 1.0));
     }
@@ -786,7 +863,7 @@ mod tests {
     fn best_threshold_between_adjacent_floats() {
         let low = 0.5f32;
         let high = low.next_up();
-        let (t, acc) = best_threshold(&[high, low], &[true, false]);
+        let (t, acc) = best_threshold(&[high, low], &[true, false]).unwrap();
         assert!(close(acc, 1.0));
         assert!(t > low && t <= high, "{t}");
     }
@@ -814,9 +891,12 @@ mod tests {
                     right as f64 / n as f64
                 })
                 .fold(0.0, f64::max);
-            let (t, acc) = best_threshold(&scores, &same);
+            let (t, acc) = best_threshold(&scores, &same).unwrap();
             assert!(close(acc, brute), "round {round}: {acc} vs {brute}");
-            assert!(close(accuracy_at(&scores, &same, t), acc), "round {round}");
+            assert!(
+                close(accuracy_at(&scores, &same, t).unwrap(), acc),
+                "round {round}"
+            );
             // A midpoint never coincides with a score.
             assert!(
                 !scores.contains(&t),
@@ -835,7 +915,7 @@ mod tests {
         let scores = [0.9, 0.8, 0.6, 0.3, 0.5, 0.6, 0.2, 0.1];
         let same = [true, true, true, false, false, true, false, false];
         let fold_of = [0, 1, 0, 1, 0, 1, 0, 1];
-        let report = kfold_accuracy(&scores, &same, &fold_of);
+        let report = kfold_accuracy(&scores, &same, &fold_of).unwrap();
         assert_eq!(report.folds.len(), 2);
         assert!((report.folds[0].threshold - 0.45).abs() < 1e-6);
         assert!(close(report.folds[0].accuracy, 0.75));
@@ -847,10 +927,35 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "fold 0 of 0..2 has no pairs")]
-    fn kfold_accuracy_rejects_an_empty_fold() {
+    fn kfold_accuracy_refuses_too_few_or_empty_folds() {
         // All pairs in fold 1, so fold 0 is empty (and fold 1 would have nothing to train on).
-        kfold_accuracy(&[0.1, 0.2], &[false, true], &[1, 1]);
+        assert_eq!(
+            kfold_accuracy(&[0.1, 0.2], &[false, true], &[1, 1]),
+            Err(MetricsError::EmptyFold { fold: 0, folds: 2 })
+        );
+        assert_eq!(
+            kfold_accuracy(&[0.1, 0.2], &[false, true], &[0, 0]),
+            Err(MetricsError::TooFewFolds(1))
+        );
+        assert_eq!(kfold_accuracy(&[], &[], &[]), Err(MetricsError::NoPairs));
+    }
+
+    #[test]
+    fn rates_need_both_kinds_of_pair() {
+        assert_eq!(
+            roc(&[0.1, 0.2], &[true, true]),
+            Err(MetricsError::OneKindOfPair {
+                same: 2,
+                different: 0
+            })
+        );
+        assert_eq!(
+            tar_at_far(&[0.1], &[false], 0.1),
+            Err(MetricsError::OneKindOfPair {
+                same: 0,
+                different: 1
+            })
+        );
     }
 
     #[test]
@@ -858,7 +963,7 @@ mod tests {
         // 4 same (T) and 3 different (F) pairs, with a tie at 0.7.
         let scores = [0.9, 0.8, 0.7, 0.7, 0.6, 0.2, 0.1];
         let same = [true, false, true, false, true, false, true];
-        let points = roc(&scores, &same);
+        let points = roc(&scores, &same).unwrap();
         let expected = [
             (0.9, 0.0, 0.25),
             (0.8, 1.0 / 3.0, 0.25),
@@ -872,17 +977,31 @@ mod tests {
             assert_eq!(p.threshold, threshold);
             assert!(close(p.far, far) && close(p.tar, tar), "{p:?}");
         }
-        assert!(close(tar_at_far(&scores, &same, 0.0), 0.25));
-        assert!(close(tar_at_far(&scores, &same, 0.5), 0.25));
-        assert!(close(tar_at_far(&scores, &same, 2.0 / 3.0), 0.75));
-        assert!(close(tar_at_far(&scores, &same, 1.0), 1.0));
+        assert!(close(tar_at_far(&scores, &same, 0.0).unwrap(), 0.25));
+        assert!(close(tar_at_far(&scores, &same, 0.5).unwrap(), 0.25));
+        assert!(close(tar_at_far(&scores, &same, 2.0 / 3.0).unwrap(), 0.75));
+        assert!(close(tar_at_far(&scores, &same, 1.0).unwrap(), 1.0));
         // The strictest threshold already accepts an impostor: nothing reaches FAR 0.
-        assert!(close(tar_at_far(&[0.9, 0.5], &[false, true], 0.0), 0.0));
+        assert!(close(
+            tar_at_far(&[0.9, 0.5], &[false, true], 0.0).unwrap(),
+            0.0
+        ));
     }
 
     #[test]
-    #[should_panic(expected = "NaN")]
-    fn nan_scores_are_refused() {
-        best_threshold(&[0.1, f32::NAN], &[true, false]);
+    fn non_finite_scores_and_embeddings_are_refused() {
+        let non_finite = |count, total| MetricsError::NonFinite { count, total };
+        assert_eq!(
+            best_threshold(&[0.1, f32::NAN], &[true, false]).unwrap_err(),
+            non_finite(1, 2)
+        );
+        assert_eq!(
+            accuracy_at(&[f32::INFINITY, 0.2, f32::NAN], &[true, false, true], 0.5).unwrap_err(),
+            non_finite(2, 3)
+        );
+        assert_eq!(
+            retrieval_metrics(&[1.0, f32::NAN, 0.0, 1.0], 2, &[1, 1], &[1]).unwrap_err(),
+            non_finite(1, 4)
+        );
     }
 }

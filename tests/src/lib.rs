@@ -1,30 +1,71 @@
-//! Helpers for the end-to-end tests in `tests/`: where the real face photos and the built
-//! binaries are, and how to run them.
+//! The one test-support module of the workspace: where the real face photos, the models and the
+//! freshly built binaries are, a small seeded generator, and how to run the binaries. The
+//! end-to-end tests in `tests/` use it, and so do the other crates' tests (a dev-dependency).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
-/// The real face photos (`../shared/data/faces` beside the checkout, or `$SMOOTHFACE_FACES`).
-/// `None`, with a message saying the test is skipped, when they are absent: a user's fresh clone
-/// does not have them.
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The real face photos: `$SMOOTHFACE_FACES`, else `../shared/data/faces` beside the checkout.
+///
+/// When they are absent the test is skipped with a message naming the folder (`None`), as on a
+/// user's fresh clone, unless `SMOOTHFACE_REQUIRE_DATA=1` (CI sets it), where a missing folder
+/// fails the test: CI must never pass by skipping.
 pub fn faces_root(test: &str) -> Option<PathBuf> {
     let root = std::env::var_os("SMOOTHFACE_FACES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces"));
+        .unwrap_or_else(|| repo().join("../shared/data/faces"));
     if root.is_dir() {
-        Some(root)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: no face photos at {} (set SMOOTHFACE_FACES)",
+        return Some(root);
+    }
+    if std::env::var_os("SMOOTHFACE_REQUIRE_DATA").is_some_and(|v| v == "1") {
+        panic!(
+            "{test}: no face photos at {} and SMOOTHFACE_REQUIRE_DATA=1: the data must be there",
             root.display()
         );
-        None
     }
+    eprintln!(
+        "SKIPPED {test}: no face photos at {} (set SMOOTHFACE_FACES to their folder)",
+        root.display()
+    );
+    None
 }
 
-/// The workspace's target profile folder holding the built binaries (the test runs from
-/// `target/<profile>/deps/`).
-fn bin_dir() -> PathBuf {
+/// One set of the face photos (`lfw-devtrain`, `glint-aligned12`, ...), as [`faces_root`].
+pub fn faces(test: &str, set: &str) -> Option<PathBuf> {
+    let dir = faces_root(test)?.join(set);
+    assert!(
+        dir.is_dir(),
+        "{test}: the face photos have no {} folder",
+        dir.display()
+    );
+    Some(dir)
+}
+
+/// The source tree's `models/` folder with the pretrained models; panics saying what to run when
+/// they are not installed (every test run installs them first: `scripts/test`).
+pub fn models() -> PathBuf {
+    let dir = repo().join("models");
+    for file in ["mobilefacenet/fr_feature.onnx", "mtcnn/pnet.onnx"] {
+        assert!(
+            dir.join(file).is_file(),
+            "{} is missing: run scripts/setup (scripts/test does)",
+            dir.join(file).display()
+        );
+    }
+    dir
+}
+
+/// The target profile folder this test binary runs from (`target/<profile>/deps/..`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     exe.parent()
         .and_then(Path::parent)
@@ -32,21 +73,50 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary; panics with what to run when it has not been built.
+/// Path of a workspace binary built for this test run. The first call runs `cargo build` for it
+/// in this test's profile (a no-op when it is up to date), so a test never runs a stale binary
+/// left in `target/` by an earlier build.
 pub fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests with `cargo test --release --workspace` (scripts/test), which builds it",
-        path.display()
-    );
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let profile = profile_dir();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let profile_name = profile
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| if n == "debug" { "dev" } else { n })
+            .unwrap_or("release")
+            .to_owned();
+        let target_dir = profile.parent().expect("target/").to_path_buf();
+        let out = Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "--quiet", "--profile", &profile_name])
+            .args(["-p", "smoothface-device", "--bin", "smoothface"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = built {
+        panic!("building the binaries for the test failed:\n{e}");
+    }
+    let path = profile.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
     path
 }
 
-/// A `smoothface` command with its gallery in `db` and no progress bars.
+/// A `smoothface` command with its gallery in `db`, the source tree's models and no progress bars.
 pub fn smoothface(db: &Path) -> Command {
     let mut c = Command::new(binary("smoothface"));
-    c.arg("--db").arg(db).arg("--quiet");
+    c.env("SMOOTHFACE_MODELS", models())
+        .arg("--db")
+        .arg(db)
+        .arg("--quiet");
     c
 }
 
@@ -65,6 +135,81 @@ pub fn json(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The subcommands a clap `--help` page lists under `Commands:` (without `help`), parsed from
+/// the page rather than searched for in it, so that a word of a description never counts.
+pub fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim_end() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The long flags a clap `--help` page lists under `Options:` (each option's first `--name`).
+pub fn flags(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim_end() != "Options:")
+        .skip(1)
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let l = l
+                .strip_prefix('-')
+                .and_then(|r| r.split_once(", "))
+                .map_or(l, |(_, r)| r);
+            l.starts_with("--").then(|| {
+                l.split([' ', '=', '<'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
+/// SplitMix64: a small seeded generator, so that tests need no `rand` and give the same data on
+/// every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from its seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A small integer in `-spread..=spread`, as f32 (exact sums and many ties).
+    pub fn small(&mut self, spread: u32) -> f32 {
+        self.below(2 * u64::from(spread) + 1) as f32 - spread as f32
+    }
 }
 
 /// Copies `count` photos of each of the first people (sorted by name) of an LFW-layout folder
@@ -95,4 +240,25 @@ pub fn copy_people(src: &Path, dest: &Path, people: usize, count: usize) -> Vec<
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELP: &str = "Find faces\n\nUsage: x [OPTIONS] <COMMAND>\n\nCommands:\n  index   Add the photos (search them later)\n  search  Rank\n  help    Print this message\n\nOptions:\n      --models <DIR>  Folder\n  -q, --quiet         No bars\n  -h, --help          Print help\n";
+
+    #[test]
+    fn help_pages_are_parsed_not_searched() {
+        assert_eq!(subcommands(HELP), ["index", "search"]);
+        assert_eq!(flags(HELP), ["--models", "--quiet", "--help"]);
+    }
+
+    #[test]
+    fn the_generator_is_seeded_and_in_range() {
+        let (mut a, mut b) = (Rng::new(3), Rng::new(3));
+        assert_eq!(a.next_u64(), b.next_u64());
+        assert!((0..1000).all(|_| (-2.0..=2.0).contains(&a.small(2))));
+        assert!((0..1000).all(|_| a.below(7) < 7));
+    }
 }

@@ -5,9 +5,10 @@
 //! are overwritten on disk (`secure_delete`), and `forget` truncates the WAL, because embeddings
 //! are biometric data and deleting them must really delete them.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::path::Path;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[r#"
@@ -55,15 +56,29 @@ pub fn open(path: &Path) -> Result<Connection> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create the gallery folder", dir.display()))?;
     }
+    if path.is_dir() {
+        bail!(
+            "{}: is a folder, not a gallery database (--db takes a file)",
+            path.display()
+        );
+    }
     let mut conn = Connection::open(path)
         .with_context(|| format!("{}: cannot open the gallery", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    migrate(&mut conn)
-        .with_context(|| format!("{}: cannot migrate the gallery schema", path.display()))?;
+    let settings = |conn: &Connection| -> rusqlite::Result<()> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "secure_delete", "ON")
+    };
+    settings(&conn).map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!(
+            "{}: is not a smoothface gallery (not an SQLite database); point --db at another file",
+            path.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("{}: cannot open the gallery", path.display())),
+    })?;
+    migrate(&mut conn).with_context(|| format!("{}: cannot use this gallery", path.display()))?;
     Ok(conn)
 }
 
@@ -71,7 +86,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     anyhow::ensure!(
         version as usize <= MIGRATIONS.len(),
-        "the gallery has schema version {version}, newer than this smoothface ({}): upgrade smoothface",
+        "its schema version is {version}, newer than this smoothface's ({}): it was written by a \
+         newer smoothface, which is needed to read it",
         MIGRATIONS.len()
     );
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -221,22 +237,42 @@ pub fn store_faces(
     Ok(())
 }
 
-/// The faces one model found in a media row, in face order.
+/// The faces one model found in a media row, in face order. A row whose landmark or embedding
+/// blob is not of its size (a damaged gallery) is an error naming the face.
 pub fn faces_of(conn: &Connection, media_id: i64, model_id: i64) -> Result<Vec<StoredFace>> {
+    let dim: i64 = conn.query_row("SELECT dim FROM models WHERE id = ?1", [model_id], |r| {
+        r.get(0)
+    })?;
     let mut stmt = conn.prepare_cached(
-        "SELECT x1, y1, x2, y2, score, landmarks, embedding FROM faces
+        "SELECT id, x1, y1, x2, y2, score, landmarks, embedding FROM faces
          WHERE media_id = ?1 AND model_id = ?2 ORDER BY face_index",
     )?;
-    let rows = stmt.query_map(params![media_id, model_id], |r| {
-        let lm = from_blob(&r.get::<_, Vec<u8>>(5)?);
-        Ok(StoredFace {
-            bbox: [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?],
-            score: r.get(4)?,
+    let mut rows = stmt.query(params![media_id, model_id])?;
+    let mut faces = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let lm = floats(r.get_ref(6)?.as_blob()?, 10, id, "landmarks")?;
+        faces.push(StoredFace {
+            bbox: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
+            score: r.get(5)?,
             landmarks: std::array::from_fn(|k| [lm[2 * k], lm[2 * k + 1]]),
-            embedding: from_blob(&r.get::<_, Vec<u8>>(6)?),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+            embedding: floats(r.get_ref(7)?.as_blob()?, dim as usize, id, "embedding")?,
+        });
+    }
+    Ok(faces)
+}
+
+/// The `len` floats of a stored blob, or an error naming the damaged face row.
+pub fn floats(blob: &[u8], len: usize, face_id: i64, what: &str) -> Result<Vec<f32>> {
+    if blob.len() != len * 4 {
+        bail!(
+            "face {face_id} of the gallery is damaged: its {what} has {} bytes, expected {} \
+             (forget its photo and index it again)",
+            blob.len(),
+            len * 4
+        );
+    }
+    Ok(from_blob(blob))
 }
 
 /// A media row analysed by the model whose content hash is `hash`, if any: the source of a
@@ -254,6 +290,110 @@ pub fn analysed_media_with_hash(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
+}
+
+/// What the gallery holds for one model (`smoothface stats`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStats {
+    /// The manifest's name.
+    pub name: String,
+    /// sha256 of its ONNX file.
+    pub sha256: String,
+    /// Embedding size.
+    pub dim: i64,
+    /// Photos it analysed.
+    pub photos: i64,
+    /// Faces it stored.
+    pub faces: i64,
+}
+
+/// What the gallery holds (`smoothface stats`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// The database file.
+    pub database: PathBuf,
+    /// Its size on disk.
+    pub bytes: u64,
+    /// Files known.
+    pub media: i64,
+    /// Files that could not be read.
+    pub unreadable: i64,
+    /// Per model.
+    pub models: Vec<ModelStats>,
+}
+
+/// Counts what the gallery at `path` holds.
+pub fn stats(conn: &Connection, path: &Path) -> Result<Stats> {
+    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let mut stmt = conn.prepare(
+        "SELECT m.name, m.model_hash, m.dim, (SELECT count(*) FROM analyses a WHERE a.model_id = m.id),
+                (SELECT count(*) FROM faces f WHERE f.model_id = m.id) FROM models m ORDER BY m.id",
+    )?;
+    let models = stmt
+        .query_map([], |r| {
+            Ok(ModelStats {
+                name: r.get(0)?,
+                sha256: r.get(1)?,
+                dim: r.get(2)?,
+                photos: r.get(3)?,
+                faces: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Stats {
+        database: path.to_path_buf(),
+        bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        media: count("SELECT count(*) FROM media")?,
+        unreadable: count("SELECT count(*) FROM media WHERE status = 'error'")?,
+        models,
+    })
+}
+
+/// What `forget` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Forgotten {
+    /// Photos removed.
+    pub photos: usize,
+    /// Their faces.
+    pub faces: usize,
+    /// Paths given that matched nothing.
+    pub not_found: Vec<PathBuf>,
+}
+
+/// Removes the media at each absolute path, or under it for a folder, with their faces, in one
+/// transaction; then truncates the WAL so that no copy of the deleted pages is left on disk.
+pub fn forget(conn: &mut Connection, paths: &[PathBuf]) -> Result<Forgotten> {
+    let tx = conn.transaction()?;
+    let mut report = Forgotten::default();
+    for abs in paths {
+        let key = abs.to_string_lossy().into_owned();
+        // Exact prefix match: LIKE would ignore case and treat `_` and `%` as wildcards.
+        let prefix = format!("{}/", key.trim_end_matches('/'));
+        let filter = "path = ?1 OR substr(path, 1, length(?2)) = ?2";
+        report.faces += tx.query_row(
+            &format!("SELECT count(*) FROM faces WHERE media_id IN (SELECT id FROM media WHERE {filter})"),
+            [&key, &prefix],
+            |r| r.get::<_, i64>(0),
+        )? as usize;
+        let n = tx.execute(
+            &format!("DELETE FROM media WHERE {filter}"),
+            [&key, &prefix],
+        )?;
+        if n == 0 {
+            report.not_found.push(abs.clone());
+        }
+        report.photos += n;
+    }
+    tx.commit()?;
+    // secure_delete zeroed the freed pages; truncating the WAL drops its copies of them too.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(report)
+}
+
+/// The path of a media row.
+pub fn media_path(conn: &Connection, media_id: i64) -> Result<String> {
+    let mut stmt = conn.prepare_cached("SELECT path FROM media WHERE id = ?1")?;
+    Ok(stmt.query_row([media_id], |r| r.get(0))?)
 }
 
 /// Encodes floats as little-endian bytes.
@@ -346,6 +486,108 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
         assert!(!media_by_path(&conn, m).unwrap()["/p/a.jpg"].analysed);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("photo.jpg");
+        std::fs::write(&path, vec![0xAB; 4096]).unwrap();
+        let msg = format!("{:#}", open(&path).unwrap_err());
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("not an SQLite database"),
+            "{msg}"
+        );
+        let msg = format!("{:#}", open(dir.path()).unwrap_err());
+        assert!(msg.contains("is a folder"), "{msg}");
+    }
+
+    #[test]
+    fn a_gallery_from_a_newer_schema_is_refused_not_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sqlite");
+        drop(open(&path).unwrap());
+        let newer = MIGRATIONS.len() as i64 + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let msg = format!("{:#}", open(&path).unwrap_err());
+        assert!(
+            msg.contains(&path.display().to_string())
+                && msg.contains(&format!("schema version is {newer}"))
+                && msg.contains("newer smoothface"),
+            "{msg}"
+        );
+        let v: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, newer);
+    }
+
+    #[test]
+    fn damaged_face_rows_are_errors_naming_the_face() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("g.sqlite")).unwrap();
+        let m = model_row(&conn, "h", "a", 2).unwrap();
+        let tx = conn.transaction().unwrap();
+        let id = upsert_media(&tx, &facts("/p/a.jpg", "x"), None).unwrap();
+        store_faces(&tx, id, m, &[face(0.5)]).unwrap();
+        tx.commit().unwrap();
+        conn.execute("UPDATE faces SET landmarks = x'0000'", [])
+            .unwrap();
+        let face_id: i64 = conn
+            .query_row("SELECT id FROM faces", [], |r| r.get(0))
+            .unwrap();
+        let msg = faces_of(&conn, id, m).unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("face {face_id} "))
+                && msg.contains("landmarks has 2 bytes, expected 40"),
+            "{msg}"
+        );
+        conn.execute(
+            "UPDATE faces SET landmarks = ?1, embedding = x'00'",
+            [to_blob(&[0.0; 10])],
+        )
+        .unwrap();
+        let msg = faces_of(&conn, id, m).unwrap_err().to_string();
+        assert!(msg.contains("embedding has 1 bytes, expected 8"), "{msg}");
+    }
+
+    #[test]
+    fn forget_removes_a_file_or_a_folder_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("g.sqlite")).unwrap();
+        let m = model_row(&conn, "h", "a", 2).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (p, h) in [
+            ("/p/a.jpg", "1"),
+            ("/p/b/c.jpg", "2"),
+            ("/p/b_c.jpg", "3"),
+            ("/q.jpg", "4"),
+        ] {
+            let id = upsert_media(&tx, &facts(p, h), None).unwrap();
+            store_faces(&tx, id, m, &[face(0.5), face(0.25)]).unwrap();
+        }
+        tx.commit().unwrap();
+        let r = forget(
+            &mut conn,
+            &["/p/b".into(), "/q.jpg".into(), "/nothing".into()],
+        )
+        .unwrap();
+        assert_eq!((r.photos, r.faces), (2, 4));
+        assert_eq!(r.not_found, [PathBuf::from("/nothing")]);
+        let left: Vec<String> = conn
+            .prepare("SELECT path FROM media ORDER BY path")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(left, ["/p/a.jpg", "/p/b_c.jpg"]);
+        let s = stats(&conn, &dir.path().join("g.sqlite")).unwrap();
+        assert_eq!((s.media, s.models[0].faces, s.models[0].photos), (2, 4, 2));
     }
 
     #[test]

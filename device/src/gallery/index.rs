@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use rusqlite::{params, Connection};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -186,7 +185,9 @@ fn analysed_hashes(conn: &Connection, model_id: i64) -> Result<HashSet<String>> 
     Ok(hashes)
 }
 
-/// A worker's job: read, hash, and (unless the content is known) detect and embed.
+/// A worker's job: hash the file as a stream and, unless its content is known, decode it (when
+/// its first bytes say it is an image), detect and embed. No file is held in memory whole: a
+/// 10 GB video costs one read buffer.
 fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) -> Outcome {
     let mut facts = FileFacts {
         path: path_key(&f.path),
@@ -194,21 +195,17 @@ fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) ->
         size: f.size,
         mtime_ns: f.mtime_ns,
     };
-    let bytes = match std::fs::read(&f.path) {
-        Ok(b) => b,
-        Err(e) => return Outcome::Failed(facts, format!("cannot read: {e}")),
+    let scan = match crate::image_io::scan_file(&f.path, true) {
+        Ok(scan) => scan,
+        Err(e) => return Outcome::Failed(facts, e.reason()),
     };
-    facts.content_hash = hex::encode(Sha256::digest(&bytes));
+    facts.content_hash = scan.sha256.clone();
     if analysed_hashes.contains(&facts.content_hash) {
         return Outcome::KnownContent(facts);
     }
-    let analysed = crate::image_io::decode_rgb(&bytes, &f.path, pipeline.max_pixels)
-        .map_err(|e| e.to_string())
-        .and_then(|img| {
-            pipeline
-                .analyze(&img)
-                .map_err(|e| format!("{}: {e:#}", f.path.display()))
-        });
+    let analysed = crate::image_io::load_scanned(&f.path, &scan, pipeline.max_pixels)
+        .map_err(|e| e.reason())
+        .and_then(|img| pipeline.analyze(&img).map_err(|e| format!("{e:#}")));
     match analysed {
         Ok(faces) => Outcome::Analysed(
             facts,
@@ -254,6 +251,19 @@ fn store(
             let (source, source_path) =
                 db::analysed_media_with_hash(&tx, &facts.content_hash, model_id)?
                     .context("an analysed file vanished from the gallery during the run")?;
+            let source_faces = match db::faces_of(&tx, source, model_id) {
+                Ok(faces) => faces,
+                Err(e) => {
+                    // The copy's source row is damaged: report this file, keep indexing.
+                    report.failed.push(Failure {
+                        path: facts.path,
+                        error: format!(
+                            "same content as {source_path}, whose gallery entry is damaged: {e:#}"
+                        ),
+                    });
+                    return Ok(());
+                }
+            };
             if source_path != facts.path && !Path::new(&source_path).exists() {
                 // Moved: the row follows the file, keeping its faces for every model.
                 tx.execute("DELETE FROM media WHERE path = ?1", [&facts.path])?;
@@ -263,12 +273,11 @@ fn store(
                 )?;
                 report.moved += 1;
             } else {
-                let faces = db::faces_of(&tx, source, model_id)?;
                 let id = db::upsert_media(&tx, &facts, None)?;
                 if id != source {
-                    db::store_faces(&tx, id, model_id, &faces)?;
+                    db::store_faces(&tx, id, model_id, &source_faces)?;
                     report.duplicates += 1;
-                    report.faces += faces.len();
+                    report.faces += source_faces.len();
                 } else {
                     report.unchanged += 1; // touched but identical: only the mtime changed
                 }

@@ -17,6 +17,7 @@ pub struct FaceMatrix {
     data: Vec<f32>,
     media: Vec<i64>,
     face_index: Vec<u32>,
+    damaged: Vec<i64>,
 }
 
 /// One ranked photo.
@@ -50,7 +51,8 @@ impl FaceMatrix {
         self.face_index.push(face_index);
     }
 
-    /// Loads every face the model stored.
+    /// Loads every face the model stored. A face whose embedding is damaged (not `dim` floats)
+    /// is left out and listed in [`FaceMatrix::damaged`], so one bad row does not stop a search.
     pub fn load(conn: &Connection, model_id: i64, dim: usize) -> Result<FaceMatrix> {
         let count: i64 = conn.query_row(
             "SELECT count(*) FROM faces WHERE model_id = ?1",
@@ -60,20 +62,23 @@ impl FaceMatrix {
         let mut m = FaceMatrix::new(dim);
         m.data.reserve(count as usize * dim);
         let mut stmt = conn.prepare(
-            "SELECT media_id, face_index, embedding FROM faces WHERE model_id = ?1 ORDER BY media_id, face_index",
+            "SELECT media_id, face_index, embedding, id FROM faces WHERE model_id = ?1 ORDER BY media_id, face_index",
         )?;
         let mut rows = stmt.query([model_id])?;
         while let Some(r) = rows.next()? {
-            let blob = r.get_ref(2)?.as_blob()?;
-            anyhow::ensure!(
-                blob.len() == dim * 4,
-                "a stored embedding has {} bytes, expected {}",
-                blob.len(),
-                dim * 4
-            );
-            m.push(r.get(0)?, r.get(1)?, &db::from_blob(blob));
+            let blob = r.get_ref(2)?.as_blob().unwrap_or_default();
+            if blob.len() == dim * 4 {
+                m.push(r.get(0)?, r.get(1)?, &db::from_blob(blob));
+            } else {
+                m.damaged.push(r.get(3)?);
+            }
         }
         Ok(m)
+    }
+
+    /// Ids of the stored faces left out because their embedding is damaged.
+    pub fn damaged(&self) -> &[i64] {
+        &self.damaged
     }
 
     /// Number of faces.

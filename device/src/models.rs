@@ -1,0 +1,321 @@
+//! Where the device finds its models at run time, and how they are installed there.
+//!
+//! Nothing is compiled in from the source tree: a `smoothface` binary copied to a board, unpacked
+//! from a bundle or installed with `cargo install` looks in these places, in order, and takes the
+//! first that holds the model's folder (`NAME/manifest.json`):
+//!
+//! 1. `--models DIR`;
+//! 2. `$SMOOTHFACE_MODELS`;
+//! 3. `models/` beside the executable (a release bundle's layout);
+//! 4. `$XDG_DATA_HOME/smoothface/models` (default `~/.local/share/smoothface/models`), where
+//!    `smoothface models install` and `scripts/setup` put them.
+//!
+//! The pretrained models are pinned: their manifests are part of the binary, so `models install`
+//! accepts only files whose sha256 is the pinned one, wherever they are copied from.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use smoothface_shared::manifest::{sha256_file, ModelManifest, MANIFEST_FILE};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Folder name of the default embedder.
+pub const EMBEDDER: &str = "mobilefacenet";
+/// Folder name of the default detector.
+pub const DETECTOR: &str = "mtcnn";
+
+/// The pinned manifests of the pretrained models, by folder name.
+pub const PINNED: [(&str, &str); 2] = [
+    (
+        EMBEDDER,
+        include_str!("../../models/mobilefacenet/manifest.json"),
+    ),
+    (DETECTOR, include_str!("../../models/mtcnn/manifest.json")),
+];
+
+/// One place models are looked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Place {
+    /// How the place was chosen, as the user would name it (`--models`, `$SMOOTHFACE_MODELS`...).
+    pub origin: &'static str,
+    /// The folder; `None` when that source is not set (no `--models`, no variable).
+    pub dir: Option<PathBuf>,
+}
+
+/// The places, in the order they are searched.
+#[derive(Debug, Clone)]
+pub struct ModelPlaces {
+    places: Vec<Place>,
+}
+
+impl ModelPlaces {
+    /// The places for this process: `--models` as given, then the environment and the executable.
+    pub fn for_process(flag: Option<&Path>) -> ModelPlaces {
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.canonicalize().ok());
+        ModelPlaces::new(
+            flag.map(Path::to_path_buf),
+            std::env::var_os("SMOOTHFACE_MODELS").map(PathBuf::from),
+            exe.as_deref().and_then(Path::parent).map(Path::to_path_buf),
+            data_home(),
+        )
+    }
+
+    /// The places from their sources: the `--models` flag, `$SMOOTHFACE_MODELS`, the folder of the
+    /// executable and the user's data folder (`$XDG_DATA_HOME` or `~/.local/share`).
+    pub fn new(
+        flag: Option<PathBuf>,
+        env: Option<PathBuf>,
+        exe_dir: Option<PathBuf>,
+        data_home: Option<PathBuf>,
+    ) -> ModelPlaces {
+        let non_empty = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        ModelPlaces {
+            places: vec![
+                Place {
+                    origin: "--models",
+                    dir: non_empty(flag),
+                },
+                Place {
+                    origin: "$SMOOTHFACE_MODELS",
+                    dir: non_empty(env),
+                },
+                Place {
+                    origin: "beside the executable",
+                    dir: exe_dir.map(|d| d.join("models")),
+                },
+                Place {
+                    origin: "user data ($XDG_DATA_HOME or ~/.local/share)",
+                    dir: install_dir_in(data_home),
+                },
+            ],
+        }
+    }
+
+    /// Every place, searched or not.
+    pub fn places(&self) -> &[Place] {
+        &self.places
+    }
+
+    /// Where `models install` writes unless told otherwise: the user data place.
+    pub fn install_dir(&self) -> Option<&Path> {
+        self.places.last().and_then(|p| p.dir.as_deref())
+    }
+
+    /// The first place holding `name/manifest.json`, with that place.
+    pub fn locate(&self, name: &str) -> Option<(PathBuf, &Place)> {
+        self.places.iter().find_map(|place| {
+            let dir = place.dir.as_ref()?.join(name);
+            dir.join(MANIFEST_FILE).is_file().then_some((dir, place))
+        })
+    }
+
+    /// The folder of model `name`, or an error naming every place looked at and how to install it.
+    pub fn find(&self, name: &str) -> Result<PathBuf> {
+        if let Some((dir, _)) = self.locate(name) {
+            return Ok(dir);
+        }
+        let mut msg = format!("no `{name}` model found; looked for {name}/{MANIFEST_FILE} in:");
+        for p in &self.places {
+            match &p.dir {
+                Some(d) => write!(msg, "\n  {}: {}", p.origin, d.display()),
+                None => write!(msg, "\n  {}: (not set)", p.origin),
+            }
+            .expect("writing to a String");
+        }
+        msg.push_str(
+            "\ninstall the pretrained models with `scripts/setup` in the source tree, or with \
+             `smoothface models install --from DIR` from a bundle's or a source tree's models folder",
+        );
+        bail!(msg)
+    }
+}
+
+/// The user's data folder: `$XDG_DATA_HOME`, else `$HOME/.local/share`.
+pub fn data_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+}
+
+fn install_dir_in(data_home: Option<PathBuf>) -> Option<PathBuf> {
+    data_home.map(|d| d.join("smoothface/models"))
+}
+
+/// A model folder given by the user (`--model`, `--detector`): it must exist, so that a typo is
+/// told apart from a missing installation.
+pub fn given_folder(dir: &Path, flag: &str) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        bail!("{flag} {}: no such model folder", dir.display());
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// True when `dir` holds a folder with a manifest for every pinned model.
+pub fn holds_pinned(dir: &Path) -> bool {
+    PINNED
+        .iter()
+        .all(|(name, _)| dir.join(name).join(MANIFEST_FILE).is_file())
+}
+
+/// What `models install` did with one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    /// The model's folder name.
+    pub name: String,
+    /// Where it was copied from.
+    pub from: PathBuf,
+    /// Where it now is.
+    pub to: PathBuf,
+    /// False when the destination already held the pinned files.
+    pub copied: bool,
+}
+
+/// Installs the pinned pretrained models from `from` (a folder of model folders, such as the
+/// source tree's `models/` after `scripts/setup`, or a bundle's) into `to`, checking every file
+/// against the sha256 pinned in this binary. Each model folder appears whole or not at all: it
+/// is assembled beside its destination and renamed into place.
+pub fn install(from: &Path, to: &Path) -> Result<Vec<Installed>> {
+    std::fs::create_dir_all(to)
+        .with_context(|| format!("{}: cannot create the models folder", to.display()))?;
+    PINNED
+        .iter()
+        .map(|(name, manifest)| install_one(name, manifest, from, to))
+        .collect()
+}
+
+fn install_one(name: &str, pinned: &str, from: &Path, to: &Path) -> Result<Installed> {
+    let manifest: ModelManifest = serde_json::from_str(pinned).expect("pinned manifests parse");
+    let (src, dest) = (from.join(name), to.join(name));
+    let result = |copied| Installed {
+        name: name.to_owned(),
+        from: src.clone(),
+        to: dest.clone(),
+        copied,
+    };
+    let matches = |dir: &Path| {
+        manifest.files.iter().all(|f| {
+            sha256_file(&dir.join(&f.file)).is_ok_and(|h| h.eq_ignore_ascii_case(&f.sha256))
+        })
+    };
+    if dest.join(MANIFEST_FILE).is_file() && matches(&dest) {
+        return Ok(result(false));
+    }
+    for f in &manifest.files {
+        let file = src.join(&f.file);
+        let actual = sha256_file(&file).with_context(|| {
+            format!(
+                "{name}: no {} to install from {} (run scripts/setup in the source tree first)",
+                f.file,
+                src.display()
+            )
+        })?;
+        if !actual.eq_ignore_ascii_case(&f.sha256) {
+            bail!(
+                "{}: sha256 is {actual}, the pinned {name} model has {}: refusing it",
+                file.display(),
+                f.sha256
+            );
+        }
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}.install."))
+        .tempdir_in(to)
+        .with_context(|| format!("{}: cannot write", to.display()))?;
+    std::fs::write(staging.path().join(MANIFEST_FILE), pinned)?;
+    for f in &manifest.files {
+        std::fs::copy(src.join(&f.file), staging.path().join(&f.file))
+            .with_context(|| format!("{}: cannot copy", src.join(&f.file).display()))?;
+    }
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)
+            .with_context(|| format!("{}: cannot replace", dest.display()))?;
+    }
+    std::fs::rename(staging.keep(), &dest)
+        .with_context(|| format!("{}: cannot move the model into place", dest.display()))?;
+    Ok(result(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_at(root: &Path, name: &str) {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join(MANIFEST_FILE), "{}").unwrap();
+    }
+
+    #[test]
+    fn places_are_searched_in_order_and_the_first_holder_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [flag, env, exe, data] = ["flag", "env", "exe", "data"].map(|d| tmp.path().join(d));
+        let places = ModelPlaces::new(
+            Some(flag.clone()),
+            Some(env.clone()),
+            Some(exe.clone()),
+            Some(data.clone()),
+        );
+        let origins: Vec<_> = places.places().iter().map(|p| p.origin).collect();
+        assert_eq!(
+            origins[..3],
+            ["--models", "$SMOOTHFACE_MODELS", "beside the executable"]
+        );
+        assert_eq!(
+            places.install_dir(),
+            Some(data.join("smoothface/models").as_path())
+        );
+
+        model_at(&data.join("smoothface/models"), "m");
+        assert_eq!(places.find("m").unwrap(), data.join("smoothface/models/m"));
+        model_at(&exe.join("models"), "m");
+        assert_eq!(places.find("m").unwrap(), exe.join("models/m"));
+        model_at(&env, "m");
+        assert_eq!(places.find("m").unwrap(), env.join("m"));
+        model_at(&flag, "m");
+        let (dir, place) = places.locate("m").unwrap();
+        assert_eq!((dir, place.origin), (flag.join("m"), "--models"));
+    }
+
+    #[test]
+    fn a_missing_model_names_every_place_and_the_install_command() {
+        let tmp = tempfile::tempdir().unwrap();
+        let places = ModelPlaces::new(None, None, Some(tmp.path().join("bin")), None);
+        let msg = places.find("mtcnn").unwrap_err().to_string();
+        assert!(msg.contains("no `mtcnn` model found"), "{msg}");
+        assert!(msg.contains("--models: (not set)"), "{msg}");
+        assert!(msg.contains("$SMOOTHFACE_MODELS: (not set)"), "{msg}");
+        assert!(
+            msg.contains(&tmp.path().join("bin/models").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("smoothface models install"), "{msg}");
+    }
+
+    #[test]
+    fn a_mistyped_model_folder_is_not_a_setup_problem() {
+        let msg = given_folder(Path::new("/no/such/place"), "--model")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "--model /no/such/place: no such model folder");
+    }
+
+    #[test]
+    fn install_refuses_files_that_are_not_the_pinned_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        std::fs::create_dir_all(from.join(EMBEDDER)).unwrap();
+        std::fs::write(
+            from.join(EMBEDDER).join("fr_feature.onnx"),
+            b"not the model",
+        )
+        .unwrap();
+        let msg = format!("{:#}", install(&from, &to).unwrap_err());
+        assert!(
+            msg.contains("fr_feature.onnx") && msg.contains("refusing it"),
+            "{msg}"
+        );
+        assert!(!to.join(EMBEDDER).exists(), "nothing half-installed");
+    }
+}
