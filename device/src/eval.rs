@@ -23,13 +23,15 @@ pub struct Missing {
     pub reason: String,
 }
 
-/// One embedding per photo (or why not), computed in parallel with a progress bar.
+/// One embedding per photo (or why not), computed in parallel with a progress bar. A photo that
+/// cannot be decoded or has no face is [`Missing`]; a failure of the models themselves (such as
+/// a diverged embedder's NaN output) fails the whole evaluation, since no photo is to blame.
 pub fn embed_photos(
     pipeline: &Pipeline,
     paths: &[PathBuf],
     pick: FacePick,
     progress: bool,
-) -> Vec<Result<Vec<f32>, Missing>> {
+) -> Result<Vec<Result<Vec<f32>, Missing>>> {
     let bar = crate::progress::photos_bar(paths.len(), progress);
     let out = paths
         .par_iter()
@@ -38,18 +40,13 @@ pub fn embed_photos(
                 path: p.display().to_string(),
                 reason,
             };
-            let r = pipeline
-                .decode(p)
-                .map_err(|e| missing(e.reason()))
-                .and_then(|img| {
-                    pipeline
-                        .analyze_one(&img, pick)
-                        .map_err(|e| missing(format!("{e:#}")))
-                })
-                .and_then(|f| {
-                    f.map(|f| f.embedding)
+            let r = match pipeline.decode(p) {
+                Err(e) => Ok(Err(missing(e.reason()))),
+                Ok(img) => pipeline.analyze_one(&img, pick).map(|face| {
+                    face.map(|f| f.embedding)
                         .ok_or_else(|| missing("no face found".into()))
-                });
+                }),
+            };
             bar.inc(1);
             r
         })
@@ -92,7 +89,7 @@ pub fn retrieval(
         .enumerate()
         .flat_map(|(i, p)| std::iter::repeat_n(i as u32, p.images.len()))
         .collect();
-    let results = embed_photos(pipeline, &paths, pick, progress);
+    let results = embed_photos(pipeline, &paths, pick, progress)?;
     let mut missing = Vec::new();
     let mut by_person: HashMap<u32, Vec<Vec<f32>>> = HashMap::new();
     for (r, &person) in results.into_iter().zip(&person_of) {
@@ -173,7 +170,7 @@ pub fn pairs(
         .collect();
     paths.sort();
     paths.dedup();
-    let results = embed_photos(pipeline, &paths, pick, progress);
+    let results = embed_photos(pipeline, &paths, pick, progress)?;
     let mut missing = Vec::new();
     let mut vectors: HashMap<&Path, Vec<f32>> = HashMap::new();
     for (p, r) in paths.iter().zip(results) {

@@ -1,15 +1,20 @@
 //! Smoothface on the device: find every face of a photo library with MTCNN, embed it with an
 //! ArcFace model in tract, keep the gallery in SQLite and rank it by identity.
 //!
-//! The `smoothface` binary is a thin command line over these modules.
+//! One module per job; the `smoothface` binary is a thin command line over them:
+//! [`media`] decodes photos, [`mtcnn`] detects faces, [`embedder`] embeds them (on [`onnx`]'s
+//! load-time graph rewrites and the device's [`kernels`]), [`pipeline`] chains the three,
+//! [`gallery`] stores, indexes and searches, [`eval`] measures accuracy, [`bench`] speed,
+//! [`align`] writes training crops, [`models`] finds and installs the models, [`progress`] draws
+//! the progress bars.
 
-pub mod align_cmd;
+pub mod align;
 pub mod bench;
 pub mod embedder;
 pub mod eval;
 pub mod gallery;
-pub mod image_io;
 pub mod kernels;
+pub mod media;
 pub mod models;
 pub mod mtcnn;
 pub mod onnx;

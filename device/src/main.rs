@@ -7,7 +7,7 @@ use serde_json::json;
 use smoothface_device::bench;
 use smoothface_device::eval::{self, RECALL_KS};
 use smoothface_device::gallery::{db, index, search::FaceMatrix};
-use smoothface_device::image_io::DEFAULT_MAX_PIXELS;
+use smoothface_device::media::DEFAULT_MAX_PIXELS;
 use smoothface_device::models::{self, ModelPlaces};
 use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::pipeline::{FacePick, Pipeline};
@@ -339,7 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let pipeline = g.pipeline()?;
-            let r = smoothface_device::align_cmd::align_tree(
+            let r = smoothface_device::align::align_tree(
                 &pipeline,
                 input,
                 output,

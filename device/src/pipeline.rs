@@ -1,7 +1,7 @@
 //! The per-photo pipeline: decode, detect, align, embed.
 
 use crate::embedder::Embedder;
-use crate::image_io::{self, DecodeError};
+use crate::media::{self, DecodeError};
 use crate::mtcnn::{Face, Mtcnn, MtcnnConfig};
 use anyhow::Result;
 use image::RgbImage;
@@ -73,7 +73,7 @@ impl Pipeline {
 
     /// Decodes a photo.
     pub fn decode(&self, path: &Path) -> Result<RgbImage, DecodeError> {
-        image_io::load_rgb(path, self.max_pixels)
+        media::load_rgb(path, self.max_pixels)
     }
 
     /// Aligns and embeds the given faces of an image.

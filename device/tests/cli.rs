@@ -1,13 +1,19 @@
-//! The command line's surface: names other tools depend on, and clear refusals.
+//! The command line's surface: names other tools depend on, and clear refusals of bad input.
 
-use std::path::Path;
+use smoothface_shared::manifest::sha256_file;
+use smoothface_tests::{faces, flags, models, subcommands};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `smoothface` that cargo built for this test run, with the source tree's models.
+fn cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_smoothface"));
+    c.env("SMOOTHFACE_MODELS", models());
+    c
+}
+
 fn smoothface(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smoothface"))
-        .args(args)
-        .output()
-        .expect("run smoothface")
+    cmd().args(args).output().expect("run smoothface")
 }
 
 fn stdout(o: &Output) -> String {
@@ -18,37 +24,86 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every subcommand with the flags that scripts and other tools rely on.
+const SURFACE: &[(&[&str], &[&str])] = &[
+    (
+        &["index"],
+        &[
+            "--json",
+            "--threads",
+            "--db",
+            "--models",
+            "--model",
+            "--detector",
+        ],
+    ),
+    (
+        &["search"],
+        &[
+            "--face",
+            "--top",
+            "--min-score",
+            "--json",
+            "--model",
+            "--db",
+        ],
+    ),
+    (&["detect"], &["--json", "--embeddings"]),
+    (&["stats"], &["--json"]),
+    (&["forget"], &["--db"]),
+    (&["align"], &["--face", "--json"]),
+    (&["models", "list"], &["--json"]),
+    (&["models", "install"], &["--from", "--to", "--json"]),
+    (
+        &["eval", "retrieval"],
+        &["--face", "--min-per-person", "--json"],
+    ),
+    (&["eval", "pairs"], &["--dev", "--face", "--json"]),
+    (
+        &["bench"],
+        &[
+            "--photos",
+            "--compare",
+            "--rounds",
+            "--profile",
+            "--no-peer",
+            "--json",
+        ],
+    ),
+];
+
 #[test]
-fn help_names_every_subcommand_and_flag_scripts_use() {
+fn help_lists_every_subcommand_and_each_its_flags() {
     let top = stdout(&smoothface(&["--help"]));
-    for cmd in [
-        "index", "search", "detect", "stats", "forget", "eval", "bench",
-    ] {
-        assert!(top.contains(cmd), "--help lacks {cmd}:\n{top}");
+    let mut listed = subcommands(&top);
+    listed.sort();
+    let mut expected: Vec<&str> = SURFACE.iter().map(|(c, _)| c[0]).collect();
+    expected.dedup();
+    expected.sort();
+    assert_eq!(listed, expected, "{top}");
+    for group in ["models", "eval"] {
+        let mut listed = subcommands(&stdout(&smoothface(&[group, "--help"])));
+        listed.sort();
+        let mut expected: Vec<&str> = SURFACE
+            .iter()
+            .filter(|(c, _)| c[0] == group)
+            .map(|(c, _)| c[1])
+            .collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{group}");
     }
-    for (cmd, flags) in [
-        (
-            vec!["search"],
-            vec![
-                "--face",
-                "--top",
-                "--min-score",
-                "--json",
-                "--model",
-                "--db",
-            ],
-        ),
-        (vec!["detect"], vec!["--json", "--embeddings"]),
-        (vec!["index"], vec!["--json", "--threads"]),
-        (
-            vec!["eval", "retrieval"],
-            vec!["--face", "--min-per-person", "--json"],
-        ),
-        (vec!["eval", "pairs"], vec!["--dev", "--json"]),
-    ] {
-        let help = stdout(&smoothface(&[cmd.as_slice(), &["--help"]].concat()));
-        for flag in flags {
-            assert!(help.contains(flag), "{cmd:?} --help lacks {flag}:\n{help}");
+    for (cmd, wanted) in SURFACE {
+        let help = stdout(&smoothface(&[*cmd, &["--help"]].concat()));
+        let have = flags(&help);
+        for flag in *wanted {
+            assert!(
+                have.iter().any(|f| f == flag),
+                "{cmd:?} --help lacks {flag}:\n{help}"
+            );
         }
     }
 }
@@ -58,32 +113,36 @@ fn bad_usage_exits_2_and_says_why() {
     let o = smoothface(&["search"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("PHOTO"), "{}", stderr(&o));
+    let o = smoothface(&["align", "--face", "leftmost", "a", "b"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected `largest` or `central`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A grey image without a face.
+fn grey(path: &Path, w: u32, h: u32) {
+    image::RgbImage::from_pixel(w, h, image::Rgb([128, 128, 128]))
+        .save(path)
+        .unwrap();
 }
 
 #[test]
 fn a_corrupt_model_file_is_refused_naming_it() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mobilefacenet");
-    if !models.join("fr_feature.onnx").exists() {
-        panic!("the pretrained models are missing: run scripts/setup (scripts/test does)");
-    }
     let tmp = tempfile::tempdir().unwrap();
+    let original = models().join("mobilefacenet");
     std::fs::copy(
-        models.join("manifest.json"),
+        original.join("manifest.json"),
         tmp.path().join("manifest.json"),
     )
     .unwrap();
-    let onnx = std::fs::read(models.join("fr_feature.onnx")).unwrap();
+    let onnx = std::fs::read(original.join("fr_feature.onnx")).unwrap();
     std::fs::write(tmp.path().join("fr_feature.onnx"), &onnx[..onnx.len() / 2]).unwrap();
     let img = tmp.path().join("grey.png");
-    image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]))
-        .save(&img)
-        .unwrap();
-    let o = smoothface(&[
-        "detect",
-        "--model",
-        tmp.path().to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    grey(&img, 64, 64);
+    let o = smoothface(&["detect", "--model", s(tmp.path()), s(&img)]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
@@ -93,20 +152,99 @@ fn a_corrupt_model_file_is_refused_naming_it() {
 }
 
 #[test]
+fn a_mistyped_model_folder_is_no_such_folder_and_missing_models_name_every_place() {
+    let o = smoothface(&["--model", "/no/such/model", "detect", "x.png"]);
+    assert_eq!(
+        stderr(&o).trim(),
+        "smoothface: error: --model /no/such/model: no such model folder"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_smoothface"))
+        .env_remove("SMOOTHFACE_MODELS")
+        .env("HOME", tmp.path())
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
+        .args(["--models", s(&tmp.path().join("empty")), "detect", "x.png"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    for place in [
+        format!("--models: {}", tmp.path().join("empty").display()),
+        "$SMOOTHFACE_MODELS: (not set)".to_string(),
+        "beside the executable".to_string(),
+        tmp.path()
+            .join("data/smoothface/models")
+            .display()
+            .to_string(),
+        "smoothface models install".to_string(),
+    ] {
+        assert!(err.contains(&place), "{place} not in:\n{err}");
+    }
+}
+
+#[test]
+fn models_install_copies_the_pinned_models_where_they_are_then_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_smoothface"))
+            .env_remove("SMOOTHFACE_MODELS")
+            .env("XDG_DATA_HOME", &data)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["models", "install", "--from", s(&models()), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 2);
+    assert!(
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["copied"] == true),
+        "{report}"
+    );
+    let installed = data.join("smoothface/models");
+    assert_eq!(
+        sha256_file(&installed.join("mtcnn/onet.onnx")).unwrap(),
+        sha256_file(&models().join("mtcnn/onet.onnx")).unwrap()
+    );
+    let again = run(&["models", "install", "--from", s(&models()), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert!(
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["copied"] == false),
+        "{report}"
+    );
+    let list = run(&["models", "list", "--json"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    for m in list["models"].as_array().unwrap() {
+        assert!(m["dir"].as_str().unwrap().starts_with(s(&installed)), "{m}");
+    }
+    let img = tmp.path().join("grey.png");
+    grey(&img, 80, 60);
+    let o = run(&["detect", "--json", s(&img)]);
+    assert!(
+        o.status.success(),
+        "found its models in the user data folder: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn a_faceless_image_has_no_face_and_a_bad_one_is_partial() {
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("grey.png");
-    image::RgbImage::from_pixel(200, 150, image::Rgb([128, 128, 128]))
-        .save(&img)
-        .unwrap();
+    grey(&img, 200, 150);
     let bad = tmp.path().join("bad.jpg");
     std::fs::write(&bad, b"not a photo").unwrap();
-    let o = smoothface(&[
-        "detect",
-        "--json",
-        img.to_str().unwrap(),
-        bad.to_str().unwrap(),
-    ]);
+    let o = smoothface(&["detect", "--json", s(&img), s(&bad)]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["width"], 200);
@@ -118,15 +256,157 @@ fn a_faceless_image_has_no_face_and_a_bad_one_is_partial() {
 }
 
 #[test]
-fn bench_times_every_graph_of_every_model_and_profiles_them() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let photos = root.join("../shared/data/faces/lfw-devtrain");
-    if !photos.exists() {
-        eprintln!("skipped: {} is absent", photos.display());
-        return;
+fn a_file_that_is_not_a_gallery_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_db = tmp.path().join("holiday.jpg");
+    std::fs::write(&not_db, vec![0x5a; 8192]).unwrap();
+    let o = smoothface(&["--db", s(&not_db), "stats"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(s(&not_db)) && err.contains("not an SQLite database"),
+        "{err}"
+    );
+}
+
+#[test]
+fn align_refuses_a_folder_that_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-photos");
+    let o = smoothface(&["align", s(&missing), s(&tmp.path().join("crops"))]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!("{}: no such folder", missing.display())),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A detector folder whose networks are the given files under MTCNN's names.
+fn detector_with(dir: &Path, pnet: &Path) -> PathBuf {
+    let original = models().join("mtcnn");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(original.join("manifest.json")).unwrap()).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        let name = f["file"].as_str().unwrap().to_owned();
+        let src = if name == "pnet.onnx" {
+            pnet.to_path_buf()
+        } else {
+            original.join(&name)
+        };
+        std::fs::copy(&src, dir.join(&name)).unwrap();
+        f["sha256"] = sha256_file(&dir.join(&name)).unwrap().into();
     }
-    let model = root.join("models/mobilefacenet");
-    let (model, photos) = (model.to_str().unwrap(), photos.to_str().unwrap());
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn a_detector_that_is_not_mtcnn_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    // R-Net's file under P-Net's name: a valid ONNX graph with the wrong input and outputs.
+    let det = detector_with(&tmp.path().join("det"), &models().join("mtcnn/rnet.onnx"));
+    let img = tmp.path().join("grey.png");
+    grey(&img, 64, 64);
+    let o = smoothface(&["--detector", s(&det), "detect", s(&img)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(s(&det.join("pnet.onnx"))) && err.contains("not an MTCNN pnet"),
+        "{err}"
+    );
+}
+
+/// A folder of photos in LFW's layout (`Person/Person_000N.jpg`), grey: no face is found, so
+/// every pair scores -1, which is all the pairs-file checks need.
+fn lfw_tree(root: &Path, people: &[&str], per_person: u32) {
+    for p in people {
+        std::fs::create_dir_all(root.join(p)).unwrap();
+        for i in 1..=per_person {
+            grey(&root.join(p).join(format!("{p}_{i:04}.jpg")), 40, 40);
+        }
+    }
+}
+
+#[test]
+fn pairs_files_that_cannot_be_scored_are_named_with_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lfw = tmp.path().join("lfw");
+    lfw_tree(&lfw, &["Ann", "Bob"], 3);
+    let cases: [(&str, &str); 3] = [
+        ("0\n", "no pairs to score"),
+        ("1 1\nAnn 1 2\nAnn 1 Bob 1\n", "at least two folds"),
+        (
+            "3\nAnn 1 2\nAnn 2 3\nBob 1 2\nAnn 1 Bob 1\nAnn 2 Bob 2\nAnn 3 Bob 3\n",
+            "fold 1 of 0..7 has no pairs",
+        ),
+    ];
+    for (i, (text, cause)) in cases.iter().enumerate() {
+        let pairs = tmp.path().join(format!("pairs{i}.txt"));
+        std::fs::write(&pairs, text).unwrap();
+        let o = smoothface(&["--quiet", "eval", "pairs", s(&lfw), s(&pairs)]);
+        assert_eq!(o.status.code(), Some(1), "{text:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("{}: cannot score these pairs", pairs.display()))
+                && err.contains(cause),
+            "{text:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_diverged_embedder_is_an_error_not_a_number() {
+    let Some(lfw) = faces(
+        "a_diverged_embedder_is_an_error_not_a_number",
+        "lfw-devtrain",
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let people = tmp.path().join("people");
+    smoothface_tests::copy_people(&lfw, &people, 2, 2);
+    // A standard deviation of 1e-38 sends every input to infinity: the model's output is NaN.
+    let model = tmp.path().join("diverged");
+    std::fs::create_dir(&model).unwrap();
+    let original = models().join("mobilefacenet");
+    std::fs::copy(
+        original.join("fr_feature.onnx"),
+        model.join("fr_feature.onnx"),
+    )
+    .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(original.join("manifest.json")).unwrap()).unwrap();
+    manifest["input"]["std"] = 1e-38.into();
+    std::fs::write(model.join("manifest.json"), manifest.to_string()).unwrap();
+    let o = smoothface(&[
+        "--quiet",
+        "--model",
+        s(&model),
+        "eval",
+        "retrieval",
+        "--json",
+        s(&people),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        err.contains("NaN or infinite") && err.contains("fr_feature.onnx"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_times_every_graph_of_every_model_and_profiles_them() {
+    let Some(photos) = faces(
+        "bench_times_every_graph_of_every_model_and_profiles_them",
+        "lfw-devtrain",
+    ) else {
+        return;
+    };
+    let model = models().join("mobilefacenet");
+    let (model, photos) = (s(&model), s(&photos));
     let o = smoothface(&[
         "--model",
         model,

@@ -6,15 +6,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
 fn model(path: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(path);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup (scripts/test does)",
-        p.display()
-    );
-    p
+    smoothface_tests::models().join(path)
 }
 
 /// Deterministic pseudo-random input in [-1, 1].

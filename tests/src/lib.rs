@@ -73,40 +73,50 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary built for this test run. The first call runs `cargo build` for it
-/// in this test's profile (a no-op when it is up to date), so a test never runs a stale binary
-/// left in `target/` by an earlier build.
+/// Path of a workspace binary (`smoothface`, `smoothface-train`) built for this test run. The
+/// first call runs `cargo build --workspace --bins` in this test's profile and target folder, so a
+/// test never runs a stale binary left in `target/` by an earlier build. Inside `cargo test
+/// --workspace` (scripts/test) that build has nothing left to do: the whole workspace is selected,
+/// so its features are the test run's and every binary is already fresh (`cargo test` releases
+/// the build lock while tests run).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let profile = profile_dir();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let profile_name = profile
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(|n| if n == "debug" { "dev" } else { n })
-            .unwrap_or("release")
-            .to_owned();
-        let target_dir = profile.parent().expect("target/").to_path_buf();
+        let profile_name = match profile.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+            None => "release".to_owned(),
+        };
         let out = Command::new(cargo)
             .current_dir(repo())
-            .args(["build", "--quiet", "--profile", &profile_name])
-            .args(["-p", "smoothface-device", "--bin", "smoothface"])
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bins",
+                "--profile",
+                &profile_name,
+            ])
             .arg("--target-dir")
-            .arg(&target_dir)
+            .arg(profile.parent().expect("target/"))
             .output()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
         }
     });
     if let Err(e) = built {
-        panic!("building the binaries for the test failed:\n{e}");
+        panic!("building the workspace's binaries for this test run failed:\n{e}");
     }
     let path = profile.join(name);
-    assert!(path.exists(), "{} was not built", path.display());
+    assert!(
+        path.exists(),
+        "{} is not a binary of this workspace",
+        path.display()
+    );
     path
 }
 
@@ -157,10 +167,11 @@ pub fn flags(help: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|l| {
             let l = l.trim_start();
-            let l = l
-                .strip_prefix('-')
-                .and_then(|r| r.split_once(", "))
-                .map_or(l, |(_, r)| r);
+            // `-q, --quiet`: the long name follows the short one.
+            let l = match l.starts_with('-') && !l.starts_with("--") {
+                true => l.split_once(", ").map_or(l, |(_, long)| long),
+                false => l,
+            };
             l.starts_with("--").then(|| {
                 l.split([' ', '=', '<'])
                     .next()
@@ -246,7 +257,7 @@ pub fn copy_people(src: &Path, dest: &Path, people: usize, count: usize) -> Vec<
 mod tests {
     use super::*;
 
-    const HELP: &str = "Find faces\n\nUsage: x [OPTIONS] <COMMAND>\n\nCommands:\n  index   Add the photos (search them later)\n  search  Rank\n  help    Print this message\n\nOptions:\n      --models <DIR>  Folder\n  -q, --quiet         No bars\n  -h, --help          Print help\n";
+    const HELP: &str = "Find faces\n\nUsage: x [OPTIONS] <COMMAND>\n\nCommands:\n  index   Add the photos (search them later)\n  search  Rank\n  help    Print this message\n\nOptions:\n      --models <DIR>  Folder of folders, searched first\n  -q, --quiet         No bars\n  -h, --help          Print help\n";
 
     #[test]
     fn help_pages_are_parsed_not_searched() {

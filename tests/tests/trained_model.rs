@@ -33,7 +33,7 @@ fn a_fine_tuned_and_exported_model_finds_people_in_the_gallery() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = smoothface_tests::repo();
     let init = tmp.path().join("pretrained.safetensors");
     train(&[
         "import",

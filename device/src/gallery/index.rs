@@ -195,7 +195,7 @@ fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) ->
         size: f.size,
         mtime_ns: f.mtime_ns,
     };
-    let scan = match crate::image_io::scan_file(&f.path, true) {
+    let scan = match crate::media::scan_file(&f.path, true) {
         Ok(scan) => scan,
         Err(e) => return Outcome::Failed(facts, e.reason()),
     };
@@ -203,7 +203,7 @@ fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) ->
     if analysed_hashes.contains(&facts.content_hash) {
         return Outcome::KnownContent(facts);
     }
-    let analysed = crate::image_io::load_scanned(&f.path, &scan, pipeline.max_pixels)
+    let analysed = crate::media::load_scanned(&f.path, &scan, pipeline.max_pixels)
         .map_err(|e| e.reason())
         .and_then(|img| pipeline.analyze(&img).map_err(|e| format!("{e:#}")));
     match analysed {

@@ -5,11 +5,12 @@
 
 use crate::eval::Missing;
 use crate::pipeline::{FacePick, Pipeline};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 use smoothface_shared::align::{align_face, CROP_SIZE};
+use smoothface_shared::atomic::write_atomically;
 use std::path::{Path, PathBuf};
 
 /// What an align run did.
@@ -31,6 +32,9 @@ pub fn align_tree(
     pick: FacePick,
     progress: bool,
 ) -> Result<AlignReport> {
+    if !input.is_dir() {
+        bail!("{}: no such folder", input.display());
+    }
     let files: Vec<PathBuf> = walkdir::WalkDir::new(input)
         .sort_by_file_name()
         .follow_links(true)
@@ -83,15 +87,13 @@ fn align_one(pipeline: &Pipeline, path: &Path, dest: &Path, pick: FacePick) -> R
     write_png_atomically(&crop, dest).map_err(|e| missing(format!("{}: {e:#}", dest.display())))
 }
 
-/// Writes to a temporary name beside the destination, then renames: a killed run never leaves a
-/// half-written crop that a resumed run would take as done.
+/// Writes through the shared atomic writer: a killed run never leaves a half-written crop that a
+/// resumed run would take as done.
 fn write_png_atomically(crop: &[u8], dest: &Path) -> Result<()> {
-    let dir = dest.parent().context("destination has no folder")?;
-    std::fs::create_dir_all(dir)?;
     let img = RgbImage::from_raw(CROP_SIZE as u32, CROP_SIZE as u32, crop.to_vec())
         .context("crop size")?;
-    let tmp = dest.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)?;
-    std::fs::rename(&tmp, dest)?;
-    Ok(())
+    write_atomically(dest, |file| -> Result<()> {
+        img.write_to(file, image::ImageFormat::Png)?;
+        Ok(())
+    })
 }
