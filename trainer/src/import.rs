@@ -17,6 +17,7 @@
 use crate::backbone::layers::{BatchNorm, Conv, Layer, Linear, PRelu};
 use crate::backbone::{Arch, Backbone, Options};
 use crate::checkpoint;
+use crate::onnx_graph::float_values;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -348,49 +349,10 @@ impl Weight<'_> {
         Ok(())
     }
 
-    /// The values as a float32 tensor of the initialiser's shape, from `raw_data` (little-endian)
-    /// or `float_data`.
+    /// The values as a float32 tensor of the initialiser's shape.
     fn values(&self) -> Result<Tensor> {
-        let t = self.proto;
-        ensure!(
-            t.data_type == tensor_proto::DataType::Float as i32,
-            "'{}' is stored as {:?}; only float32 weights are imported",
-            self.name,
-            tensor_proto::DataType::try_from(t.data_type).map_or_else(
-                |_| format!("data type {}", t.data_type),
-                |d| format!("{d:?}")
-            )
-        );
-        ensure!(
-            t.data_location != Some(tensor_proto::DataLocation::External as i32),
-            "'{}' is stored outside the .onnx file (external data), which is not imported",
-            self.name
-        );
-        let count = self.dims.iter().product::<i64>() as usize;
-        // ONNX keeps the data in raw_data when it is set, in float_data otherwise.
-        let values: Vec<f32> = if t.raw_data.is_empty() {
-            t.float_data.clone()
-        } else {
-            ensure!(
-                t.raw_data.len() == 4 * count,
-                "'{}' has shape {:?} ({count} values) but {} bytes of raw data",
-                self.name,
-                self.dims,
-                t.raw_data.len()
-            );
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        };
-        ensure!(
-            values.len() == count,
-            "'{}' has shape {:?} ({count} values) but {} values",
-            self.name,
-            self.dims,
-            values.len()
-        );
-        Ok(Tensor::from_slice(&values).reshape(self.dims))
+        let values = float_values(self.proto)?;
+        Ok(Tensor::from_slice(&values).f_reshape(self.dims)?)
     }
 
     /// Copies the values into `target` after checking the shape.

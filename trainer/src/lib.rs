@@ -11,4 +11,22 @@ pub mod fit;
 pub mod import;
 pub mod loss;
 pub mod npy;
+pub mod onnx_graph;
 pub mod optim;
+
+/// The choice among `all` whose `name` is `s`, for the `FromStr` of the library's enums (the
+/// command line parses its flags with them); the error lists every accepted name.
+pub(crate) fn parse_choice<T: Copy>(
+    s: &str,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+    what: &str,
+) -> Result<T, String> {
+    all.iter().copied().find(|&c| name(c) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&c| name(c)).collect();
+        format!(
+            "unknown {what} '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}

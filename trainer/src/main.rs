@@ -16,6 +16,7 @@ use smoothface_trainer::npy;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 #[derive(Parser)]
 #[command(
@@ -148,10 +149,10 @@ struct LossArgs {
     /// Which loss
     #[arg(long, value_enum, default_value_t = LossName::SmoothAp)]
     loss: LossName,
-    /// Smooth-AP only. `paper`: the query is left out of its own retrieval and positive sets, as
-    /// the paper defines it. `official`: the authors' released code, where each query also
-    /// retrieves itself [default: paper]
-    #[arg(long, value_enum)]
+    /// Smooth-AP only, one of `paper`, `official`. `paper`: the query is left out of its own
+    /// retrieval and positive sets, as the paper defines it. `official`: the authors' released
+    /// code, where each query also retrieves itself [default: paper]
+    #[arg(long, value_name = "MODE", value_parser = Mode::from_str)]
     mode: Option<Mode>,
     /// Smooth-AP only: temperature of the sigmoid that smooths the ranking; smaller is closer to
     /// the true AP but gives gradients to fewer pairs [default: 0.01]
@@ -256,9 +257,9 @@ struct BenchArgs {
     /// Embedding dimension
     #[arg(long, value_name = "D", default_value_t = 512, value_parser = clap::value_parser!(i64).range(1..))]
     dim: i64,
-    /// The scalable form's mode. `official` computes exactly what the authors' form computes, so
-    /// the two losses in the table must agree
-    #[arg(long, value_enum, default_value_t = Mode::Official)]
+    /// The scalable form's mode, `paper` or `official`. `official` computes exactly what the
+    /// authors' form computes, so the two losses in the table must agree
+    #[arg(long, value_name = "MODE", value_parser = Mode::from_str, default_value_t = Mode::Official)]
     mode: Mode,
     /// Sigmoid temperature
     #[arg(long, value_name = "T", default_value_t = DEFAULT_TAU)]
@@ -270,18 +271,10 @@ struct BenchArgs {
     /// Print the setup and one object per configuration as JSON instead of the markdown table
     #[arg(long)]
     json: bool,
-    /// Measure one configuration in this process (the first --batches and --threads values) and
-    /// print it as JSON: what the benchmark runs in each child
-    #[arg(long, hide = true, value_enum)]
+    /// Measure one configuration of the form `scalable` or `authors` in this process (the first
+    /// --batches and --threads values) and print it as JSON: what the benchmark runs in each child
+    #[arg(long, hide = true, value_name = "FORM", value_parser = Form::from_str)]
     child: Option<Form>,
-}
-
-/// The name clap gives a value on the command line.
-fn cli_name(value: &impl ValueEnum) -> String {
-    value
-        .to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default()
 }
 
 fn bench_loss(args: &BenchArgs) -> Result<()> {
@@ -324,9 +317,9 @@ fn bench_loss(args: &BenchArgs) -> Result<()> {
         command.args([
             "bench-loss",
             "--child",
-            &cli_name(&form),
+            form.name(),
             "--mode",
-            &cli_name(&args.mode),
+            args.mode.name(),
         ]);
         for (flag, value) in [
             ("--batches", batch.to_string()),
@@ -343,10 +336,7 @@ fn bench_loss(args: &BenchArgs) -> Result<()> {
     let rows = bench::run(&args.batches, &threads, limit, child, |row| {
         eprintln!(
             "bench-loss: B={} threads={} {}: {:?}",
-            row.batch,
-            row.threads,
-            cli_name(&row.form),
-            row.outcome
+            row.batch, row.threads, row.form, row.outcome
         );
     })?;
     if args.json {
@@ -364,8 +354,10 @@ struct ImportArgs {
     /// The ONNX model
     #[arg(value_name = "MODEL.onnx")]
     model: PathBuf,
-    /// The architecture the graph is
-    #[arg(long, value_enum)]
+    /// The architecture the graph is: `mobilefacenet` (MobileFaceNet with batch norm folded into
+    /// its convolutions, the device's pretrained embedder) or `iresnet50` (insightface
+    /// arcface_torch's IResNet-50, with real batch norm)
+    #[arg(long, value_name = "ARCH", value_parser = Arch::from_str)]
     arch: Arch,
     /// Where to write the checkpoint; the name must end in .safetensors. Written under a
     /// temporary name and renamed, so it is complete or absent
@@ -481,8 +473,9 @@ struct QuantizeArgs {
     /// Faces to compare float and int8 embeddings on, up to 1,024 [default: the calibration faces]
     #[arg(long, value_name = "FACES")]
     check: Option<PathBuf>,
-    /// Quantized operators
-    #[arg(long, value_enum, default_value_t = Format::Qdq)]
+    /// Quantized operators: `qdq` (QuantizeLinear/DequantizeLinear pairs around float
+    /// convolutions) or `qlinear` (QLinearConv integer convolutions)
+    #[arg(long, value_name = "FORMAT", value_parser = Format::from_str, default_value_t = Format::Qdq)]
     format: Format,
     /// Keep the first convolution in float
     #[arg(long)]

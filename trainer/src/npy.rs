@@ -2,12 +2,16 @@
 //! embeddings and labels read with every check done before the data reach libtorch, gradients
 //! written back.
 //!
-//! tch's own reader trusts the header's shape and copies that many bytes whatever the file holds,
-//! so a truncated file would be read past its end; this reader checks the length first, and every
-//! error names the file.
+//! `ndarray-npy` parses the header and decodes the data. Two things it would trust are checked
+//! first, so that a damaged file is an error naming it rather than an allocation of what its
+//! header claims: that the header's length fits in the file, and that the data its shape needs
+//! (computed without overflow) are exactly what follows the header. tch's own reader trusts the
+//! shape and copies that many bytes whatever the file holds.
 
+use ndarray_npy::npy::header::{Header, ReadHeaderError};
+use ndarray_npy::ReadableElement;
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Why an array could not be read or written; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +52,9 @@ pub enum NpyError {
 
 /// A parsed `.npy` header and the bytes that follow it.
 struct Array {
+    header: Header,
+    /// The dtype as numpy writes it (`<f4`), for choosing the tensor kind and for messages.
     descr: String,
-    shape: Vec<i64>,
     data: Vec<u8>,
 }
 
@@ -70,30 +75,45 @@ fn content_error(path: &Path, reason: impl Into<String>) -> NpyError {
 }
 
 /// The shape as numpy prints it: `(3, 2)`, `(5,)`, `()`.
-fn shape_text(shape: &[i64]) -> String {
+fn shape_text(shape: &[usize]) -> String {
     match shape {
         [one] => format!("({one},)"),
         _ => format!(
             "({})",
             shape
                 .iter()
-                .map(i64::to_string)
+                .map(usize::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     }
 }
 
-/// The value of `'key': value` in a header dictionary, up to the next top-level comma.
-fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let start = header.find(&format!("'{key}'"))? + key.len() + 2;
-    let rest = header[start..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find([',', '}'])?
+/// Checks the magic string and that the header length the preamble gives (a u16 after format
+/// version 1, a u32 after 2 and 3) fits in the file: ndarray-npy allocates that length before
+/// reading it.
+fn check_preamble(bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(MAGIC) || bytes.len() < 10 {
+        return Err("no .npy magic string (write it with numpy.save)".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u64::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        _ if bytes.len() >= 12 => (
+            u64::from(u32::from_le_bytes([
+                bytes[8], bytes[9], bytes[10], bytes[11],
+            ])),
+            12,
+        ),
+        _ => return Err("truncated header".into()),
     };
-    Some(rest[..end].trim())
+    let room = (bytes.len() - start) as u64;
+    if len > room {
+        return Err(format!(
+            "the header claims {len} bytes but the file holds {room} after its {start}-byte \
+             preamble (truncated?)"
+        ));
+    }
+    Ok(())
 }
 
 fn read_array(path: &Path) -> Result<Array, NpyError> {
@@ -101,83 +121,88 @@ fn read_array(path: &Path) -> Result<Array, NpyError> {
         path: path.to_owned(),
         error,
     })?;
-    if !bytes.starts_with(MAGIC) || bytes.len() < 10 {
-        return Err(format_error(
+    check_preamble(&bytes).map_err(|reason| format_error(path, reason))?;
+    let mut rest = bytes.as_slice();
+    let header = Header::from_reader(&mut rest).map_err(|e| {
+        format_error(
             path,
-            "no .npy magic string (write it with numpy.save)",
-        ));
-    }
-    let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        version => {
-            return Err(format_error(
-                path,
-                format!("unsupported format version {version}"),
-            ))
-        }
-    };
-    let header = bytes
-        .get(start..start + len)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| format_error(path, "truncated or unreadable header"))?;
-    let descr = header_value(header, "descr")
-        .map(|d| d.trim_matches('\'').to_owned())
-        .ok_or_else(|| format_error(path, "header without 'descr'"))?;
-    if header_value(header, "fortran_order") != Some("False") {
+            match e {
+                ReadHeaderError::Io(e) => format!("truncated or unreadable header ({e})"),
+                ReadHeaderError::Parse(e) => format!("bad header: {e}"),
+            },
+        )
+    })?;
+    if header.layout.is_fortran() {
         return Err(format_error(
             path,
             "Fortran-ordered (save a C-contiguous array)",
         ));
     }
-    let shape = header_value(header, "shape")
-        .and_then(|s| s.strip_prefix('(')?.strip_suffix(')'))
-        .ok_or_else(|| format_error(path, "header without 'shape'"))?;
-    let shape = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<i64>().ok().filter(|n| *n >= 0))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| format_error(path, format!("bad shape ({shape})")))?;
+    let descr = match header.type_descriptor.as_string() {
+        Some(descr) => descr.clone(),
+        // A structured dtype: a list of fields, which no command reads.
+        None => header.type_descriptor.to_string(),
+    };
     Ok(Array {
         descr,
-        shape,
-        data: bytes[start + len..].to_vec(),
+        data: rest.to_vec(),
+        header,
     })
 }
 
 impl Array {
-    /// The tensor of `kind`, after checking that the data hold exactly the header's shape.
-    fn into_tensor(self, path: &Path, kind: Kind, item: usize) -> Result<Tensor, NpyError> {
-        let elements = self.shape.iter().product::<i64>() as usize;
-        if self.data.len() != elements * item {
+    /// The tensor of `kind`, whose elements are `T`, after checking that the data hold exactly
+    /// the header's shape.
+    fn into_tensor<T: ReadableElement + tch::kind::Element>(
+        self,
+        path: &Path,
+    ) -> Result<Tensor, NpyError> {
+        let shape = &self.header.shape;
+        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let bytes = elements.and_then(|n| n.checked_mul(std::mem::size_of::<T>()));
+        let (Some(elements), Some(bytes)) = (elements, bytes) else {
             return Err(format_error(
                 path,
                 format!(
-                    "the shape {} of '{}' needs {} bytes of data, the file holds {}",
-                    shape_text(&self.shape),
+                    "the shape {} of '{}' overflows: more bytes than memory can address",
+                    shape_text(shape),
+                    self.descr
+                ),
+            ));
+        };
+        if self.data.len() != bytes {
+            return Err(format_error(
+                path,
+                format!(
+                    "the shape {} of '{}' needs {bytes} bytes of data, the file holds {}",
+                    shape_text(shape),
                     self.descr,
-                    elements * item,
                     self.data.len()
                 ),
             ));
         }
-        Tensor::f_from_data_size(&self.data, &self.shape, kind)
+        let dims = shape
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| format_error(path, format!("bad shape {}", shape_text(shape))))?;
+        let values =
+            T::read_to_end_exact_vec(self.data.as_slice(), &self.header.type_descriptor, elements)
+                .map_err(|e| format_error(path, e.to_string()))?;
+        Tensor::from_slice(&values)
+            .f_reshape(dims)
             .map_err(|e| format_error(path, e.to_string()))
     }
 }
 
 /// Reads a `[batch, dim]` float32 (`<f4`) or float64 (`<f8`) array of embeddings, with at least
-/// one row and one column, every value finite and no row of norm 0.
+/// one row and one column, every value finite and no row of norm 0. Big-endian arrays (`>f4`,
+/// `>f8`) are read too.
 pub fn read_embeddings(path: &Path) -> Result<Tensor, NpyError> {
     let array = read_array(path)?;
-    let (kind, item) = match array.descr.as_str() {
-        "<f4" => (Kind::Float, 4),
-        "<f8" => (Kind::Double, 8),
+    let float64 = match array.descr.as_str() {
+        "<f4" | ">f4" => false,
+        "<f8" | ">f8" => true,
         other => {
             return Err(content_error(
                 path,
@@ -185,17 +210,21 @@ pub fn read_embeddings(path: &Path) -> Result<Tensor, NpyError> {
             ))
         }
     };
-    let shape = array.shape.clone();
+    let shape = &array.header.shape;
     if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
         return Err(content_error(
             path,
             format!(
                 "embeddings must be a [batch, dim] array with batch, dim >= 1, got shape {}",
-                shape_text(&shape)
+                shape_text(shape)
             ),
         ));
     }
-    let embeddings = array.into_tensor(path, kind, item)?;
+    let embeddings = if float64 {
+        array.into_tensor::<f64>(path)?
+    } else {
+        array.into_tensor::<f32>(path)?
+    };
     if !bool::try_from(embeddings.isfinite().all()).unwrap_or(false) {
         return Err(content_error(
             path,
@@ -213,10 +242,11 @@ pub fn read_embeddings(path: &Path) -> Result<Tensor, NpyError> {
     Ok(embeddings)
 }
 
-/// Reads the int64 (`<i8`) labels `[batch]` that go with `batch` embeddings.
+/// Reads the int64 (`<i8`, or big-endian `>i8`) labels `[batch]` that go with `batch`
+/// embeddings.
 pub fn read_labels(path: &Path, batch: i64) -> Result<Tensor, NpyError> {
     let array = read_array(path)?;
-    if array.descr != "<i8" {
+    if !["<i8", ">i8"].contains(&array.descr.as_str()) {
         return Err(content_error(
             path,
             format!(
@@ -225,16 +255,16 @@ pub fn read_labels(path: &Path, batch: i64) -> Result<Tensor, NpyError> {
             ),
         ));
     }
-    if array.shape != [batch] {
+    if usize::try_from(batch).map_or(true, |b| array.header.shape != [b]) {
         return Err(content_error(
             path,
             format!(
                 "labels must have shape ({batch},), one per embedding, got shape {}",
-                shape_text(&array.shape)
+                shape_text(&array.header.shape)
             ),
         ));
     }
-    array.into_tensor(path, Kind::Int64, 8)
+    array.into_tensor::<i64>(path)
 }
 
 /// Writes `tensor` to `path` as an `.npy` array of its kind.
@@ -254,12 +284,17 @@ pub fn write(tensor: &Tensor, path: &Path) -> Result<(), NpyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     /// An `.npy` file as numpy writes it (format 1.0, header padded to 64 bytes).
     fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        with_header(header, data)
+    }
+
+    /// A format 1.0 `.npy` file with the header text `header` (padded as numpy pads it).
+    fn with_header(mut header: String, data: &[u8]) -> Vec<u8> {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');
@@ -371,5 +406,79 @@ mod tests {
             );
             assert!(message.contains(expected), "{name}: {message}");
         }
+    }
+
+    #[test]
+    fn overflowing_headers_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut long_v1 = npy("<f4", "(1, 2)", &floats(&[1.0, 2.0]));
+        long_v1[8..10].copy_from_slice(&u16::MAX.to_le_bytes());
+        let mut long_v2 = MAGIC.to_vec();
+        long_v2.extend([2, 0]);
+        long_v2.extend(u32::MAX.to_le_bytes());
+        long_v2.extend(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }\n");
+        let cases = [
+            (
+                "long-v1.npy",
+                long_v1,
+                "the header claims 65535 bytes but the file holds",
+            ),
+            ("long-v2.npy", long_v2, "the header claims 4294967295 bytes"),
+            (
+                "elements.npy",
+                npy("<f4", "(1099511627776, 1099511627776)", &floats(&[1.0])),
+                "the shape (1099511627776, 1099511627776) of '<f4' overflows",
+            ),
+            (
+                "bytes.npy",
+                npy("<f8", "(4611686018427387904, 2)", &floats(&[1.0])),
+                "of '<f8' overflows",
+            ),
+            (
+                "beyond.npy",
+                npy("<f4", "(1000000, 512)", &floats(&[1.0, 2.0])),
+                "needs 2048000000 bytes of data, the file holds 8",
+            ),
+            (
+                "beyond-usize.npy",
+                npy("<f4", "(100000000000000000000000, 2)", &floats(&[1.0])),
+                "bad header",
+            ),
+            (
+                "garbled.npy",
+                with_header(
+                    "{'descr': '<f4', 'shape': (1, 2".into(),
+                    &floats(&[1.0, 2.0]),
+                ),
+                "bad header",
+            ),
+            (
+                "cut-header.npy",
+                npy("<f4", "(1, 2)", &[])[..30].to_vec(),
+                "the header claims",
+            ),
+        ];
+        for (name, bytes, expected) in cases {
+            let message = error_of(d, name, &bytes, false);
+            assert!(
+                message.starts_with(&d.join(name).display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn big_endian_arrays_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("be.npy");
+        let data: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        std::fs::write(&path, npy(">f8", "(1, 2)", &data)).unwrap();
+        let e = read_embeddings(&path).unwrap();
+        assert_eq!((e.kind(), e.double_value(&[0, 1])), (Kind::Double, -2.0));
     }
 }

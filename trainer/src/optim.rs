@@ -13,9 +13,9 @@
 //! ```
 
 use crate::config::OptimizerConfig;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, ensure, Result};
 use std::collections::HashMap;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// Adam over the trainable variables of one var store.
 #[derive(Debug)]
@@ -106,7 +106,11 @@ impl Adam {
         let step = tensors
             .get("adam.step")
             .ok_or_else(|| anyhow!("no `adam.step`: not a checkpoint written by fit"))?;
-        self.step = step.to_kind(Kind::Int64).int64_value(&[0]);
+        // A damaged or tampered checkpoint may hold anything under these names: every value is
+        // checked, so that it is an error rather than a panic in libtorch.
+        self.step = step
+            .f_int64_value(&[0])
+            .map_err(|e| anyhow!("`adam.step` is not a step count: {e}"))?;
         tch::no_grad(|| {
             for (name, _, m, v) in &mut self.params {
                 for (moment, key) in [(m, format!("adam.m.{name}")), (v, format!("adam.v.{name}"))]
@@ -114,7 +118,13 @@ impl Adam {
                     let value = tensors
                         .get(&key)
                         .ok_or_else(|| anyhow!("no `{key}`: not a checkpoint of this model"))?;
-                    moment.copy_(value);
+                    ensure!(
+                        value.size() == moment.size(),
+                        "`{key}` has shape {:?}, the model needs {:?}",
+                        value.size(),
+                        moment.size()
+                    );
+                    moment.f_copy_(value)?;
                 }
             }
             Ok(())
@@ -126,7 +136,7 @@ impl Adam {
 mod tests {
     use super::*;
     use tch::nn::OptimizerConfig as _;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn config(weight_decay: f64) -> OptimizerConfig {
         OptimizerConfig {
@@ -205,5 +215,24 @@ mod tests {
         }
         assert_eq!(w_a, w_b);
         assert!(b.load_state(&HashMap::new()).is_err());
+    }
+
+    /// A tampered checkpoint: moments of another shape, an empty step count. Errors naming the
+    /// entry, not panics in libtorch.
+    #[test]
+    fn a_tampered_state_is_an_error() {
+        let (vs, _) = problem();
+        let mut adam = Adam::new(&vs, &config(0.0));
+        let state = |adam: &Adam| -> HashMap<String, Tensor> { adam.state().into_iter().collect() };
+        let mut wrong_shape = state(&adam);
+        wrong_shape.insert("adam.m.w".into(), Tensor::zeros([5], tch::kind::FLOAT_CPU));
+        let err = adam.load_state(&wrong_shape).unwrap_err().to_string();
+        assert!(err.contains("adam.m.w") && err.contains("shape"), "{err}");
+        let mut no_step = state(&adam);
+        no_step.insert("adam.step".into(), Tensor::zeros([0], tch::kind::INT64_CPU));
+        let err = adam.load_state(&no_step).unwrap_err().to_string();
+        assert!(err.contains("adam.step"), "{err}");
+        let good = state(&adam);
+        adam.load_state(&good).unwrap();
     }
 }

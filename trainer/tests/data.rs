@@ -1,6 +1,6 @@
 //! Training data: the P-per-class sampler, the folder-per-identity dataset, the RecordIO reader
 //! and the augmentation, on synthetic data each test writes (and real aligned faces when
-//! `../shared/data/faces` is there).
+//! `smoothface_tests::faces` finds them).
 
 use smoothface_shared::manifest::{Channels, InputSpec, Layout};
 use smoothface_trainer::data::augment::Augment;
@@ -8,7 +8,7 @@ use smoothface_trainer::data::folder::FaceFolder;
 use smoothface_trainer::data::recordio::{RecordIo, MAGIC};
 
 mod common;
-use common::{part, payload, write_records};
+use common::{part, payload, write_records, ALIGNED};
 use smoothface_trainer::data::sampler::PkSampler;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -322,12 +322,9 @@ fn folder_splits_people_not_photos() {
 
 #[test]
 fn folder_reads_real_aligned_faces() {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces/glint-aligned12");
-    if !root.is_dir() {
-        eprintln!("skipped: {} is absent", root.display());
+    let Some(root) = smoothface_tests::faces("folder_reads_real_aligned_faces", ALIGNED) else {
         return;
-    }
+    };
     let folder = FaceFolder::open(&root, 4).unwrap();
     assert_eq!((folder.people.len(), folder.len()), (12, 720));
     let batch = folder
@@ -459,6 +456,46 @@ fn recordio_truncated_file_is_a_clear_error() {
         err.contains("train.rec") && err.contains("record 3") && err.contains("truncated"),
         "{err}"
     );
+}
+
+#[test]
+fn recordio_huge_lengths_and_offsets_are_errors_naming_file_and_offset() {
+    let pack = insightface_pack();
+    let mut bytes = std::fs::read(&pack.rec).unwrap();
+    // Record 2 claims the largest length a record header holds (2^29 - 1 bytes), far beyond
+    // the end of the file: an error, not an allocation of half a gigabyte.
+    let at = pack.offsets[2];
+    bytes[at + 4..at + 8].copy_from_slice(&((1u32 << 29) - 1).to_le_bytes());
+    std::fs::write(&pack.rec, &bytes).unwrap();
+    let rec = RecordIo::open(&pack.rec, &pack.idx).unwrap();
+    let err = format!("{:#}", rec.get(1).unwrap_err());
+    let payload_at = format!("at byte {}", at + 8);
+    assert!(
+        err.contains("train.rec")
+            && err.contains("record 2")
+            && err.contains(&payload_at)
+            && err.contains("claims 536870911 bytes"),
+        "{err}"
+    );
+    // An index offset at the very end of the u64 range: no overflow.
+    let lines: String = pack
+        .offsets
+        .iter()
+        .enumerate()
+        .map(|(key, &offset)| match key {
+            3 => format!("{key}\t{}\n", u64::MAX - 2),
+            _ => format!("{key}\t{offset}\n"),
+        })
+        .collect();
+    std::fs::write(&pack.idx, lines).unwrap();
+    let rec = RecordIo::open(&pack.rec, &pack.idx).unwrap();
+    let err = format!("{:#}", rec.get(2).unwrap_err());
+    let offset = format!("at byte {}", u64::MAX - 2);
+    assert!(
+        err.contains("train.rec") && err.contains("record 3") && err.contains(&offset),
+        "{err}"
+    );
+    assert!(rec.labels().is_err());
 }
 
 #[test]

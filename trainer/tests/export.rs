@@ -7,14 +7,13 @@
 
 mod common;
 
-use common::{aligned_faces, crops, max_abs_diff, repo, run_tract, TOLERANCE};
+use common::{crops, max_abs_diff, run_tract, ALIGNED, TOLERANCE};
 use smoothface_shared::manifest::{ModelManifest, VerifiedModel};
 use smoothface_shared::preprocess::face_tensor;
-use smoothface_trainer::backbone::{Arch, Backbone, Options};
+use smoothface_trainer::backbone::{input_spec, Arch, Backbone, Options};
 use smoothface_trainer::checkpoint;
 use smoothface_trainer::export::quantize::{quantize, Format, QuantizeOptions};
 use smoothface_trainer::export::{export, MODEL_FILE};
-use smoothface_trainer::fit::input_spec;
 use std::path::Path;
 use std::process::Command;
 use tch::{nn, Device, Tensor};
@@ -35,7 +34,7 @@ fn faces(dir: &Path, arch: Arch) -> Vec<f32> {
 /// The pretrained MobileFaceNet imported into a checkpoint in `dir`.
 fn pretrained_checkpoint(dir: &Path) -> std::path::PathBuf {
     let ckpt = dir.join("mobilefacenet.safetensors");
-    let onnx = repo().join("models/mobilefacenet/fr_feature.onnx");
+    let onnx = smoothface_tests::models().join("mobilefacenet/fr_feature.onnx");
     smoothface_trainer::import::import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
     ckpt
 }
@@ -77,7 +76,10 @@ fn check_parity(arch: Arch, checkpoint: &Path, net: &dyn Backbone, faces_dir: &P
 
 #[test]
 fn exported_mobilefacenet_gives_the_checkpoints_embeddings_on_real_faces() {
-    let Some(faces_dir) = aligned_faces("exported_mobilefacenet_gives_…") else {
+    let Some(faces_dir) = smoothface_tests::faces(
+        "exported_mobilefacenet_gives_the_checkpoints_embeddings_on_real_faces",
+        ALIGNED,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +99,9 @@ fn exported_mobilefacenet_gives_the_checkpoints_embeddings_on_real_faces() {
 
 #[test]
 fn exported_iresnet50_folds_its_batch_norms_exactly() {
-    let Some(faces_dir) = aligned_faces("exported_iresnet50_folds_…") else {
+    let Some(faces_dir) =
+        smoothface_tests::faces("exported_iresnet50_folds_its_batch_norms_exactly", ALIGNED)
+    else {
         return;
     };
     tch::manual_seed(7);
@@ -179,6 +183,26 @@ fn the_export_command_refuses_to_overwrite_and_names_bad_checkpoints() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus.safetensors"));
     assert!(!dir.path().join("m").exists(), "nothing left behind");
+    // A real checkpoint cut short: the file and the cause are named.
+    let cut = dir.path().join("cut.safetensors");
+    checkpoint::write(
+        &[("w".into(), Tensor::zeros([64], tch::kind::FLOAT_CPU))],
+        &cut,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let out = run(&[
+        cut.to_str().unwrap(),
+        "--out",
+        dir.path().join("m").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cut.safetensors") && stderr.contains("truncated"),
+        "{stderr}"
+    );
     let empty = dir.path().join("empty.safetensors");
     checkpoint::write(&[("other".into(), Tensor::from_slice(&[1f32]))], &empty).unwrap();
     let out = run(&[
@@ -193,7 +217,10 @@ fn the_export_command_refuses_to_overwrite_and_names_bad_checkpoints() {
 
 #[test]
 fn quantized_models_embed_real_faces_like_the_float_one() {
-    let Some(faces_dir) = aligned_faces("quantized_models_embed_…") else {
+    let Some(faces_dir) = smoothface_tests::faces(
+        "quantized_models_embed_real_faces_like_the_float_one",
+        ALIGNED,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

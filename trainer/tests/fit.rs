@@ -6,11 +6,14 @@ mod common;
 
 use common::{payload, write_records};
 use image::{Rgb, RgbImage};
+use smoothface_tests::Rng;
+use smoothface_trainer::backbone::{Arch, Options};
+use smoothface_trainer::checkpoint;
 use smoothface_trainer::fit::EpochRecord;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tch::Tensor;
+use tch::{nn, Device, Tensor};
 
 const PEOPLE: usize = 6;
 const PHOTOS: usize = 5;
@@ -22,10 +25,9 @@ fn write_faces(root: &Path) {
         let dir = root.join(format!("person{person}"));
         std::fs::create_dir_all(&dir).unwrap();
         for photo in 0..PHOTOS {
-            let mut state = (person * 31 + photo * 7 + 1) as u32;
+            let mut rng = Rng::new((person * 31 + photo * 7 + 1) as u64);
             let image = RgbImage::from_fn(112, 112, |x, y| {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let noise = (state >> 27) as u8;
+                let noise = rng.below(32) as u8;
                 let stripe = if person % 2 == 0 { x / 8 } else { y / 8 };
                 let on = (stripe + person as u32 / 2).is_multiple_of(2);
                 let base = [(person * 40) as u8, 200 - (person * 30) as u8, 90];
@@ -134,7 +136,8 @@ fn a_run_records_every_epoch_learns_and_leaves_its_files() {
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains("tmp"))
+        // The atomic writer's temporary files are hidden (`.metrics.jsonl.XXXXXX.jsonl`).
+        .filter(|name| name.starts_with('.') || name.contains("tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
@@ -234,6 +237,81 @@ fn bad_configurations_are_refused_naming_the_file() {
             && stderr.contains("mobilefacenet."),
         "{stderr}"
     );
+}
+
+/// Starting weights that are NaN (a model that diverged) stop the run at its first validation
+/// with an error saying so and naming the epoch, not a panic.
+#[test]
+fn a_diverged_model_is_an_error_naming_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    write_faces(&faces);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
+    tch::no_grad(|| {
+        for (_, mut var) in vs.variables() {
+            let _ = var.fill_(f64::NAN);
+        }
+    });
+    let diverged = dir.path().join("diverged.safetensors");
+    checkpoint::write(&checkpoint::variables(&vs, ""), &diverged).unwrap();
+    let config = write_config(
+        dir.path(),
+        &faces,
+        &format!("[model]\ninit = \"{}\"\n", diverged.display()),
+    );
+    let out = fit(&config, &dir.path().join("run"), &["--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("epoch 0") && stderr.contains("diverged") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+/// A run's checkpoint cut short (a full disk) or edited stops `--resume` with an error naming
+/// the file and what is wrong, not a panic or an abort in libtorch.
+#[test]
+fn a_damaged_checkpoint_stops_the_resumption_naming_it() {
+    let (dir, config) = faces_and_config("epochs = 1\n");
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    let last = out.join("last.safetensors");
+    let state = [
+        ("train.epoch".to_string(), Tensor::from_slice(&[0i64])),
+        ("train.step".to_string(), Tensor::from_slice(&[0i64])),
+        (
+            "head.weight".to_string(),
+            Tensor::zeros([4, 512], tch::kind::FLOAT_CPU),
+        ),
+    ];
+    checkpoint::write(&state, &last).unwrap();
+    let whole = std::fs::read(&last).unwrap();
+    let header = u64::from_le_bytes(whole[..8].try_into().unwrap()) as usize;
+    let mut tampered = whole.clone();
+    // The header's first shape, made to claim more bytes than the file holds.
+    let text = String::from_utf8(whole[8..8 + header].to_vec()).unwrap();
+    let bigger = text.replacen("\"shape\":[", "\"shape\":[9", 1);
+    assert_ne!(bigger, text);
+    tampered.splice(8..8 + header, bigger.bytes());
+    tampered[..8].copy_from_slice(&(bigger.len() as u64).to_le_bytes());
+    for (damaged, expected) in [
+        (whole[..whole.len() / 2].to_vec(), "truncated"),
+        (tampered, "tampered"),
+    ] {
+        std::fs::write(&last, damaged).unwrap();
+        let run = fit(&config, &out, &["--quiet", "--resume"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&last.display().to_string()) && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -12,9 +12,10 @@
 use prost::Message;
 use smoothface_shared::manifest::{ModelManifest, VerifiedModel};
 use smoothface_shared::preprocess::face_tensor;
+use smoothface_tests::Rng;
 use smoothface_trainer::backbone::{Arch, Options};
-use smoothface_trainer::export::{attribute_float, attribute_int, attribute_ints};
 use smoothface_trainer::import::{import, load_weights};
+use smoothface_trainer::onnx_graph::{attribute_float, attribute_int, attribute_ints};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::nn;
@@ -26,12 +27,12 @@ use tract_onnx::pb::{
 };
 
 mod common;
-use common::{aligned_faces, crops, max_abs_diff, repo, run_tract, TOLERANCE};
+use common::{crops, max_abs_diff, run_tract, ALIGNED, TOLERANCE};
 use tract_onnx::prelude::Framework;
 
 /// The pretrained MobileFaceNet, checked against its manifest.
 fn mobilefacenet() -> VerifiedModel {
-    ModelManifest::load(&repo().join("models/mobilefacenet")).unwrap_or_else(|e| {
+    ModelManifest::load(&smoothface_tests::models().join("mobilefacenet")).unwrap_or_else(|e| {
         panic!("the pretrained MobileFaceNet is not installed: {e} (run scripts/setup)")
     })
 }
@@ -77,9 +78,10 @@ fn count_ops(proto: &ModelProto, ops: &[&str]) -> usize {
 #[test]
 fn mobilefacenet_import_reproduces_the_onnx_embeddings_of_real_faces() {
     let model = mobilefacenet();
-    let Some(dir) =
-        aligned_faces("mobilefacenet_import_reproduces_the_onnx_embeddings_of_real_faces")
-    else {
+    let Some(dir) = smoothface_tests::faces(
+        "mobilefacenet_import_reproduces_the_onnx_embeddings_of_real_faces",
+        ALIGNED,
+    ) else {
         return;
     };
     let spec = model.manifest.input.expect("the manifest gives the input");
@@ -123,27 +125,11 @@ fn mobilefacenet_import_reproduces_the_onnx_embeddings_of_real_faces() {
     );
 }
 
-/// SplitMix64: seeded random numbers, the same on every run and platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    fn uniforms(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
+/// `n` seeded random numbers uniform in `(lo, hi]`, the same on every run and platform.
+fn uniforms(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| lo + (hi - lo) * rng.uniform() as f32)
+        .collect()
 }
 
 /// arcface_torch's IResNet-50 state dict (names, shapes, values) with random weights scaled so
@@ -184,9 +170,9 @@ impl StateDict {
         sd.put(
             "fc.weight",
             &[512, fan_in],
-            rng.uniforms(512 * fan_in as usize, -bound, bound),
+            uniforms(rng, 512 * fan_in as usize, -bound, bound),
         );
-        sd.put("fc.bias", &[512], rng.uniforms(512, -0.1, 0.1));
+        sd.put("fc.bias", &[512], uniforms(rng, 512, -0.1, 0.1));
         sd.bn(rng, "features", 512, 1.0);
         // arcface_torch freezes this scale at 1.
         sd.put("features.weight", &[512], vec![1.0; 512]);
@@ -209,24 +195,24 @@ impl StateDict {
         self.put(
             &format!("{name}.weight"),
             &[out, inp, k, k],
-            rng.uniforms(n, -bound, bound),
+            uniforms(rng, n, -bound, bound),
         );
     }
 
     fn bn(&mut self, rng: &mut Rng, name: &str, c: i64, scale: f32) {
         let n = c as usize;
-        let weight = rng.uniforms(n, 0.8 * scale, 1.2 * scale);
+        let weight = uniforms(rng, n, 0.8 * scale, 1.2 * scale);
         self.put(&format!("{name}.weight"), &[c], weight);
-        self.put(&format!("{name}.bias"), &[c], rng.uniforms(n, -0.1, 0.1));
+        self.put(&format!("{name}.bias"), &[c], uniforms(rng, n, -0.1, 0.1));
         self.put(
             &format!("{name}.running_mean"),
             &[c],
-            rng.uniforms(n, -0.1, 0.1),
+            uniforms(rng, n, -0.1, 0.1),
         );
         self.put(
             &format!("{name}.running_var"),
             &[c],
-            rng.uniforms(n, 0.5, 1.5),
+            uniforms(rng, n, 0.5, 1.5),
         );
     }
 
@@ -234,7 +220,7 @@ impl StateDict {
         self.put(
             &format!("{name}.weight"),
             &[c],
-            rng.uniforms(c as usize, 0.1, 0.4),
+            uniforms(rng, c as usize, 0.1, 0.4),
         );
     }
 }
@@ -483,9 +469,9 @@ impl Writer<'_> {
 
 /// The state dict every IResNet-50 test uses, and a random input batch of 2.
 fn iresnet50_weights_and_input() -> (StateDict, Vec<f32>) {
-    let mut rng = Rng(50);
+    let mut rng = Rng::new(50);
     let sd = StateDict::iresnet50(&mut rng);
-    let input = rng.uniforms(2 * 3 * 112 * 112, -1.0, 1.0);
+    let input = uniforms(&mut rng, 2 * 3 * 112 * 112, -1.0, 1.0);
     (sd, input)
 }
 

@@ -82,20 +82,28 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Brings the schema up to date. The version is read and every pending migration applied in one
+/// write transaction taken up front, so two processes opening a new gallery at once (an index
+/// run and a `stats` beside it) serialise: the second sees the first one's version, never
+/// re-running its migrations.
 fn migrate(conn: &mut Connection) -> Result<()> {
+    let newest = MIGRATIONS.len() as i64;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == newest {
+        return Ok(()); // the common case: no write lock needed
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     anyhow::ensure!(
-        version as usize <= MIGRATIONS.len(),
-        "its schema version is {version}, newer than this smoothface's ({}): it was written by a \
-         newer smoothface, which is needed to read it",
-        MIGRATIONS.len()
+        version <= newest,
+        "its schema version is {version}, newer than this smoothface's ({newest}): it was written \
+         by a newer smoothface, which is needed to read it"
     );
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
     }
+    tx.commit()?;
     Ok(())
 }
 
@@ -486,6 +494,24 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
         assert!(!media_by_path(&conn, m).unwrap()["/p/a.jpg"].analysed);
+    }
+
+    #[test]
+    fn galleries_opened_at_once_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sqlite");
+        let opened: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| open(&path).map(drop))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in opened {
+            r.unwrap();
+        }
+        let v: i64 = open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
     }
 
     #[test]

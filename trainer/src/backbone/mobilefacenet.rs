@@ -5,7 +5,7 @@
 
 use super::layers::{Conv, ConvSpec, Layer, PRelu};
 use super::Backbone;
-use crate::export::OnnxGraph;
+use crate::onnx_graph::OnnxGraph;
 use tch::nn::{self, Module};
 use tch::Tensor;
 

@@ -12,10 +12,15 @@ mod mobilefacenet;
 pub use iresnet::IResNet50;
 pub use mobilefacenet::MobileFaceNet;
 
-use crate::export::OnnxGraph;
+use crate::onnx_graph::OnnxGraph;
 use layers::Layer;
+use smoothface_shared::manifest::{Channels, InputSpec, Layout};
 use std::fmt;
+use std::str::FromStr;
 use tch::nn;
+
+/// The size of every backbone's embedding.
+pub const EMBEDDING_SIZE: i64 = 512;
 
 /// A backbone: a module from `[N, 3, 112, 112]` face tensors to `[N, 512]` raw embeddings.
 pub trait Backbone: nn::ModuleT {
@@ -29,21 +34,20 @@ pub trait Backbone: nn::ModuleT {
 }
 
 /// Which backbone.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// MobileFaceNet with batch norm folded into its convolutions: the device's pretrained
     /// embedder (models/mobilefacenet)
-    #[value(name = "mobilefacenet")]
     MobileFaceNet,
     /// insightface arcface_torch's IResNet-50 (its r50), with real batch norm
-    #[value(name = "iresnet50")]
     IResNet50,
 }
 
 impl Arch {
+    /// Every architecture, in the order the command line lists them.
+    pub const ALL: [Arch; 2] = [Arch::MobileFaceNet, Arch::IResNet50];
+
     /// The name on the command line, and the prefix of the backbone's variables in a checkpoint
     /// (so that loading one architecture's checkpoint into the other fails by name).
     pub fn name(self) -> &'static str {
@@ -66,6 +70,32 @@ impl Arch {
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+
+    /// Parses an architecture's [`Arch::name`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::parse_choice(s, &Arch::ALL, Arch::name, "architecture")
+    }
+}
+
+/// How the pretrained weights of each architecture expect their input, as the device will
+/// feed it: MobileFaceNet's manifest says `(pixel - 127) / 128`, arcface_torch trains IResNet
+/// on `(pixel / 255 - 0.5) / 0.5`.
+pub fn input_spec(arch: Arch) -> InputSpec {
+    let (mean, std) = match arch {
+        Arch::MobileFaceNet => (127.0, 128.0),
+        Arch::IResNet50 => (127.5, 127.5),
+    };
+    InputSpec {
+        layout: Layout::Nchw,
+        size: smoothface_shared::align::CROP_SIZE,
+        channels: Channels::Rgb,
+        mean,
+        std,
     }
 }
 

@@ -13,18 +13,48 @@ mod memory;
 use crate::loss::{Mode, SmoothAp};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::process::Command;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 /// Which implementation of Smooth-AP a configuration runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Form {
     /// This crate's [`SmoothAp`]: `[queries, P, B]` differences, chunked.
     Scalable,
     /// The authors' code: `[B, B, B]` difference tensors.
     Authors,
+}
+
+impl Form {
+    /// Both forms, in the order the command line lists them.
+    pub const ALL: [Form; 2] = [Form::Scalable, Form::Authors];
+
+    /// The form's name on the command line and in the JSON rows (`scalable`, `authors`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Scalable => "scalable",
+            Form::Authors => "authors",
+        }
+    }
+}
+
+impl fmt::Display for Form {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Form {
+    type Err = String;
+
+    /// Parses a form's [`Form::name`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::parse_choice(s, &Form::ALL, Form::name, "form")
+    }
 }
 
 /// What every configuration shares.
@@ -168,7 +198,7 @@ pub fn run(
     let mut rows = vec![];
     for &batch in batches {
         for &threads in threads {
-            for form in [Form::Scalable, Form::Authors] {
+            for form in Form::ALL {
                 let estimated_bytes = authors_estimate(batch);
                 let outcome = if form == Form::Authors && estimated_bytes > authors_limit_bytes {
                     Outcome::Skipped { estimated_bytes }
@@ -244,10 +274,7 @@ pub fn machine() -> String {
 /// The rows as a markdown table: per batch size and thread count, the scalable form beside the
 /// authors' form, with the speed-up, the memory ratio and both losses.
 pub fn markdown(setup: &Setup, rows: &[Row]) -> String {
-    let mode = match setup.mode {
-        Mode::Paper => "paper",
-        Mode::Official => "official",
-    };
+    let mode = setup.mode;
     let mut out = format!(
         "Smooth-AP forward + backward, float32, D = {}, {} samples per identity, tau = {}, scalable \
          form in {mode} mode; median of up to {MAX_RUNS} passes; peak memory is the rise of the \

@@ -7,6 +7,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use smoothface_shared::manifest::InputSpec;
+use smoothface_shared::protocol::folder_per_person;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -29,39 +30,26 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Sorted entries of a folder, with the folder named in the error.
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?;
-    entries.sort();
-    Ok(entries)
-}
-
 impl FaceFolder {
-    /// Lists `root`, keeping the people with at least `min_photos` PNG or JPEG photos (training
-    /// needs several photos per person: the sampler takes P of a person at once). Files of
-    /// other types and files directly under `root` are ignored; nothing is decoded yet.
+    /// Lists `root` (through [`folder_per_person`], the listing the device's evaluation uses
+    /// too), keeping the people with at least `min_photos` PNG or JPEG photos (training needs
+    /// several photos per person: the sampler takes P of a person at once). Files of other types,
+    /// hidden entries and files directly under `root` are ignored; nothing is decoded yet.
     pub fn open(root: &Path, min_photos: usize) -> Result<Self> {
         let mut folder = FaceFolder {
             people: Vec::new(),
             images: Vec::new(),
             labels: Vec::new(),
         };
-        for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
-            let photos: Vec<PathBuf> = sorted_entries(&dir)?
-                .into_iter()
-                .filter(|p| p.is_file() && is_image(p))
-                .collect();
+        let people = folder_per_person(root)
+            .with_context(|| format!("{}: cannot list the faces", root.display()))?;
+        for person in people {
+            let photos: Vec<PathBuf> = person.images.into_iter().filter(|p| is_image(p)).collect();
             if photos.len() < min_photos.max(1) {
                 continue;
             }
             let label = folder.people.len() as i64;
-            folder
-                .people
-                .push(dir.file_name().unwrap_or_default().to_string_lossy().into());
+            folder.people.push(person.name);
             folder
                 .labels
                 .extend(std::iter::repeat_n(label, photos.len()));

@@ -141,17 +141,19 @@ impl RecordIo {
         format!("{}: record {key}", self.rec_path.display())
     }
 
-    /// Reads `len` bytes at `at`, or says that the file ends too soon.
+    /// Reads `len` bytes at `at`, or says that the file ends too soon. The bounds are checked
+    /// before anything is allocated: a damaged header or index may claim any length or offset.
     fn read_at(&self, at: u64, len: usize, key: u64, what: &str) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        if at + len as u64 > self.rec_len {
+        let end = at.checked_add(len as u64);
+        if end.is_none_or(|end| end > self.rec_len) {
             bail!(
-                "{}: truncated: its {what} needs bytes {at}..{} but the file has {}",
+                "{} at byte {at}: its {what} claims {len} bytes, beyond the end of the file \
+                 ({} bytes): truncated, or the record header or index is damaged",
                 self.name(key),
-                at + len as u64,
                 self.rec_len
             );
         }
+        let mut buf = vec![0u8; len];
         self.rec
             .read_exact_at(&mut buf, at)
             .with_context(|| format!("{}: cannot read its {what}", self.name(key)))?;

@@ -1,20 +1,18 @@
 //! `smoothface-train export`: a checkpoint into a model folder the device runs, `model.onnx`
 //! beside the `manifest.json` that says how to feed it and where it came from.
 //!
-//! The graph is written from the backbone's own layers ([`OnnxGraph`]); before the folder is
-//! published, tract runs the graph on random faces and its output is compared with the
-//! checkpoint's in libtorch, so a folder that exists is a faithful copy.
+//! The graph is written from the backbone's own layers ([`crate::onnx_graph::OnnxGraph`]);
+//! before the folder is published, tract runs the graph on random faces and its output is
+//! compared with the checkpoint's in libtorch, so a folder that exists is a faithful copy.
 
-mod onnx;
 pub mod quantize;
 mod tract_graph;
 
-pub use onnx::{attribute_float, attribute_int, attribute_ints, OnnxGraph, INPUT, OPSET, OUTPUT};
 use tract_graph::TractGraph;
 
-use crate::backbone::{Arch, Options};
+use crate::backbone::{input_spec, Arch, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
-use crate::fit::{input_spec, EMBEDDING_SIZE};
+use crate::onnx_graph::{OnnxGraph, INPUT, OPSET};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use prost::Message;
 use serde::Serialize;
@@ -46,7 +44,7 @@ pub struct Exported {
 
 /// The architecture whose variables `tensors` holds.
 fn detect_arch(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
-    [Arch::MobileFaceNet, Arch::IResNet50]
+    Arch::ALL
         .into_iter()
         .find(|arch| {
             let prefix = format!("{}.", arch.name());

@@ -18,28 +18,56 @@
 use super::{ensure_new_folder, publish_folder, TractGraph, MODEL_FILE};
 use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
+use crate::onnx_graph::{attribute_int, float_values};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use prost::Message;
 use smoothface_shared::manifest::{
     sha256_file, InputSpec, Layout, ModelFile, ModelManifest, MANIFEST_FILE,
 };
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::Path;
-use tract_onnx::pb::attribute_proto::AttributeType;
+use std::str::FromStr;
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::Framework;
 
 /// Which quantized operators the graph uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// QLinearConv: integer convolutions.
-    #[value(name = "qlinear")]
     QLinear,
     /// QuantizeLinear/DequantizeLinear pairs around float convolutions.
-    #[value(name = "qdq")]
     Qdq,
+}
+
+impl Format {
+    /// Both formats, in the order the command line lists them.
+    pub const ALL: [Format; 2] = [Format::QLinear, Format::Qdq];
+
+    /// The format's name on the command line and in the manifest (`qlinear`, `qdq`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::QLinear => "qlinear",
+            Format::Qdq => "qdq",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    /// Parses a format's [`Format::name`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::parse_choice(s, &Format::ALL, Format::name, "quantization format")
+    }
 }
 
 /// Choices of a quantization.
@@ -89,22 +117,6 @@ pub fn quantize_weights(weights: &[f32], out_channels: usize) -> (Vec<i8>, Vec<f
     (q, scales)
 }
 
-fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
-    ensure!(
-        t.data_type == DataType::Float as i32,
-        "initializer {} is not float32",
-        t.name
-    );
-    Ok(if !t.raw_data.is_empty() {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect()
-    } else {
-        t.float_data.clone()
-    })
-}
-
 fn tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
     TensorProto {
         name: name.into(),
@@ -126,27 +138,23 @@ fn node(op: &str, name: &str, input: Vec<String>, output: &str, axis: Option<i64
         op_type: op.into(),
         input,
         output: vec![output.into()],
-        attribute: axis
-            .map(|i| AttributeProto {
-                name: "axis".into(),
-                r#type: AttributeType::Int as i32,
-                i,
-                ..Default::default()
-            })
-            .into_iter()
-            .collect(),
+        attribute: axis.map(|i| attribute_int("axis", i)).into_iter().collect(),
         ..Default::default()
     }
 }
 
 /// The convolutions of `proto` that get quantized, by node index.
 fn quantized_convs(proto: &ModelProto, options: &QuantizeOptions) -> Vec<usize> {
-    let graph = proto.graph.as_ref().expect("a graph");
+    let Some(graph) = proto.graph.as_ref() else {
+        return Vec::new();
+    };
+    // A Conv without its input, its weights or its one output is not valid ONNX; it is left
+    // as it is (tract then refuses the graph, saying why) rather than indexed into.
     let convs: Vec<usize> = graph
         .node
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.op_type == "Conv")
+        .filter(|(_, n)| n.op_type == "Conv" && n.input.len() >= 2 && n.output.len() == 1)
         .map(|(i, _)| i)
         .collect();
     let skip_first = usize::from(options.first_float);
@@ -201,7 +209,9 @@ pub fn calibrate(
 /// The tensors whose ranges [`quantize_graph`] needs: each quantized convolution's input and,
 /// for QLinear, its output.
 pub fn calibration_tensors(proto: &ModelProto, options: &QuantizeOptions) -> Vec<String> {
-    let graph = proto.graph.as_ref().expect("a graph");
+    let Some(graph) = proto.graph.as_ref() else {
+        return Vec::new();
+    };
     let mut names = Vec::new();
     let mut seen = HashSet::new();
     for i in quantized_convs(proto, options) {
@@ -257,8 +267,20 @@ pub fn quantize_graph(
         let weight = initializers
             .get(w)
             .with_context(|| format!("{}: weights {w} are not an initializer", n.name))?;
-        let out_channels = weight.dims[0] as usize;
-        let (wq, w_scales) = quantize_weights(&float_values(weight)?, out_channels);
+        let out_channels = weight
+            .dims
+            .first()
+            .and_then(|&d| usize::try_from(d).ok())
+            .filter(|&d| d > 0)
+            .with_context(|| format!("{}: weights {w} have shape {:?}", n.name, weight.dims))?;
+        let values = float_values(weight)?;
+        ensure!(
+            !values.is_empty(),
+            "{}: weights {w} have shape {:?}: no values",
+            n.name,
+            weight.dims
+        );
+        let (wq, w_scales) = quantize_weights(&values, out_channels);
         let prefix = &n.output[0];
 
         // The input, quantized (once).
@@ -534,7 +556,7 @@ pub fn quantize(
         let mut int8_manifest = manifest.clone();
         int8_manifest.name = format!("{}-int8", manifest.name);
         int8_manifest.description = Some(format!(
-            "{} quantized to int8 ({:?}: {int8_convolutions} of {convs} convolutions int8)",
+            "{} quantized to int8 ({}: {int8_convolutions} of {convs} convolutions int8)",
             manifest.name, options.format
         ));
         int8_manifest.source = None;

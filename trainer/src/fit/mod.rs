@@ -20,7 +20,7 @@ pub use objective::{Objective, HEAD};
 pub use record::{read_all as read_records, EpochRecord};
 pub use validation::ValidationSet;
 
-use crate::backbone::{Arch, Options};
+use crate::backbone::{input_spec, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
 use crate::config::{DeviceChoice, TrainConfig};
 use crate::data::augment::Augment;
@@ -31,31 +31,13 @@ use crate::data::sampler::PkSampler;
 use crate::optim::Adam;
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use smoothface_shared::manifest::{Channels, InputSpec, Layout};
+use smoothface_shared::atomic::write_atomically;
+use smoothface_shared::manifest::InputSpec;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
-
-/// The size of every backbone's embedding.
-pub const EMBEDDING_SIZE: i64 = 512;
-
-/// How the pretrained weights of each architecture expect their input, as the device will
-/// feed it: MobileFaceNet's manifest says `(pixel - 127) / 128`, arcface_torch trains IResNet
-/// on `(pixel / 255 - 0.5) / 0.5`.
-pub fn input_spec(arch: Arch) -> InputSpec {
-    let (mean, std) = match arch {
-        Arch::MobileFaceNet => (127.0, 128.0),
-        Arch::IResNet50 => (127.5, 127.5),
-    };
-    InputSpec {
-        layout: Layout::Nchw,
-        size: smoothface_shared::align::CROP_SIZE,
-        channels: Channels::Rgb,
-        mean,
-        std,
-    }
-}
 
 /// How `fit` was asked to run, besides the configuration.
 #[derive(Debug, Clone)]
@@ -225,7 +207,16 @@ pub fn fit(
             let t = state
                 .get(key)
                 .with_context(|| format!("{}: no `{key}`", last_path.display()))?;
-            Ok(t.int64_value(&[0]) as usize)
+            // A tampered checkpoint may hold anything under the key: no panic on it.
+            t.f_int64_value(&[0])
+                .ok()
+                .and_then(|v| usize::try_from(v).ok())
+                .with_context(|| {
+                    format!(
+                        "{}: `{key}` is not one non-negative integer",
+                        last_path.display()
+                    )
+                })
         };
         let (epoch, step) = (position("train.epoch")?, position("train.step")?);
         let mut records = record::read_all(&records_path)?;
@@ -235,15 +226,20 @@ pub fn fit(
         (0, 0, Vec::new())
     };
     let started = Instant::now();
-    let evaluate = |epoch, step, loss, speed| {
-        let report = validation.evaluate(
-            backbone.as_ref(),
-            &spec,
-            device,
-            config.eval.batch_size,
-            &config.eval.recall_at,
-        );
-        EpochRecord {
+    let evaluate = |epoch: usize, step, loss, speed| -> Result<EpochRecord> {
+        let report = validation
+            .evaluate(
+                backbone.as_ref(),
+                &spec,
+                device,
+                config.eval.batch_size,
+                &config.eval.recall_at,
+            )
+            .with_context(|| match epoch {
+                0 => "validating the starting model (epoch 0)".to_owned(),
+                _ => format!("validating epoch {epoch}"),
+            })?;
+        Ok(EpochRecord {
             epoch,
             step,
             train_loss: loss,
@@ -252,10 +248,10 @@ pub fn fit(
             val_recall: report.recall_at.into_iter().collect::<BTreeMap<_, _>>(),
             val_queries: report.queries,
             elapsed_seconds: started.elapsed().as_secs_f64(),
-        }
+        })
     };
     if records.is_empty() {
-        let before = evaluate(0, 0, None, None);
+        let before = evaluate(0, 0, None, None)?;
         on_epoch(&before);
         records.push(before);
         record::write_all(&records, &records_path)?;
@@ -309,7 +305,7 @@ pub fn fit(
             step,
             Some(loss_sum / batches.max(1) as f64),
             Some(speed),
-        );
+        )?;
         // The record first and the state last: a run killed in between redoes the epoch, and
         // its resumption drops the record of the epoch it redoes.
         let improved = record.val_map > best;
@@ -355,7 +351,9 @@ fn prepare_folder(
             out.display()
         );
     }
-    std::fs::write(config_path, config_text)
+    // Atomically, as every file of the run: a half-written configuration would refuse the
+    // resumption of its own run.
+    write_atomically(config_path, |file| file.write_all(config_text.as_bytes()))
         .with_context(|| format!("{}: cannot write", config_path.display()))
 }
 

@@ -3,6 +3,7 @@
 use super::record::EpochRecord;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
+use smoothface_shared::atomic::write_atomically;
 use std::path::Path;
 use std::sync::Once;
 
@@ -74,7 +75,7 @@ fn chart(
     Ok(())
 }
 
-/// Draws `records` into a PNG at `path` (written under a temporary name and renamed).
+/// Draws `records` into a PNG at `path`, written atomically.
 pub fn draw(records: &[EpochRecord], path: &Path) -> Result<()> {
     register_font();
     let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
@@ -97,10 +98,9 @@ pub fn draw(records: &[EpochRecord], path: &Path) -> Result<()> {
     }
     let image =
         image::RgbImage::from_raw(WIDTH, HEIGHT, pixels).expect("buffer of the plot's size");
-    let tmp = path.with_extension("png.tmp");
-    image
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot write the plot", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    write_atomically(path, |file| -> Result<()> {
+        image.write_to(file, image::ImageFormat::Png)?;
+        Ok(())
+    })
+    .with_context(|| format!("{}: cannot write the plot", path.display()))
 }

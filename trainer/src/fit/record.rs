@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use smoothface_shared::atomic::write_atomically;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -45,17 +46,14 @@ pub fn read_all(path: &Path) -> Result<Vec<EpochRecord>> {
         .collect()
 }
 
-/// Writes `records` to `path`, one per line, through a temporary file and a rename.
+/// Writes `records` to `path`, one per line, atomically: a killed run leaves the old file or the
+/// whole new one.
 pub fn write_all(records: &[EpochRecord], path: &Path) -> Result<()> {
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let mut text = String::new();
     for record in records {
-        writeln!(file, "{}", serde_json::to_string(record)?)
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+        text += &serde_json::to_string(record)?;
+        text.push('\n');
     }
-    file.sync_all()
-        .with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    write_atomically(path, |file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("{}: cannot write", path.display()))
 }

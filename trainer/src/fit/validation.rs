@@ -4,8 +4,9 @@ use crate::backbone::Backbone;
 use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
 use crate::loss::l2_normalize;
+use anyhow::{anyhow, Result};
 use smoothface_shared::manifest::InputSpec;
-use smoothface_shared::metrics::{retrieval_metrics, RetrievalReport};
+use smoothface_shared::metrics::{retrieval_metrics, MetricsError, RetrievalReport};
 use tch::{Device, Kind};
 
 /// Validation faces, decoded once and kept in memory.
@@ -49,7 +50,9 @@ impl ValidationSet {
     }
 
     /// Embeds every face with `backbone` in evaluation mode, `batch` at a time, and computes
-    /// mAP and Recall@`ks` with every face querying all the others.
+    /// mAP and Recall@`ks` with every face querying all the others. Embeddings that are NaN or
+    /// infinite (weights that diverged, or a starting checkpoint that holds such values) are an
+    /// error saying so: they have no ranking to measure.
     pub fn evaluate(
         &self,
         backbone: &dyn Backbone,
@@ -57,10 +60,10 @@ impl ValidationSet {
         device: Device,
         batch: usize,
         ks: &[usize],
-    ) -> RetrievalReport {
+    ) -> Result<RetrievalReport> {
         let mut embeddings = Vec::new();
         let mut dim = 0;
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             for chunk in self.crops.chunks(batch) {
                 let input = crops_to_tensor(chunk, spec).to_device(device);
                 let out = l2_normalize(&backbone.forward_t(&input, false))
@@ -68,9 +71,52 @@ impl ValidationSet {
                     .to_device(Device::Cpu)
                     .contiguous();
                 dim = out.size()[1] as usize;
-                embeddings.extend(Vec::<f32>::try_from(out.flatten(0, -1)).expect("f32 tensor"));
+                embeddings.extend(Vec::<f32>::try_from(out.flatten(0, -1))?);
+            }
+            Ok(())
+        })?;
+        retrieval_metrics(&embeddings, dim.max(1), &self.labels, ks).map_err(|e| match e {
+            MetricsError::NonFinite { count, total } => anyhow!(
+                "the model diverged: {count} of its {total} embedding values are NaN or \
+                 infinite (lower [optimizer] lr, or check the starting weights)"
+            ),
+            other => anyhow!(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::{input_spec, Arch, Options};
+
+    /// A backbone whose weights are NaN (as after a divergent step) makes validation an error
+    /// that says the model diverged, not a panic.
+    #[test]
+    fn a_diverged_model_is_an_error_not_a_panic() {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let backbone = Arch::MobileFaceNet.build(&vs.root(), Options::default());
+        let spec = input_spec(Arch::MobileFaceNet);
+        let crop = vec![128u8; 3 * spec.size * spec.size];
+        let set = ValidationSet {
+            crops: vec![crop; 4],
+            labels: vec![0, 0, 1, 1],
+            skipped: Vec::new(),
+        };
+        let healthy = set.evaluate(backbone.as_ref(), &spec, Device::Cpu, 2, &[1]);
+        assert_eq!(healthy.unwrap().queries, 4);
+        tch::no_grad(|| {
+            for (_, mut var) in vs.variables() {
+                let _ = var.fill_(f64::NAN);
             }
         });
-        retrieval_metrics(&embeddings, dim.max(1), &self.labels, ks)
+        let err = set
+            .evaluate(backbone.as_ref(), &spec, Device::Cpu, 2, &[1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("diverged") && err.contains("NaN or infinite"),
+            "{err}"
+        );
     }
 }

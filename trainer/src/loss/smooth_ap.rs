@@ -28,6 +28,8 @@
 
 use super::{check_batch, check_parameter, l2_normalize, LossError};
 use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
 use tch::Tensor;
 
 /// The temperature of the sigmoid that smooths the ranking: the paper's 0.01.
@@ -38,17 +40,7 @@ pub const DEFAULT_TAU: f64 = 0.01;
 pub const DEFAULT_CHUNK_ELEMENTS: i64 = 1 << 22;
 
 /// Which sets Smooth-AP ranks against; see the [module documentation](self).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The paper's definition: the query is neither retrieved nor its own positive.
@@ -56,6 +48,34 @@ pub enum Mode {
     Paper,
     /// The authors' released code: the query is in its own retrieval and positive sets.
     Official,
+}
+
+impl Mode {
+    /// Every mode, in the order the command line lists them.
+    pub const ALL: [Mode; 2] = [Mode::Paper, Mode::Official];
+
+    /// The mode's name on the command line and in configurations (`paper`, `official`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Paper => "paper",
+            Mode::Official => "official",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    /// Parses a mode's [`Mode::name`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::parse_choice(s, &Mode::ALL, Mode::name, "Smooth-AP mode")
+    }
 }
 
 /// Smooth-AP with its temperature and mode.
@@ -395,21 +415,13 @@ mod tests {
         use crate::data::folder::FaceFolder;
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let faces = std::env::var_os("SMOOTHFACE_FACES")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| repo.join("../shared/data/faces"))
-            .join("glint-aligned12");
-        if !faces.is_dir() {
-            eprintln!(
-                "SKIPPED real-embedding Smooth-AP check: no faces at {}",
-                faces.display()
-            );
+        let test = "matches_the_naive_definition_on_real_embeddings";
+        let Some(faces) = smoothface_tests::faces(test, "glint-aligned12") else {
             return;
-        }
+        };
         let dir = tempfile::tempdir().unwrap();
         let ckpt = dir.path().join("m.safetensors");
-        let onnx = repo.join("models/mobilefacenet/fr_feature.onnx");
+        let onnx = smoothface_tests::models().join("mobilefacenet/fr_feature.onnx");
         crate::import::import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         let net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
@@ -420,7 +432,7 @@ mod tests {
         let mut order: Vec<usize> = (0..folder.len()).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
         order.truncate(224);
-        let spec = crate::fit::input_spec(Arch::MobileFaceNet);
+        let spec = crate::backbone::input_spec(Arch::MobileFaceNet);
         let input = folder.load_batch(&order, &spec).unwrap();
         let out = tch::no_grad(|| net.forward_t(&input, false)).to_kind(Kind::Double);
         let embeddings = Vec::<f64>::try_from(out.flatten(0, -1)).unwrap();
@@ -494,7 +506,7 @@ mod tests {
     fn invariances() {
         let (b, d) = (48, 6);
         let (embeddings, labels) = random_batch(11, b, d, 12);
-        let mut rng = crate::loss::testing::Rng::new(5);
+        let mut rng = smoothface_tests::Rng::new(5);
         let mut order: Vec<usize> = (0..b).collect();
         for k in (1..b).rev() {
             order.swap(k, rng.below(k as u64 + 1) as usize);

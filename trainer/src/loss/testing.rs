@@ -1,40 +1,8 @@
-//! Helpers for the losses' tests: seeded random batches without tch's generator, and gradients
-//! read back as plain numbers.
+//! Helpers for the losses' tests: seeded random batches without tch's generator (so that test
+//! batches do not depend on libtorch's), and gradients read back as plain numbers.
 
+use smoothface_tests::Rng;
 use tch::{Kind, Tensor};
-
-/// SplitMix64: a small seeded generator, so that test batches do not depend on libtorch's.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    /// Uniform in 0..n.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
 
 /// `b` Gaussian embeddings of dimension `d` (row-major) and labels drawn uniformly from
 /// `0..classes`: classes of every size, singletons included, in random order.

@@ -1,9 +1,11 @@
-//! Helpers shared by the trainer's integration tests: the real aligned faces, and tract as the
-//! independent runtime that ONNX graphs are checked against.
+//! Helpers shared by the trainer's integration tests: reading the real aligned faces (which
+//! `smoothface_tests` locates), tract as the independent runtime that ONNX graphs are checked
+//! against, and RecordIO records written by hand.
 
 // Each test file uses its own subset of the helpers.
 #![allow(dead_code)]
 
+use smoothface_shared::protocol::folder_per_person;
 use smoothface_trainer::data::recordio::MAGIC;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
@@ -11,48 +13,17 @@ use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 /// The largest difference allowed between two runtimes' outputs for the same weights.
 pub const TOLERANCE: f32 = 1e-4;
 
-/// The repository's root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The real aligned faces, or `None` (saying the test is skipped) when they are absent.
-pub fn aligned_faces(test: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("SMOOTHFACE_FACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data/faces"));
-    let dir = root.join("glint-aligned12");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: no aligned faces at {} (set SMOOTHFACE_FACES)",
-            dir.display()
-        );
-        None
-    }
-}
-
-/// The entries of a folder, sorted by name.
-pub fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    entries
-}
+/// The set of real face photos the tests use: 12 people, 60 crops each, already aligned to
+/// 112x112 (found with [`smoothface_tests::faces`]).
+pub const ALIGNED: &str = "glint-aligned12";
 
 /// `count` faces of each of the first `people` identities (by name), as interleaved RGB crops.
 pub fn crops(dir: &Path, people: usize, count: usize) -> Vec<Vec<u8>> {
-    let people: Vec<PathBuf> = sorted_entries(dir)
+    folder_per_person(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
-        .filter(|p| p.is_dir())
         .take(people)
-        .collect();
-    people
-        .iter()
-        .flat_map(|person| sorted_entries(person).into_iter().take(count))
+        .flat_map(|person| person.images.into_iter().take(count))
         .map(|file| {
             image::open(&file)
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()))

@@ -1,4 +1,7 @@
-//! An ONNX graph written from the backbones' own layers (tch has no ONNX exporter).
+//! The ONNX protobuf the trainer writes and reads: [`OnnxGraph`], the graph builder each
+//! backbone writes its own forward pass with (tch has no ONNX exporter) and that `export` and
+//! `quantize` use, its attribute helpers, and [`float_values`], the one reader of float
+//! initialisers (`import` takes pretrained weights with it, `quantize` the weights it rounds).
 //!
 //! The graph is plain ONNX at opset 13: one float32 input `input` of shape `[batch, 3, 112,
 //! 112]` whose batch is symbolic (the flattening before a fully connected layer is a `Flatten`,
@@ -9,9 +12,10 @@
 //! graph keeps the standard operators every runtime knows.
 
 use crate::backbone::layers::{BatchNorm, Conv, Linear, PRelu};
+use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 use tract_onnx::pb::attribute_proto::AttributeType;
-use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
 use tract_onnx::pb::{
     type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -61,6 +65,54 @@ pub fn attribute_float(name: &str, f: f32) -> AttributeProto {
         f,
         ..Default::default()
     }
+}
+
+/// The values of the float32 initialiser `t`, from `raw_data` (little-endian) when it is set,
+/// from `float_data` otherwise (as ONNX stores them), checked against its shape. Errors name
+/// the initialiser: a graph from elsewhere may store weights in any type, outside the file, or
+/// with fewer values than its shape says.
+pub fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
+    ensure!(
+        t.data_type == DataType::Float as i32,
+        "initialiser '{}' is stored as {}; only float32 weights are read",
+        t.name,
+        DataType::try_from(t.data_type).map_or_else(
+            |_| format!("data type {}", t.data_type),
+            |d| format!("{d:?}")
+        )
+    );
+    ensure!(
+        t.data_location != Some(DataLocation::External as i32),
+        "initialiser '{}' is stored outside the .onnx file (external data), which is not read",
+        t.name
+    );
+    let count = t
+        .dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .with_context(|| format!("initialiser '{}' has a bad shape {:?}", t.name, t.dims))?;
+    let values: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        ensure!(
+            t.raw_data.len().is_multiple_of(4),
+            "initialiser '{}' has {} bytes of raw data, not a whole number of float32 values",
+            t.name,
+            t.raw_data.len()
+        );
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    ensure!(
+        values.len() == count,
+        "initialiser '{}' has shape {:?} ({count} values) but holds {} values",
+        t.name,
+        t.dims,
+        values.len()
+    );
+    Ok(values)
 }
 
 /// A float32 tensor value `name` of shape `[batch, rest...]`.
