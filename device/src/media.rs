@@ -347,8 +347,9 @@ mod tests {
     fn a_streamed_scan_hashes_sniffs_and_finds_truncation_across_buffers() {
         let dir = tempfile::tempdir().unwrap();
         // A JPEG larger than the scan buffer, so markers and the hash span several reads.
-        let img =
-            image::RgbImage::from_fn(700, 500, |x, y| Rgb([(x * 7 ^ y * 13) as u8, y as u8, 9]));
+        let img = image::RgbImage::from_fn(700, 500, |x, y| {
+            Rgb([((x * 7) ^ (y * 13)) as u8, y as u8, 9])
+        });
         let jpeg = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
         assert!(jpeg.len() > 2 * SCAN_BUFFER, "{} bytes", jpeg.len());
         let path = dir.path().join("big.jpg");

@@ -118,7 +118,7 @@ impl Mtcnn {
                 .get(&[1, side, side, 3])
                 .and_then(|plan| {
                     let blank = Tensor::zero::<f32>(&[1, side, side, 3])?;
-                    Ok(plan.run(tvec!(blank.into()))?)
+                    plan.run(tvec!(blank.into()))
                 })
                 .map(|out| out.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>())
                 .with_context(|| {
