@@ -686,17 +686,20 @@ fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
     let places = g.places();
     let found: Vec<_> = [models::EMBEDDER, models::DETECTOR]
         .into_iter()
-        .map(|name| {
-            let hit = places.locate(name);
-            json!({
-                "name": name,
-                "dir": hit.as_ref().map(|(d, _)| d),
-                "origin": hit.as_ref().map(|(_, p)| p.origin),
-            })
-        })
+        .map(|name| (name, places.locate(name)))
         .collect();
     if json {
-        let out = json!({"models": found, "places": places.places()});
+        let models: Vec<_> = found
+            .iter()
+            .map(|(name, hit)| {
+                json!({
+                    "name": name,
+                    "dir": hit.as_ref().map(|(d, _)| d),
+                    "origin": hit.as_ref().map(|(_, p)| p.origin),
+                })
+            })
+            .collect();
+        let out = json!({"models": models, "places": places.places()});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("places, searched in this order:");
@@ -706,25 +709,17 @@ fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
                 None => println!("  {}: (not set)", p.origin),
             }
         }
-        for m in &found {
-            match m["dir"].as_str() {
-                Some(d) => println!(
-                    "{}: {d} ({})",
-                    m["name"].as_str().unwrap_or("?"),
-                    m["origin"].as_str().unwrap_or("?")
-                ),
-                None => println!(
-                    "{}: not found (smoothface models install)",
-                    m["name"].as_str().unwrap_or("?")
-                ),
+        for (name, hit) in &found {
+            match hit {
+                Some((dir, place)) => println!("{name}: {} ({})", dir.display(), place.origin),
+                None => println!("{name}: not found (smoothface models install)"),
             }
         }
     }
-    let missing = found.iter().any(|m| m["dir"].is_null());
-    Ok(if missing {
-        ExitCode::FAILURE
-    } else {
+    Ok(if found.iter().all(|(_, hit)| hit.is_some()) {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

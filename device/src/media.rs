@@ -145,7 +145,8 @@ pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
     })
 }
 
-/// Decodes a scanned file from disk (streamed through a buffered reader) as [`decode_rgb`] does.
+/// Decodes a scanned file from disk, streamed through a buffered reader: the pixel limit is
+/// checked on the header, the EXIF orientation applied, the result 8-bit RGB.
 pub fn load_scanned(path: &Path, scan: &Scanned, max_pixels: u64) -> Result<RgbImage, DecodeError> {
     let Some(format) = scan.format else {
         return Err(DecodeError::NotAnImage {
@@ -171,30 +172,7 @@ pub fn load_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
     load_scanned(path, &scan_file(path, false)?, max_pixels)
 }
 
-/// Decodes image bytes (named by `path` in errors) as [`load_rgb`] does.
-pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    let path_buf = || path.to_path_buf();
-    if bytes.is_empty() {
-        return Err(DecodeError::Empty { path: path_buf() });
-    }
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|source| DecodeError::Io {
-            path: path_buf(),
-            source,
-        })?;
-    if reader.format().is_none() {
-        return Err(DecodeError::NotAnImage { path: path_buf() });
-    }
-    let mut markers = JpegMarkers::default();
-    markers.feed(bytes);
-    if reader.format() == Some(ImageFormat::Jpeg) && markers.truncated() {
-        return Err(DecodeError::Truncated { path: path_buf() });
-    }
-    decode_reader(reader, path, max_pixels)
-}
-
-/// The decoding both entry points share: pixel limit from the header, orientation, RGB.
+/// The decoding itself: pixel limit from the header, orientation, RGB.
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     reader: ImageReader<R>,
     path: &Path,
@@ -266,6 +244,23 @@ mod tests {
     use super::*;
     use image::{Luma, Rgb};
 
+    /// Decodes `bytes` the way the device reads a file: written to a temporary file named
+    /// `name`, then [`load_rgb`]; returns the result and the file's path.
+    fn decode_named(
+        bytes: &[u8],
+        name: &str,
+        max_pixels: u64,
+    ) -> (Result<RgbImage, DecodeError>, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        (load_rgb(&path, max_pixels), path)
+    }
+
+    fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+        decode_named(bytes, name, max_pixels).0
+    }
+
     fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
@@ -275,7 +270,7 @@ mod tests {
     #[test]
     fn grey_and_16_bit_images_become_rgb() {
         let grey = DynamicImage::ImageLuma8(image::ImageBuffer::from_pixel(3, 2, Luma([200u8])));
-        let rgb = decode_rgb(&encode(&grey, ImageFormat::Png), Path::new("g.png"), 100).unwrap();
+        let rgb = decode_rgb(&encode(&grey, ImageFormat::Png), "g.png", 100).unwrap();
         assert_eq!(rgb.dimensions(), (3, 2));
         assert_eq!(rgb.get_pixel(1, 1), &Rgb([200, 200, 200]));
 
@@ -284,7 +279,7 @@ mod tests {
             2,
             Rgb([65535u16, 0, 32896]),
         ));
-        let rgb = decode_rgb(&encode(&deep, ImageFormat::Png), Path::new("d.png"), 100).unwrap();
+        let rgb = decode_rgb(&encode(&deep, ImageFormat::Png), "d.png", 100).unwrap();
         assert_eq!(rgb.get_pixel(0, 0), &Rgb([255, 0, 128]));
     }
 
@@ -300,8 +295,7 @@ mod tests {
             ImageFormat::Pnm,
         ] {
             let bytes = encode(&DynamicImage::ImageRgb8(img.clone()), format);
-            let back = decode_rgb(&bytes, Path::new("x"), 100)
-                .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            let back = decode_rgb(&bytes, "x", 100).unwrap_or_else(|e| panic!("{format:?}: {e}"));
             // GIF quantises to a palette of 256: these 15 colours fit, so it is exact too.
             assert_eq!(back, img, "{format:?}");
         }
@@ -310,15 +304,16 @@ mod tests {
     #[test]
     fn pgm_is_read_by_content() {
         let pgm = b"P2\n2 1\n255\n0 255\n";
-        let rgb = decode_rgb(pgm, Path::new("no-extension"), 100).unwrap();
+        let rgb = decode_rgb(pgm, "no-extension", 100).unwrap();
         assert_eq!(rgb.get_pixel(1, 0), &Rgb([255, 255, 255]));
     }
 
     #[test]
     fn bad_inputs_name_the_file_and_the_cause() {
-        let p = Path::new("/photos/x.jpg");
+        let p = "x.jpg";
         let msg = |e: DecodeError| e.to_string();
-        assert!(msg(decode_rgb(b"", p, 100).unwrap_err()).contains("/photos/x.jpg: empty file"));
+        let (empty, path) = decode_named(b"", p, 100);
+        assert!(msg(empty.unwrap_err()).contains(&format!("{}: empty file", path.display())));
         assert!(
             msg(decode_rgb(b"hello, not an image", p, 100).unwrap_err()).contains("not an image")
         );
@@ -406,7 +401,7 @@ mod tests {
         with_exif.extend_from_slice(&len.to_be_bytes());
         with_exif.extend_from_slice(&payload);
         with_exif.extend_from_slice(&jpeg[2..]);
-        let rgb = decode_rgb(&with_exif, Path::new("r.jpg"), 1000).unwrap();
+        let rgb = decode_rgb(&with_exif, "r.jpg", 1000).unwrap();
         assert_eq!(rgb.dimensions(), (8, 16));
         assert!(
             rgb.get_pixel(4, 2)[0] < 30,

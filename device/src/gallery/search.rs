@@ -66,11 +66,11 @@ impl FaceMatrix {
         )?;
         let mut rows = stmt.query([model_id])?;
         while let Some(r) = rows.next()? {
+            let id = r.get(3)?;
             let blob = r.get_ref(2)?.as_blob().unwrap_or_default();
-            if blob.len() == dim * 4 {
-                m.push(r.get(0)?, r.get(1)?, &db::from_blob(blob));
-            } else {
-                m.damaged.push(r.get(3)?);
+            match db::floats(blob, dim, id, "embedding") {
+                Ok(embedding) => m.push(r.get(0)?, r.get(1)?, &embedding),
+                Err(_) => m.damaged.push(id),
             }
         }
         Ok(m)
