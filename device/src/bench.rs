@@ -8,7 +8,9 @@
 //! - detection: per-photo time on the photos as they are (250x250 for LFW) and resized to 500x400;
 //! - end to end: photos per second of `index` on all cores, into a fresh gallery;
 //! - search: one query against 10k, 100k and 1M random unit vectors, against numpy's
-//!   matrix-vector product.
+//!   matrix-vector product;
+//! - grouping: faces into people from scratch and incrementally, ours beside the Immich rule on
+//!   the same synthetic vectors ([`grouping`]).
 
 use crate::embedder::Embedder;
 use crate::gallery::{db, index, search::FaceMatrix};
@@ -46,6 +48,10 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// Also time each operator of every graph as the device runs it, in both runtimes.
     pub profile: bool,
+    /// Faces grouped from scratch in the grouping timing (0 skips it).
+    pub grouping_faces: usize,
+    /// Faces then added to that gallery.
+    pub grouping_add: usize,
 }
 
 /// A timing beside its peer's.
@@ -216,6 +222,13 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
             peer_ms: peer_search.as_ref().map(|p| p.1[i]),
             peer: peer_search.as_ref().map(|p| p.0.clone()),
         });
+    }
+    if opts.grouping_faces > 0 {
+        rows.extend(grouping(
+            opts.grouping_faces,
+            opts.grouping_add,
+            pipeline.embedder.dim(),
+        ));
     }
     Ok(BenchReport {
         rows,
@@ -546,4 +559,74 @@ fn numpy_search(python: &Path, sizes: &[usize]) -> Result<(String, Vec<f64>)> {
         .filter_map(|r| r["median_ms"].as_f64())
         .collect();
     Ok((v["runtime"].as_str().unwrap_or("numpy").into(), times))
+}
+
+/// Grouping on synthetic faces: `people` people of `faces / people` faces each, 512-d (the
+/// embedder's size), a face `centre + 0.8 noise` normalised (two faces of a person about 0.6
+/// similar, as ArcFace's are), in a shuffled order as in a library. Ours and the Immich rule,
+/// from scratch over `faces`, then `add` more faces (of the same people and of new ones) grouped
+/// against what each made.
+pub fn grouping(faces: usize, add: usize, dim: usize) -> Vec<Row> {
+    use crate::people::{immich, linkage, Gallery, Grouping};
+    let each = 20;
+    let total = faces + add;
+    let people = total.div_ceil(each);
+    let centres: Vec<Vec<f32>> = (0..people).map(|p| m_row(dim, 1_000_000_000 + p)).collect();
+    // Face i is of person (i * a prime) mod people: people spread all over the gallery.
+    let data: Vec<f32> = (0..total)
+        .flat_map(|i| {
+            let noise = m_row(dim, i);
+            let c = &centres[(i * 7919) % people];
+            let mut v: Vec<f32> = c.iter().zip(&noise).map(|(c, n)| c + 0.8 * n).collect();
+            l2_normalize(&mut v);
+            v
+        })
+        .collect();
+    let first = &data[..faces * dim];
+    let scratch = Gallery::from_scratch(first, dim);
+    let incremental = |made: &Grouping| {
+        let mut person = vec![None; total];
+        for (p, rows) in made.new_people.iter().enumerate() {
+            for &r in rows {
+                person[r as usize] = Some(p as i64);
+            }
+        }
+        Gallery {
+            data: &data,
+            dim,
+            person,
+            pending: made
+                .unassigned
+                .iter()
+                .copied()
+                .chain(faces as u32..total as u32)
+                .collect(),
+            rejected: Default::default(),
+        }
+    };
+    let ours_config = linkage::LinkageConfig::default();
+    let immich_config = immich::ImmichConfig::default();
+    let (ours_ms, ours) = time_ms(|| linkage::group(&scratch, &ours_config));
+    let (immich_ms, theirs) = time_ms(|| immich::group(&scratch, &immich_config));
+    let (ours_add, theirs_add) = (incremental(&ours), incremental(&theirs));
+    let ours_add_ms = time_ms(|| linkage::group(&ours_add, &ours_config)).0;
+    let immich_add_ms = time_ms(|| immich::group(&theirs_add, &immich_config)).0;
+    let peer = Some("Immich rule, same vectors".to_string());
+    vec![
+        Row {
+            what: format!(
+                "group {faces} faces from scratch ({} people of {each}, 512-d synthetic)",
+                faces / each
+            ),
+            ours_ms,
+            peer_ms: Some(immich_ms),
+            peer: peer.clone(),
+        },
+        Row {
+            what: format!("add {add} faces to the {faces}-face gallery"),
+            ours_ms: ours_add_ms,
+            peer_ms: Some(immich_add_ms),
+            peer,
+        },
+    ]
 }

@@ -4,7 +4,8 @@
 //! One module per job; the `smoothface` binary is a thin command line over them:
 //! [`media`] decodes photos, [`mtcnn`] detects faces, [`embedder`] embeds them (on [`onnx`]'s
 //! load-time graph rewrites and the device's [`kernels`]), [`pipeline`] chains the three,
-//! [`gallery`] stores, indexes and searches, [`eval`] measures accuracy, [`bench`] speed,
+//! [`gallery`] stores, indexes and searches, [`people`] groups faces into people and keeps the
+//! user's corrections, [`eval`] measures accuracy, [`bench`] speed,
 //! [`align`] writes training crops, [`models`] finds and installs the models, [`progress`] draws
 //! the progress bars.
 
@@ -18,5 +19,6 @@ pub mod media;
 pub mod models;
 pub mod mtcnn;
 pub mod onnx;
+pub mod people;
 pub mod pipeline;
 pub mod progress;

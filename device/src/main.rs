@@ -10,6 +10,11 @@ use smoothface_device::gallery::{db, index, search::FaceMatrix};
 use smoothface_device::media::DEFAULT_MAX_PIXELS;
 use smoothface_device::models::{self, ModelPlaces};
 use smoothface_device::mtcnn::MtcnnConfig;
+use smoothface_device::people::fusion::Fusion;
+use smoothface_device::people::immich::ImmichConfig;
+use smoothface_device::people::linkage::LinkageConfig;
+use smoothface_device::people::store::{self as people_store, Eligibility};
+use smoothface_device::people::{decisions, evaluation};
 use smoothface_device::pipeline::{FacePick, Pipeline};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -78,18 +83,26 @@ enum Command {
         /// Folders (or single files' folders) to index
         #[arg(required = true, value_name = "DIR")]
         dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        grouping: GroupingArgs,
         /// Print the run's report as JSON
         #[arg(long)]
         json: bool,
     },
-    /// Rank the gallery's photos by how much their best face looks like the query's face
+    /// Rank the gallery's photos by how much their best face looks like the query's face, or
+    /// like a person's faces (--person)
     Search {
         /// Photo of the person to look for
-        photo: PathBuf,
+        #[arg(required_unless_present = "person", conflicts_with = "person")]
+        photo: Option<PathBuf>,
+        /// Search for a person of the gallery (id or name) from all of their faces: their photos
+        /// first, then the others ranked ("is this her too?")
+        #[arg(long, value_name = "PERSON")]
+        person: Option<String>,
         /// Which face of the query photo, 0 being the largest (see `smoothface detect`)
         #[arg(long, default_value_t = 0, value_name = "N")]
         face: usize,
-        /// How many photos to list (0: all)
+        /// How many photos to list (0: all); with --person, how many beyond the person's own
         #[arg(long, default_value_t = 20, value_name = "K")]
         top: usize,
         /// Only photos whose best face has at least this cosine similarity
@@ -136,6 +149,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The people of the gallery: list, name, merge, split, move, reject, undo
+    #[command(subcommand)]
+    People(PeopleCommand),
     /// Find, list and install the models
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -175,12 +191,143 @@ enum Command {
         /// folder, made by `scripts/setup --bench` in the source tree]
         #[arg(long, value_name = "PYTHON")]
         python: Option<PathBuf>,
+        /// Faces grouped into people from scratch, ours beside the Immich rule (synthetic
+        /// 512-d vectors; 0 skips)
+        #[arg(long, default_value_t = 100_000, value_name = "N")]
+        grouping_faces: usize,
+        /// Faces then added to that gallery, grouped incrementally
+        #[arg(long, default_value_t = 1_000, value_name = "N")]
+        grouping_add: usize,
+        /// Only the grouping timing (no photos, models or peers needed)
+        #[arg(long)]
+        grouping_only: bool,
         /// Skip the peers
         #[arg(long)]
         no_peer: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// How faces are grouped into people (`index`, `people update`, `eval people`).
+#[derive(Args, Clone)]
+struct GroupingArgs {
+    /// Smallest mean cosine similarity of two groups of faces merged into one person
+    #[arg(long, default_value_t = LinkageConfig::default().threshold, value_name = "S")]
+    link_threshold: f32,
+    /// Faces a new person needs (fewer stay unassigned until more arrive)
+    #[arg(long, default_value_t = LinkageConfig::default().min_faces, value_name = "N")]
+    person_min_faces: usize,
+    /// Faces with a lower detector score are not grouped
+    #[arg(long, default_value_t = Eligibility::default().min_score, value_name = "S")]
+    group_min_score: f32,
+    /// Faces whose box is smaller (shorter side, pixels) are not grouped
+    #[arg(long, default_value_t = Eligibility::default().min_size, value_name = "PX")]
+    group_min_size: f32,
+}
+
+impl GroupingArgs {
+    fn linkage(&self) -> Result<LinkageConfig> {
+        if !(-1.0..=1.0).contains(&self.link_threshold) {
+            bail!(
+                "--link-threshold is a cosine similarity, between -1 and 1: got {}",
+                self.link_threshold
+            );
+        }
+        Ok(LinkageConfig {
+            threshold: self.link_threshold,
+            min_faces: self.person_min_faces,
+            ..LinkageConfig::default()
+        })
+    }
+
+    fn eligibility(&self) -> Eligibility {
+        Eligibility {
+            min_score: self.group_min_score,
+            min_size: self.group_min_size,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum PeopleCommand {
+    /// Every person: id, name, faces, photos, the face that stands for them
+    List {
+        /// List the faces that belong to nobody instead
+        #[arg(long)]
+        unassigned: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// A person's faces: face id, photo, box, score
+    Show {
+        /// Person id or name
+        person: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a person (or rename)
+    Name {
+        /// Person id or name
+        person: String,
+        /// The name
+        name: String,
+    },
+    /// These are the same person: the others' faces go to the first (which keeps its name)
+    Merge {
+        /// Person id or name that stays
+        person: String,
+        /// People merged into it
+        #[arg(required = true)]
+        others: Vec<String>,
+    },
+    /// These faces are someone else: move them from a person to a new one, or to the named one
+    Split {
+        /// Person id or name the faces are taken from
+        person: String,
+        /// Face ids (see `people show`)
+        #[arg(long, required = true, value_delimiter = ',', value_name = "ID,...")]
+        faces: Vec<i64>,
+        /// Name of the person they are: an existing one, or a new one of this name
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Move one face to a person
+    Move {
+        /// Face id (see `people show` or `people list --unassigned`)
+        face: i64,
+        /// Person id or name
+        person: String,
+    },
+    /// These faces are not this person: they leave it, and no grouping puts them back
+    Reject {
+        /// Person id or name
+        person: String,
+        /// Face ids
+        #[arg(long, required = true, value_delimiter = ',', value_name = "ID,...")]
+        faces: Vec<i64>,
+    },
+    /// Revert the last decision (repeat to go further back)
+    Undo,
+    /// Group the faces that belong to nobody (index does this after every run)
+    Update {
+        #[command(flatten)]
+        grouping: GroupingArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every face of the gallery's model, one JSON object each: face, path, box, score, person
+    Faces {
+        /// Print JSON (the only format)
+        #[arg(long, required = true)]
+        json: bool,
+        /// Include each face's embedding
+        #[arg(long)]
+        embeddings: bool,
     },
 }
 
@@ -219,6 +366,25 @@ enum EvalCommand {
         /// Leave out people with fewer photos than this
         #[arg(long, default_value_t = 2, value_name = "N")]
         min_per_person: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Group a folder-per-person tree's faces, ours beside the Immich rule: BCubed and pairwise F
+    People {
+        /// Folder with one sub-folder of photos per person
+        dir: PathBuf,
+        /// Which face of each photo is labelled: largest, or central (nearest the image centre)
+        #[arg(long, default_value = "largest", value_parser = face_pick, value_name = "PICK")]
+        face: FacePick,
+        #[command(flatten)]
+        grouping: GroupingArgs,
+        /// Immich's maxDistance (cosine distance)
+        #[arg(long, default_value_t = ImmichConfig::default().max_distance, value_name = "D")]
+        immich_max_distance: f32,
+        /// Immich's minFaces
+        #[arg(long, default_value_t = ImmichConfig::default().min_faces, value_name = "N")]
+        immich_min_faces: usize,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -317,14 +483,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .context("--threads")?;
     }
     match &cli.command {
-        Command::Index { dirs, json } => cmd_index(g, dirs, *json),
+        Command::Index {
+            dirs,
+            grouping,
+            json,
+        } => cmd_index(g, dirs, grouping, *json),
         Command::Search {
-            photo,
+            photo: Some(photo),
             face,
             top,
             min_score,
             json,
+            ..
         } => cmd_search(g, photo, *face, *top, *min_score, *json),
+        Command::Search {
+            person: Some(person),
+            top,
+            min_score,
+            json,
+            ..
+        } => cmd_search_person(g, person, *top, *min_score, *json),
+        Command::Search { .. } => unreachable!("clap requires a photo or --person"),
+        Command::People(c) => cmd_people(g, c),
         Command::Detect {
             images,
             embeddings,
@@ -373,10 +553,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             compare,
             rounds,
             profile,
+            grouping_faces,
+            grouping_add,
+            grouping_only,
             python,
             no_peer,
             json,
         } => {
+            if *grouping_only {
+                let rows = bench::grouping(*grouping_faces, *grouping_add, 512);
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print_rows(&rows);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let python = match (no_peer, python) {
                 (true, _) => None,
                 (false, Some(p)) => Some(p.clone()),
@@ -404,6 +596,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 e2e_photos: *e2e_photos,
                 search_sizes: search_sizes.clone(),
                 python,
+                grouping_faces: *grouping_faces,
+                grouping_add: *grouping_add,
             };
             let r = bench::run(&g.pipeline()?, &opts)?;
             if *json {
@@ -445,6 +639,64 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debug_assert_eq!(r.metrics.recall_at.len(), RECALL_KS.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(EvalCommand::People {
+            dir,
+            face,
+            grouping,
+            immich_max_distance,
+            immich_min_faces,
+            json,
+        }) => {
+            let pipeline = g.pipeline()?;
+            let immich = ImmichConfig {
+                max_distance: *immich_max_distance,
+                min_faces: *immich_min_faces,
+            };
+            let options = evaluation::PeopleEvalOptions {
+                pick: *face,
+                eligibility: grouping.eligibility(),
+                linkage: grouping.linkage()?,
+                immich,
+            };
+            let r = evaluation::people(&pipeline, dir, g.db.as_deref(), &options, g.progress())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for m in &r.missing {
+                    eprintln!("no labelled face: {}: {}", m.path, m.reason);
+                }
+                println!(
+                    "{} photos, {} labelled faces of {} people; {} faces in the gallery, {} grouped",
+                    r.photos, r.labelled_faces, r.true_people, r.gallery_faces, r.grouped_faces
+                );
+                println!("| grouping | BCubed F | BCubed P | BCubed R | pairwise F | NMI | people found | unassigned | time |");
+                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+                for (what, s) in [
+                    ("ours (average linkage)", &r.ours),
+                    ("Immich rule", &r.immich),
+                ] {
+                    println!(
+                        "| {what} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {:.1}% | {:.0} ms |",
+                        s.bcubed_f,
+                        s.scores.bcubed_precision,
+                        s.scores.bcubed_recall,
+                        s.pairwise_f,
+                        s.scores.nmi,
+                        s.people_found,
+                        100.0 * s.unassigned_share,
+                        s.ms
+                    );
+                }
+                println!(
+                    "\nsearch --person, mAP over {} people by fusion:",
+                    r.fusion_queries
+                );
+                for (name, map) in &r.fusion_map {
+                    println!("  {name:<15} {map:.4}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(EvalCommand::Pairs {
             dir,
             pairs,
@@ -478,13 +730,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn cmd_index(g: &Global, dirs: &[PathBuf], json: bool) -> Result<ExitCode> {
+fn cmd_index(
+    g: &Global,
+    dirs: &[PathBuf],
+    grouping: &GroupingArgs,
+    json: bool,
+) -> Result<ExitCode> {
     let pipeline = g.pipeline()?;
+    let linkage = grouping.linkage()?;
     let mut conn = g.db()?;
     let started = Instant::now();
     let r = index::index(&mut conn, &pipeline, dirs, g.progress())?;
+    let emb = &pipeline.embedder;
+    let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
+    let people = people_store::update(&mut conn, model_id, &grouping.eligibility(), &linkage)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut out = serde_json::to_value(&r)?;
+        out["people"] = serde_json::to_value(&people)?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for f in &r.failed {
             eprintln!("failed: {}: {}", f.path, f.error);
@@ -501,6 +764,7 @@ fn cmd_index(g: &Global, dirs: &[PathBuf], json: bool) -> Result<ExitCode> {
             r.faces,
             started.elapsed().as_secs_f64()
         );
+        print_update(&people);
     }
     Ok(if r.failed.is_empty() {
         ExitCode::SUCCESS
@@ -678,8 +942,196 @@ fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
     for p in &r.not_found {
         eprintln!("{}: not in the gallery", p.display());
     }
-    println!("forgot {} photos and {} faces", r.photos, r.faces);
+    println!(
+        "forgot {} photos and {} faces ({} people left without faces removed)",
+        r.photos, r.faces, r.people
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gallery's row of the embedder in use, for commands that need no pipeline: an error
+/// saying to index first when the gallery has never seen this model.
+fn gallery_model(g: &Global, conn: &Connection) -> Result<(i64, usize)> {
+    let dir = g.model_dir()?;
+    let model = smoothface_shared::manifest::ModelManifest::load(&dir)?;
+    db::find_model(conn, &model.id)?.with_context(|| {
+        format!(
+            "the gallery holds no faces of model {} ({}): run `smoothface index DIR` first",
+            model.manifest.name,
+            dir.display()
+        )
+    })
+}
+
+fn print_update(r: &people_store::UpdateReport) {
+    println!(
+        "people: {} faces joined people, {} new people ({} faces), {} faces unassigned; {} people in all",
+        r.joined, r.new_people, r.faces_in_new_people, r.unassigned, r.people
+    );
+    if !r.damaged.is_empty() {
+        eprintln!(
+            "warning: damaged faces {:?} left out of the grouping; forget their photos and index them again",
+            r.damaged
+        );
+    }
+}
+
+fn cmd_search_person(
+    g: &Global,
+    person: &str,
+    top: usize,
+    min_score: f32,
+    json: bool,
+) -> Result<ExitCode> {
+    let conn = g.db()?;
+    let (model_id, dim) = gallery_model(g, &conn)?;
+    let id = decisions::resolve(&conn, model_id, person)?;
+    let matrix = FaceMatrix::load(&conn, model_id, dim)?;
+    let started = Instant::now();
+    let hits = people_store::rank_for_person(&conn, &matrix, id, Fusion::DEFAULT, top, min_score)?;
+    let search_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        let hits: Vec<_> = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| json!({"rank": i + 1, "path": h.path, "score": h.score, "face_index": h.face_index, "assigned": h.assigned}))
+            .collect();
+        let out = json!({
+            "person": id,
+            "fusion": Fusion::DEFAULT.name(),
+            "faces_searched": matrix.len(),
+            "search_ms": search_ms,
+            "hits": hits,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            let mark = if h.assigned { "*" } else { " " };
+            println!(
+                "{:>4} {mark} {:.3}  {}  (face {})",
+                i + 1,
+                h.score,
+                h.path,
+                h.face_index
+            );
+        }
+        eprintln!(
+            "* already the person's; {} faces searched in {search_ms:.1} ms ({})",
+            matrix.len(),
+            Fusion::DEFAULT.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
+    let mut conn = g.db()?;
+    let (model_id, _) = gallery_model(g, &conn)?;
+    let decided = match c {
+        PeopleCommand::List {
+            unassigned: false,
+            json,
+        } => {
+            let people = people_store::list(&conn, model_id)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&people)?);
+            } else {
+                for p in &people {
+                    let face = p.representative.as_ref().map_or(String::new(), |r| {
+                        format!("  e.g. face {} in {}", r.face, r.path)
+                    });
+                    println!(
+                        "{:>5}  {:<24} {:>5} faces {:>5} photos{face}",
+                        p.id,
+                        p.name.as_deref().unwrap_or("-"),
+                        p.faces,
+                        p.media
+                    );
+                }
+                eprintln!("{} people", people.len());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeopleCommand::List {
+            unassigned: true,
+            json,
+        } => {
+            let faces: Vec<_> = people_store::faces(&conn, model_id, false)?
+                .0
+                .into_iter()
+                .filter(|f| f.person.is_none())
+                .collect();
+            print_faces(&faces, *json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeopleCommand::Show { person, json } => {
+            let id = decisions::resolve(&conn, model_id, person)?;
+            let faces: Vec<_> = people_store::faces(&conn, model_id, false)?
+                .0
+                .into_iter()
+                .filter(|f| f.person == Some(id))
+                .collect();
+            print_faces(&faces, *json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeopleCommand::Faces { embeddings, .. } => {
+            let (faces, damaged) = people_store::faces(&conn, model_id, *embeddings)?;
+            if !damaged.is_empty() {
+                eprintln!("warning: damaged faces {damaged:?} left out");
+            }
+            println!("{}", serde_json::to_string(&faces)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeopleCommand::Update { grouping, json } => {
+            let r = people_store::update(
+                &mut conn,
+                model_id,
+                &grouping.eligibility(),
+                &grouping.linkage()?,
+            )?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_update(&r);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeopleCommand::Name { person, name } => decisions::name(&mut conn, model_id, person, name)?,
+        PeopleCommand::Merge { person, others } => {
+            decisions::merge(&mut conn, model_id, person, others)?
+        }
+        PeopleCommand::Split {
+            person,
+            faces,
+            name,
+        } => decisions::split(&mut conn, model_id, person, faces, name.as_deref())?,
+        PeopleCommand::Move { face, person } => {
+            decisions::move_face(&mut conn, model_id, *face, person)?
+        }
+        PeopleCommand::Reject { person, faces } => {
+            decisions::reject(&mut conn, model_id, person, faces)?
+        }
+        PeopleCommand::Undo => decisions::undo(&mut conn, model_id)?,
+    };
+    println!("{}", decided.summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Faces as a table, or as JSON objects (face, path, box, score, person).
+fn print_faces(faces: &[people_store::FaceRow], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(faces)?);
+    } else {
+        for f in faces {
+            let b = f.bbox;
+            println!(
+                "face {:>6}  score {:.3}  box ({:.0},{:.0})-({:.0},{:.0})  {}",
+                f.face, f.score, b[0], b[1], b[2], b[3], f.path
+            );
+        }
+        eprintln!("{} faces", faces.len());
+    }
+    Ok(())
 }
 
 fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
@@ -807,19 +1259,25 @@ fn print_bench(r: &bench::BenchReport) {
             println!("| {} | {} |", cell(tract.get(i)), cell(peer.get(i)));
         }
     }
-    println!("\n| what | smoothface (tract) | peer | peer time |");
+    println!();
+    print_rows(&r.rows);
+    println!(
+        "| index end to end, {} threads | {:.1} photos/s | | |",
+        r.threads, r.photos_per_second
+    );
+}
+
+/// The timings beside their peers', in Markdown.
+fn print_rows(rows: &[bench::Row]) {
+    println!("| what | smoothface | peer | peer time |");
     println!("|---|---:|---|---:|");
-    for row in &r.rows {
+    for row in rows {
         println!(
             "| {} | {:.2} ms | {} | {} |",
             row.what,
             row.ours_ms,
             row.peer.as_deref().unwrap_or("-"),
-            ms(row.peer_ms)
+            row.peer_ms.map_or("-".into(), |v| format!("{v:.2} ms"))
         );
     }
-    println!(
-        "| index end to end, {} threads | {:.1} photos/s | | |",
-        r.threads, r.photos_per_second
-    );
 }

@@ -50,6 +50,7 @@ const SURFACE: &[(&[&str], &[&str])] = &[
             "--json",
             "--model",
             "--db",
+            "--person",
         ],
     ),
     (&["detect"], &["--json", "--embeddings"]),
@@ -64,6 +65,23 @@ const SURFACE: &[(&[&str], &[&str])] = &[
     ),
     (&["eval", "pairs"], &["--dev", "--face", "--json"]),
     (
+        &["eval", "people"],
+        &["--face", "--json", "--db", "--link-threshold"],
+    ),
+    (&["people", "list"], &["--json", "--unassigned"]),
+    (&["people", "show"], &["--json"]),
+    (&["people", "name"], &[]),
+    (&["people", "merge"], &[]),
+    (&["people", "split"], &["--faces", "--name"]),
+    (&["people", "move"], &[]),
+    (&["people", "reject"], &["--faces"]),
+    (&["people", "undo"], &[]),
+    (
+        &["people", "update"],
+        &["--json", "--link-threshold", "--person-min-faces"],
+    ),
+    (&["people", "faces"], &["--json", "--embeddings"]),
+    (
         &["bench"],
         &[
             "--photos",
@@ -72,6 +90,9 @@ const SURFACE: &[(&[&str], &[&str])] = &[
             "--profile",
             "--no-peer",
             "--json",
+            "--grouping-faces",
+            "--grouping-add",
+            "--grouping-only",
         ],
     ),
 ];
@@ -85,7 +106,7 @@ fn help_lists_every_subcommand_and_each_its_flags() {
     expected.dedup();
     expected.sort();
     assert_eq!(listed, expected, "{top}");
-    for group in ["models", "eval"] {
+    for group in ["models", "eval", "people"] {
         let mut listed = subcommands(&stdout(&smoothface(&[group, "--help"])));
         listed.sort();
         let mut expected: Vec<&str> = SURFACE

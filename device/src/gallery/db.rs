@@ -11,7 +11,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE models (
     id INTEGER PRIMARY KEY,
     model_hash TEXT NOT NULL UNIQUE,   -- sha256 of the embedder's ONNX file
@@ -48,7 +49,36 @@ CREATE TABLE faces (
     UNIQUE (media_id, model_id, face_index)
 );
 CREATE INDEX faces_model_media ON faces (model_id, media_id);
-"#];
+"#,
+    r#"
+-- People (schema 2). AUTOINCREMENT: an id is never reused, so `people undo` can bring a deleted
+-- person back under its own id.
+CREATE TABLE people (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    name TEXT
+);
+CREATE INDEX people_model ON people (model_id);
+ALTER TABLE faces ADD COLUMN person_id INTEGER REFERENCES people (id) ON DELETE SET NULL;
+-- Who put the face in its person: the grouping ('auto') or the user ('user').
+ALTER TABLE faces ADD COLUMN assigned_by TEXT CHECK (assigned_by IN ('auto', 'user'));
+CREATE INDEX faces_person ON faces (person_id);
+-- "This face is not this person": no grouping ever puts it there again.
+CREATE TABLE rejections (
+    face_id INTEGER NOT NULL REFERENCES faces (id) ON DELETE CASCADE,
+    person_id INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    PRIMARY KEY (face_id, person_id)
+);
+-- The user's decisions, newest last, each with what `people undo` needs to revert it.
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    summary TEXT NOT NULL,
+    undo TEXT NOT NULL,                -- JSON: the rows as they were before
+    undone INTEGER NOT NULL DEFAULT 0
+);
+"#,
+];
 
 /// Opens (creating if needed) a gallery and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection> {
@@ -118,6 +148,17 @@ pub fn model_row(conn: &Connection, model_hash: &str, name: &str, dim: usize) ->
         [model_hash],
         |r| r.get(0),
     )?)
+}
+
+/// The row id and embedding size of a model the gallery has seen, if any.
+pub fn find_model(conn: &Connection, model_hash: &str) -> Result<Option<(i64, usize)>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, dim FROM models WHERE model_hash = ?1",
+            [model_hash],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)),
+        )
+        .optional()?)
 }
 
 /// What the gallery knows of one path.
@@ -364,8 +405,21 @@ pub struct Forgotten {
     pub photos: usize,
     /// Their faces.
     pub faces: usize,
+    /// People left without faces, and without a name, so removed with them.
+    pub people: usize,
     /// Paths given that matched nothing.
     pub not_found: Vec<PathBuf>,
+}
+
+/// Deletes the people left without any face, unless the user named them; returns them.
+pub fn drop_empty_people(tx: &Transaction) -> Result<Vec<(i64, Option<String>)>> {
+    let empty = "name IS NULL AND NOT EXISTS (SELECT 1 FROM faces f WHERE f.person_id = people.id)";
+    let gone = tx
+        .prepare(&format!("SELECT id, name FROM people WHERE {empty}"))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.execute(&format!("DELETE FROM people WHERE {empty}"), [])?;
+    Ok(gone)
 }
 
 /// Removes the media at each absolute path, or under it for a folder, with their faces, in one
@@ -392,6 +446,7 @@ pub fn forget(conn: &mut Connection, paths: &[PathBuf]) -> Result<Forgotten> {
         }
         report.photos += n;
     }
+    report.people = drop_empty_people(&tx)?.len();
     tx.commit()?;
     // secure_delete zeroed the freed pages; truncating the WAL drops its copies of them too.
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

@@ -105,9 +105,20 @@ impl FaceMatrix {
         out
     }
 
+    /// The embeddings, `len() x dim` row-major, in row order.
+    pub fn embeddings(&self) -> &[f32] {
+        &self.data
+    }
+
     /// The `top` media whose best face scores at least `min_score`, best first.
     pub fn rank_media(&self, query: &[f32], top: usize, min_score: f32) -> Vec<Hit> {
-        let scores = self.scores(query);
+        self.rank_scores(&self.scores(query), top, min_score)
+    }
+
+    /// [`FaceMatrix::rank_media`] for given scores, one per row (such as a person's fused
+    /// scores); `top` 0 keeps every media.
+    pub fn rank_scores(&self, scores: &[f32], top: usize, min_score: f32) -> Vec<Hit> {
+        assert_eq!(scores.len(), self.len(), "one score per face");
         let mut best: Vec<Hit> = Vec::new();
         for (i, &score) in scores.iter().enumerate() {
             match best.last_mut() {

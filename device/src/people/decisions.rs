@@ -1,0 +1,774 @@
+//! The user's decisions about people: name, merge, split, move, reject, and undo.
+//!
+//! Each decision is one transaction that changes the people tables and records, in
+//! `decisions`, the rows as they were, so `people undo` can put them back. A decision is an
+//! assignment by the user (`assigned_by = 'user'`) or a rejection row, and updates never move an
+//! assigned face nor put a rejected one back: decisions are kept by every later grouping.
+
+use crate::gallery::db;
+use anyhow::{bail, ensure, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+/// A face as it was: (face, person, assigned_by).
+type FaceWas = (i64, Option<i64>, Option<String>);
+
+/// What a decision changed, as it was before: enough to revert it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Undo {
+    /// Faces as they were.
+    faces: Vec<FaceWas>,
+    /// Names as they were: (person, name).
+    names: Vec<(i64, Option<String>)>,
+    /// People the decision created (deleted by the undo).
+    created: Vec<i64>,
+    /// People the decision deleted (re-created, under their ids, by the undo).
+    deleted: Vec<(i64, Option<String>)>,
+    /// Rejections the decision added: (face, person).
+    rejections_added: Vec<(i64, i64)>,
+    /// Rejections the decision moved away: (face, person) as they were.
+    rejections_removed: Vec<(i64, i64)>,
+}
+
+/// What a decision did, in words (printed, and kept in the `decisions` table).
+#[derive(Debug, Clone, Serialize)]
+pub struct Decided {
+    /// The decision's row id.
+    pub decision: i64,
+    /// One sentence.
+    pub summary: String,
+    /// The person the faces ended in, when there is one.
+    pub person: Option<i64>,
+}
+
+/// Finds a person of the model by id or by name: an unknown or ambiguous name is an error.
+pub fn resolve(conn: &Connection, model_id: i64, spec: &str) -> Result<i64> {
+    if let Ok(id) = spec.parse::<i64>() {
+        let model: Option<i64> = conn
+            .query_row("SELECT model_id FROM people WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        return match model {
+            Some(m) if m == model_id => Ok(id),
+            Some(_) => bail!("person {id} belongs to another model's grouping, not this model's (pick the model with --model)"),
+            None => bail!("no person {id} in the gallery (see `smoothface people list`)"),
+        };
+    }
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM people WHERE model_id = ?1 AND name = ?2 ORDER BY id")?
+        .query_map(params![model_id, spec], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    match ids.as_slice() {
+        [id] => Ok(*id),
+        [] => bail!("no person named {spec:?} (see `smoothface people list`)"),
+        many => bail!(
+            "{} people are named {spec:?} (ids {}): give the id instead",
+            many.len(),
+            many.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Checks a face exists and belongs to the model; returns its person and origin.
+fn face_of_model(
+    tx: &Transaction,
+    model_id: i64,
+    face: i64,
+) -> Result<(Option<i64>, Option<String>)> {
+    let row: Option<FaceWas> = tx
+        .query_row(
+            "SELECT model_id, person_id, assigned_by FROM faces WHERE id = ?1",
+            [face],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match row {
+        None => bail!("no face {face} in the gallery (see `smoothface people show PERSON` or `people list --unassigned`)"),
+        Some((m, _, _)) if m != model_id => {
+            bail!("face {face} was found by another model, not the one in use (pick it with --model)")
+        }
+        Some((_, person, origin)) => Ok((person, origin)),
+    }
+}
+
+fn name_of(tx: &Transaction, person: i64) -> Result<Option<String>> {
+    Ok(
+        tx.query_row("SELECT name FROM people WHERE id = ?1", [person], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+fn label(person: i64, name: &Option<String>) -> String {
+    match name {
+        Some(n) => format!("{n} (person {person})"),
+        None => format!("person {person}"),
+    }
+}
+
+/// Names can be given where ids are: a name that reads as a number would be ambiguous.
+fn check_name(name: &str) -> Result<()> {
+    ensure!(!name.trim().is_empty(), "a person's name cannot be empty");
+    ensure!(
+        name.parse::<i64>().is_err(),
+        "{name:?} reads as a person id: choose a name that is not a number"
+    );
+    Ok(())
+}
+
+/// Runs one decision in a write transaction and records it.
+fn decide(
+    conn: &mut Connection,
+    model_id: i64,
+    act: impl FnOnce(&Transaction, &mut Undo) -> Result<(String, Option<i64>)>,
+) -> Result<Decided> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut undo = Undo::default();
+    let (summary, person) = act(&tx, &mut undo)?;
+    undo.deleted.extend(db::drop_empty_people(&tx)?);
+    tx.execute(
+        "INSERT INTO decisions (model_id, summary, undo) VALUES (?1, ?2, ?3)",
+        params![model_id, summary, serde_json::to_string(&undo)?],
+    )?;
+    let decision = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Decided {
+        decision,
+        summary,
+        person,
+    })
+}
+
+/// Moves faces to a person as the user's decision, remembering where they were.
+fn assign(tx: &Transaction, undo: &mut Undo, faces: &[FaceWas], person: Option<i64>) -> Result<()> {
+    for (face, was, origin) in faces {
+        undo.faces.push((*face, *was, origin.clone()));
+        let by = person.map(|_| "user");
+        tx.execute(
+            "UPDATE faces SET person_id = ?1, assigned_by = ?2 WHERE id = ?3",
+            params![person, by, face],
+        )?;
+    }
+    Ok(())
+}
+
+/// `people name PERSON NAME`.
+pub fn name(conn: &mut Connection, model_id: i64, person: &str, name: &str) -> Result<Decided> {
+    check_name(name)?;
+    let id = resolve(conn, model_id, person)?;
+    decide(conn, model_id, |tx, undo| {
+        let old = name_of(tx, id)?;
+        undo.names.push((id, old.clone()));
+        tx.execute(
+            "UPDATE people SET name = ?1 WHERE id = ?2",
+            params![name, id],
+        )?;
+        Ok((format!("{} is now named {name}", label(id, &old)), Some(id)))
+    })
+}
+
+/// `people merge PERSON PERSON...`: the others' faces go to the first. The first's name is
+/// kept; when it has none, the first named of the others gives its name. Other names are
+/// dropped, and the summary says which.
+pub fn merge(
+    conn: &mut Connection,
+    model_id: i64,
+    into: &str,
+    others: &[String],
+) -> Result<Decided> {
+    let keep = resolve(conn, model_id, into)?;
+    let mut gone = Vec::new();
+    for o in others {
+        let id = resolve(conn, model_id, o)?;
+        ensure!(id != keep, "cannot merge {o} into itself");
+        if !gone.contains(&id) {
+            gone.push(id);
+        }
+    }
+    ensure!(!gone.is_empty(), "give at least two people to merge");
+    decide(conn, model_id, |tx, undo| {
+        let mut kept_name = name_of(tx, keep)?;
+        let mut dropped = Vec::new();
+        for &id in &gone {
+            let name = name_of(tx, id)?;
+            let faces: Vec<FaceWas> = tx
+                .prepare("SELECT id, person_id, assigned_by FROM faces WHERE person_id = ?1")?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            assign(tx, undo, &faces, Some(keep))?;
+            // A face rejected from a merged person is rejected from the merged whole.
+            let rejections: Vec<i64> = tx
+                .prepare("SELECT face_id FROM rejections WHERE person_id = ?1")?
+                .query_map([id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for face in rejections {
+                undo.rejections_removed.push((face, id));
+                let added = tx.execute(
+                    "INSERT OR IGNORE INTO rejections (face_id, person_id) VALUES (?1, ?2)",
+                    params![face, keep],
+                )?;
+                if added == 1 {
+                    undo.rejections_added.push((face, keep));
+                }
+            }
+            undo.deleted.push((id, name.clone()));
+            tx.execute("DELETE FROM people WHERE id = ?1", [id])?;
+            match (&kept_name, name) {
+                (None, Some(n)) => kept_name = Some(n),
+                (Some(k), Some(n)) if *k != n => dropped.push(n),
+                _ => {}
+            }
+        }
+        undo.names.push((keep, name_of(tx, keep)?));
+        tx.execute(
+            "UPDATE people SET name = ?1 WHERE id = ?2",
+            params![kept_name, keep],
+        )?;
+        let mut summary = format!(
+            "merged {} into {}",
+            gone.iter()
+                .map(|id| format!("person {id}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            label(keep, &kept_name)
+        );
+        if !dropped.is_empty() {
+            summary += &format!(
+                "; kept the name {}, dropped {}",
+                kept_name.as_deref().unwrap_or(""),
+                dropped.join(", ")
+            );
+        }
+        Ok((summary, Some(keep)))
+    })
+}
+
+/// The faces given, each checked to be of the model and, when `of` is given, of that person.
+fn faces_of_person(
+    tx: &Transaction,
+    model_id: i64,
+    faces: &[i64],
+    of: Option<i64>,
+) -> Result<Vec<FaceWas>> {
+    ensure!(
+        !faces.is_empty(),
+        "give the faces with --faces ID,ID,... (see `smoothface people show PERSON`)"
+    );
+    let mut out = Vec::new();
+    for &face in faces {
+        let (person, origin) = face_of_model(tx, model_id, face)?;
+        if let Some(p) = of {
+            ensure!(
+                person == Some(p),
+                "face {face} is not a face of person {p} (see `smoothface people show {p}`)"
+            );
+        }
+        if !out.iter().any(|(f, _, _)| *f == face) {
+            out.push((face, person, origin));
+        }
+    }
+    Ok(out)
+}
+
+/// `people split PERSON --faces ID,... [--name NAME]`: the faces are someone else: a new
+/// person, or the person of that name when there is one.
+pub fn split(
+    conn: &mut Connection,
+    model_id: i64,
+    person: &str,
+    faces: &[i64],
+    name: Option<&str>,
+) -> Result<Decided> {
+    let from = resolve(conn, model_id, person)?;
+    if let Some(n) = name {
+        check_name(n)?;
+    }
+    let target = match name {
+        Some(n) => match resolve(conn, model_id, n) {
+            Ok(id) => Some(id),
+            Err(e) if e.to_string().starts_with("no person named") => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    ensure!(
+        target != Some(from),
+        "the faces are already {person}'s: give another name to split them to"
+    );
+    decide(conn, model_id, |tx, undo| {
+        let moving = faces_of_person(tx, model_id, faces, Some(from))?;
+        let to = match target {
+            Some(id) => id,
+            None => {
+                tx.execute(
+                    "INSERT INTO people (model_id, name) VALUES (?1, ?2)",
+                    params![model_id, name],
+                )?;
+                let id = tx.last_insert_rowid();
+                undo.created.push(id);
+                id
+            }
+        };
+        assign(tx, undo, &moving, Some(to))?;
+        let to_name = name_of(tx, to)?;
+        Ok((
+            format!(
+                "split {} face(s) from person {from} to {}",
+                moving.len(),
+                label(to, &to_name)
+            ),
+            Some(to),
+        ))
+    })
+}
+
+/// `people move FACE PERSON`.
+pub fn move_face(conn: &mut Connection, model_id: i64, face: i64, person: &str) -> Result<Decided> {
+    let to = resolve(conn, model_id, person)?;
+    decide(conn, model_id, |tx, undo| {
+        let moving = faces_of_person(tx, model_id, &[face], None)?;
+        assign(tx, undo, &moving, Some(to))?;
+        let to_name = name_of(tx, to)?;
+        Ok((
+            format!("moved face {face} to {}", label(to, &to_name)),
+            Some(to),
+        ))
+    })
+}
+
+/// `people reject PERSON --faces ID,...`: the faces are not this person: they leave it, and no
+/// grouping puts them back.
+pub fn reject(
+    conn: &mut Connection,
+    model_id: i64,
+    person: &str,
+    faces: &[i64],
+) -> Result<Decided> {
+    let from = resolve(conn, model_id, person)?;
+    decide(conn, model_id, |tx, undo| {
+        let leaving = faces_of_person(tx, model_id, faces, Some(from))?;
+        assign(tx, undo, &leaving, None)?;
+        for (face, _, _) in &leaving {
+            tx.execute(
+                "INSERT OR IGNORE INTO rejections (face_id, person_id) VALUES (?1, ?2)",
+                params![face, from],
+            )?;
+            undo.rejections_added.push((*face, from));
+        }
+        Ok((
+            format!("{} face(s) are not person {from}", leaving.len()),
+            None,
+        ))
+    })
+}
+
+/// `people undo`: reverts the model's last decision not yet undone.
+pub fn undo(conn: &mut Connection, model_id: i64) -> Result<Decided> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let last: Option<(i64, String, String)> = tx
+        .query_row(
+            "SELECT id, summary, undo FROM decisions WHERE model_id = ?1 AND undone = 0 ORDER BY id DESC LIMIT 1",
+            [model_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (id, summary, record) =
+        last.context("nothing to undo: no decision about people was made")?;
+    let u: Undo = serde_json::from_str(&record)
+        .with_context(|| format!("decision {id} cannot be undone: its record is damaged"))?;
+    for (person, name) in &u.deleted {
+        tx.execute(
+            "INSERT OR IGNORE INTO people (id, model_id, name) VALUES (?1, ?2, ?3)",
+            params![person, model_id, name],
+        )?;
+    }
+    for (person, name) in u.names.iter().rev() {
+        tx.execute(
+            "UPDATE people SET name = ?1 WHERE id = ?2",
+            params![name, person],
+        )?;
+    }
+    // In reverse, so a face changed twice by one decision ends as it first was. A face forgotten
+    // since is simply gone.
+    for (face, person, origin) in u.faces.iter().rev() {
+        tx.execute(
+            "UPDATE faces SET person_id = ?1, assigned_by = ?2 WHERE id = ?3",
+            params![person, origin, face],
+        )?;
+    }
+    for (face, person) in &u.rejections_added {
+        tx.execute(
+            "DELETE FROM rejections WHERE face_id = ?1 AND person_id = ?2",
+            params![face, person],
+        )?;
+    }
+    for (face, person) in &u.rejections_removed {
+        tx.execute(
+            "INSERT OR IGNORE INTO rejections (face_id, person_id)
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM faces WHERE id = ?1) AND EXISTS (SELECT 1 FROM people WHERE id = ?2)",
+            params![face, person],
+        )?;
+    }
+    for person in &u.created {
+        tx.execute("DELETE FROM people WHERE id = ?1", [person])?;
+    }
+    db::drop_empty_people(&tx)?;
+    tx.execute("UPDATE decisions SET undone = 1 WHERE id = ?1", [id])?;
+    tx.commit()?;
+    Ok(Decided {
+        decision: id,
+        summary: format!("undid: {summary}"),
+        person: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gallery::db::{FileFacts, StoredFace};
+    use crate::people::linkage::LinkageConfig;
+    use crate::people::store::{self, Eligibility};
+    use crate::people::tests::clustered;
+    use std::collections::BTreeMap;
+
+    const DIM: usize = 64;
+
+    /// Every face's (person, origin) and every person's name.
+    type State = (
+        BTreeMap<i64, (Option<i64>, Option<String>)>,
+        BTreeMap<i64, Option<String>>,
+    );
+    type Step = Box<dyn Fn(&mut Connection, i64) -> Result<Decided>>;
+
+    /// A gallery of one face per photo, the faces of `people` people of `each` faces (in
+    /// person order), under model "m"; returns the face ids in order.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+        model: i64,
+        faces: Vec<i64>,
+        data: Vec<f32>,
+    }
+
+    impl Fixture {
+        fn new(people: usize, each: usize) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let conn = db::open(&dir.path().join("g.sqlite")).unwrap();
+            let model = db::model_row(&conn, "m", "m", DIM).unwrap();
+            let mut f = Fixture {
+                _dir: dir,
+                conn,
+                model,
+                faces: Vec::new(),
+                data: clustered(people + 4, each, DIM, 0.5, 11),
+            };
+            for i in 0..people * each {
+                f.add_face(i);
+            }
+            f
+        }
+
+        /// Stores the face of data row `i` as photo `/p/{i}.jpg`.
+        fn add_face(&mut self, i: usize) -> i64 {
+            let tx = self.conn.transaction().unwrap();
+            let facts = FileFacts {
+                path: format!("/p/{i}.jpg"),
+                content_hash: format!("{i}"),
+                size: 1,
+                mtime_ns: 1,
+            };
+            let media = db::upsert_media(&tx, &facts, None).unwrap();
+            let face = StoredFace {
+                bbox: [0.0, 0.0, 100.0, 100.0],
+                score: 0.99,
+                landmarks: [[0.0; 2]; 5],
+                embedding: self.data[i * DIM..(i + 1) * DIM].to_vec(),
+            };
+            db::store_faces(&tx, media, self.model, &[face]).unwrap();
+            let id = tx
+                .query_row("SELECT id FROM faces WHERE media_id = ?1", [media], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            tx.commit().unwrap();
+            self.faces.push(id);
+            id
+        }
+
+        fn update(&mut self) -> store::UpdateReport {
+            let config = LinkageConfig {
+                threshold: 0.5,
+                k: 16,
+                min_faces: 2,
+            };
+            store::update(&mut self.conn, self.model, &Eligibility::default(), &config).unwrap()
+        }
+
+        fn state(&self) -> State {
+            let faces = self
+                .conn
+                .prepare("SELECT id, person_id, assigned_by FROM faces")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let people = self
+                .conn
+                .prepare("SELECT id, name FROM people")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            (faces, people)
+        }
+
+        fn person_of(&self, face: i64) -> Option<i64> {
+            self.conn
+                .query_row("SELECT person_id FROM faces WHERE id = ?1", [face], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        }
+    }
+
+    #[test]
+    fn people_are_found_and_an_incremental_update_leaves_them_alone() {
+        let mut f = Fixture::new(3, 4);
+        let r = f.update();
+        assert_eq!(
+            (r.new_people, r.faces_in_new_people, r.unassigned),
+            (3, 12, 0)
+        );
+        let people: Vec<i64> = (0..3)
+            .map(|p| f.person_of(f.faces[p * 4]).unwrap())
+            .collect();
+        for (p, &id) in people.iter().enumerate() {
+            for k in 0..4 {
+                assert_eq!(f.person_of(f.faces[p * 4 + k]), Some(id));
+            }
+        }
+        let before = f.state();
+        // Two more faces of person 0 (data rows 12.. belong to person 3: use person 0's own
+        // rows' neighbours by storing copies of rows 1 and 2) and two faces of a new person.
+        let data_a: Vec<f32> = f.data[DIM..3 * DIM].to_vec();
+        f.data.splice(12 * DIM..14 * DIM, data_a);
+        let (a1, a2) = (f.add_face(12), f.add_face(13));
+        let (d1, d2) = (f.add_face(16), f.add_face(17)); // rows 16.. are person 4's
+        let r = f.update();
+        assert_eq!((r.joined, r.new_people), (2, 1));
+        assert_eq!(
+            (f.person_of(a1), f.person_of(a2)),
+            (Some(people[0]), Some(people[0]))
+        );
+        assert!(f.person_of(d1).is_some() && f.person_of(d1) == f.person_of(d2));
+        assert!(!people.contains(&f.person_of(d1).unwrap()));
+        let after = f.state();
+        for (face, was) in &before.0 {
+            assert_eq!(&after.0[face], was, "face {face} moved");
+        }
+    }
+
+    #[test]
+    fn every_decision_survives_later_updates() {
+        let mut f = Fixture::new(4, 4);
+        f.update();
+        let p: Vec<i64> = (0..4)
+            .map(|i| f.person_of(f.faces[i * 4]).unwrap())
+            .collect();
+        let ids = f.faces.clone();
+        let fid = |i: usize| ids[i];
+        name(&mut f.conn, f.model, &p[0].to_string(), "Anna").unwrap();
+        merge(&mut f.conn, f.model, "Anna", &[p[1].to_string()]).unwrap();
+        let split_off = split(
+            &mut f.conn,
+            f.model,
+            &p[2].to_string(),
+            &[fid(8), fid(9)],
+            Some("Ben"),
+        )
+        .unwrap()
+        .person
+        .unwrap();
+        move_face(&mut f.conn, f.model, fid(10), "Anna").unwrap();
+        reject(&mut f.conn, f.model, &p[3].to_string(), &[fid(12)]).unwrap();
+        let decided = f.state();
+        // New faces of every person arrive; the grouping runs again, twice.
+        for row in [3usize, 7, 11, 15] {
+            let copy: Vec<f32> = f.data[row * DIM..(row + 1) * DIM]
+                .iter()
+                .map(|x| x * 1.0001)
+                .collect();
+            let at = 16 + row / 4;
+            f.data.splice(at * DIM..(at + 1) * DIM, copy);
+            f.add_face(at);
+        }
+        f.update();
+        f.update();
+        let now = f.state();
+        for (face, was) in &decided.0 {
+            if was.1.as_deref() == Some("user") || was.0.is_some() {
+                assert_eq!(&now.0[face], was, "face {face}");
+            }
+        }
+        assert_eq!(now.1[&p[0]].as_deref(), Some("Anna"));
+        assert_eq!(now.1[&split_off].as_deref(), Some("Ben"));
+        assert!(!now.1.contains_key(&p[1]), "merged away");
+        // The rejected face went back to nobody and never to person 3, though it is theirs.
+        assert_ne!(f.person_of(fid(12)), Some(p[3]));
+        assert_eq!(resolve(&f.conn, f.model, "Anna").unwrap(), p[0]);
+    }
+
+    #[test]
+    fn merge_split_move_reject_and_undo_round_trip() {
+        let mut f = Fixture::new(3, 4);
+        f.update();
+        let p: Vec<i64> = (0..3)
+            .map(|i| f.person_of(f.faces[i * 4]).unwrap())
+            .collect();
+        name(&mut f.conn, f.model, &p[1].to_string(), "Carl").unwrap();
+        let start = f.state();
+        let (a, b, c) = (p[0].to_string(), p[1].to_string(), p[2].to_string());
+        let steps: Vec<Step> = vec![
+            Box::new(move |conn, m| merge(conn, m, &a, &[b.clone(), c.clone()])),
+            Box::new(|conn, m| split(conn, m, "Carl", &[5, 6], None)),
+            Box::new(|conn, m| split(conn, m, "Carl", &[5], Some("Dora"))),
+            Box::new(|conn, m| move_face(conn, m, 1, "Carl")),
+            Box::new(|conn, m| reject(conn, m, "Carl", &[5, 6, 7, 8])),
+        ];
+        for step in &steps {
+            let d = step(&mut f.conn, f.model).unwrap();
+            assert_ne!(f.state(), start, "{} changed nothing", d.summary);
+            undo(&mut f.conn, f.model).unwrap();
+            assert_eq!(f.state(), start, "undoing: {}", d.summary);
+        }
+        // Several decisions, undone newest first, come back to the start too.
+        for step in &steps[..2] {
+            step(&mut f.conn, f.model).unwrap();
+        }
+        undo(&mut f.conn, f.model).unwrap();
+        undo(&mut f.conn, f.model).unwrap();
+        assert_eq!(f.state(), start);
+        let msg = undo(&mut f.conn, f.model).map(|d| d.summary).unwrap();
+        assert!(
+            msg.contains("Carl"),
+            "the name was the first decision: {msg}"
+        );
+        assert!(undo(&mut f.conn, f.model)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing to undo"));
+    }
+
+    #[test]
+    fn merging_named_people_keeps_one_name_and_says_so() {
+        let mut f = Fixture::new(3, 3);
+        f.update();
+        let p: Vec<i64> = (0..3)
+            .map(|i| f.person_of(f.faces[i * 3]).unwrap())
+            .collect();
+        name(&mut f.conn, f.model, &p[1].to_string(), "Eve").unwrap();
+        name(&mut f.conn, f.model, &p[2].to_string(), "Evie").unwrap();
+        // The first has no name: it takes the first given name and says the other is dropped.
+        let d = merge(
+            &mut f.conn,
+            f.model,
+            &p[0].to_string(),
+            &["Eve".into(), "Evie".into()],
+        )
+        .unwrap();
+        assert!(
+            d.summary.contains("kept the name Eve") && d.summary.contains("dropped Evie"),
+            "{}",
+            d.summary
+        );
+        assert_eq!(resolve(&f.conn, f.model, "Eve").unwrap(), p[0]);
+        assert!(resolve(&f.conn, f.model, "Evie").is_err());
+        let faces: i64 = f
+            .conn
+            .query_row(
+                "SELECT count(*) FROM faces WHERE person_id = ?1",
+                [p[0]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(faces, 9);
+    }
+
+    #[test]
+    fn unknown_ambiguous_and_foreign_are_refused_clearly() {
+        let mut f = Fixture::new(2, 3);
+        f.update();
+        let p: Vec<i64> = (0..2)
+            .map(|i| f.person_of(f.faces[i * 3]).unwrap())
+            .collect();
+        let err = |r: Result<Decided>| r.unwrap_err().to_string();
+        assert!(
+            err(name(&mut f.conn, f.model, "Nobody", "X")).contains("no person named \"Nobody\"")
+        );
+        assert!(err(name(&mut f.conn, f.model, "999", "X")).contains("no person 999"));
+        assert!(err(name(&mut f.conn, f.model, &p[0].to_string(), "42"))
+            .contains("reads as a person id"));
+        name(&mut f.conn, f.model, &p[0].to_string(), "Sam").unwrap();
+        name(&mut f.conn, f.model, &p[1].to_string(), "Sam").unwrap();
+        let msg = err(move_face(&mut f.conn, f.model, f.faces[0], "Sam"));
+        assert!(
+            msg.contains("2 people are named \"Sam\"") && msg.contains("give the id"),
+            "{msg}"
+        );
+        assert!(
+            err(move_face(&mut f.conn, f.model, 12345, &p[0].to_string()))
+                .contains("no face 12345")
+        );
+        assert!(err(reject(
+            &mut f.conn,
+            f.model,
+            &p[0].to_string(),
+            &[f.faces[5]]
+        ))
+        .contains("is not a face of person"));
+        // A face and a person of another model.
+        let other = db::model_row(&f.conn, "other", "other", DIM).unwrap();
+        let msg = err(move_face(&mut f.conn, other, f.faces[0], &p[0].to_string()));
+        assert!(msg.contains("another model"), "{msg}");
+        f.conn
+            .execute("INSERT INTO people (model_id) VALUES (?1)", [other])
+            .unwrap();
+        let foreign = f.conn.last_insert_rowid();
+        let msg = err(move_face(
+            &mut f.conn,
+            f.model,
+            f.faces[0],
+            &foreign.to_string(),
+        ));
+        assert!(msg.contains("another model"), "{msg}");
+    }
+
+    #[test]
+    fn forget_takes_faces_out_of_people_and_drops_emptied_unnamed_people() {
+        let mut f = Fixture::new(2, 2);
+        f.update();
+        let p: Vec<i64> = (0..2)
+            .map(|i| f.person_of(f.faces[i * 2]).unwrap())
+            .collect();
+        name(&mut f.conn, f.model, &p[1].to_string(), "Kept").unwrap();
+        let all: Vec<std::path::PathBuf> = (0..4).map(|i| format!("/p/{i}.jpg").into()).collect();
+        let r = db::forget(&mut f.conn, &all[..3]).unwrap();
+        assert_eq!((r.photos, r.people), (3, 1));
+        let (faces, people) = f.state();
+        assert_eq!(faces.len(), 1);
+        assert_eq!(faces[&f.faces[3]].0, Some(p[1]));
+        assert_eq!(people.keys().copied().collect::<Vec<_>>(), vec![p[1]]);
+        db::forget(&mut f.conn, &all[3..]).unwrap();
+        assert_eq!(
+            f.state().1[&p[1]].as_deref(),
+            Some("Kept"),
+            "a named person stays, without faces"
+        );
+    }
+}

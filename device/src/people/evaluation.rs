@@ -1,0 +1,285 @@
+//! `smoothface eval people`: our grouping and the Immich rule on the same faces and embeddings
+//! of a folder-per-person tree, scored with the shared clustering metrics; and the fusions of
+//! `search --person` compared by mAP.
+//!
+//! The tree is indexed into a gallery as a user's would be (every face of every photo), both
+//! groupings run from scratch over the gallery's eligible faces, and the labelled face of each
+//! photo (its largest, or the one nearest the image centre) is scored against the photo's
+//! folder. A labelled face that is not grouped (too small, too unsure, or left alone) counts as a
+//! person of its own: that is what a user sees.
+
+use super::fusion::{self, Fusion};
+use super::immich::{self, ImmichConfig};
+use super::linkage::{self, LinkageConfig};
+use super::store::{self, Eligibility, FaceRow};
+use super::{Gallery, Grouping};
+use crate::eval::Missing;
+use crate::gallery::{db as gallery_db, index};
+use crate::pipeline::{FacePick, Pipeline};
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+use smoothface_shared::clustering::{self, ClusteringScores};
+use smoothface_shared::metrics::average_precision;
+use smoothface_shared::protocol;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+/// How one grouping scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupingScore {
+    /// BCubed F of the labelled faces.
+    pub bcubed_f: f64,
+    /// Pairwise F of the labelled faces.
+    pub pairwise_f: f64,
+    /// Every metric.
+    #[serde(flatten)]
+    pub scores: ClusteringScores,
+    /// People the grouping made among the labelled faces (unassigned faces not counted).
+    pub people_found: usize,
+    /// Share of the labelled faces left unassigned.
+    pub unassigned_share: f64,
+    /// Time to group the gallery's faces, milliseconds.
+    pub ms: f64,
+}
+
+/// Result of `eval people`.
+#[derive(Debug, Serialize)]
+pub struct PeopleEval {
+    /// Photos of the tree.
+    pub photos: usize,
+    /// Faces in the gallery (every face of every photo).
+    pub gallery_faces: usize,
+    /// Of them, the faces grouped (eligible).
+    pub grouped_faces: usize,
+    /// Labelled faces scored (one per photo with a face).
+    pub labelled_faces: usize,
+    /// True people among them.
+    pub true_people: usize,
+    /// Photos without a labelled face, and why.
+    pub missing: Vec<Missing>,
+    /// Our grouping.
+    pub ours: GroupingScore,
+    /// The Immich rule.
+    pub immich: GroupingScore,
+    /// Our parameters.
+    pub linkage: LinkageConfig,
+    /// Immich's parameters.
+    pub immich_config: ImmichConfig,
+    /// Which faces were grouped.
+    pub eligibility: Eligibility,
+    /// mAP of `search --person` by fusion: each true person with two or more labelled faces
+    /// searches with the first half of them (at least one) for the rest among all other
+    /// labelled faces.
+    pub fusion_map: BTreeMap<&'static str, f64>,
+    /// Queries (people) behind each `fusion_map` value.
+    pub fusion_queries: usize,
+}
+
+/// How `eval people` groups and labels.
+#[derive(Debug, Clone, Copy)]
+pub struct PeopleEvalOptions {
+    /// Which face of a photo is labelled.
+    pub pick: FacePick,
+    /// Which faces are grouped.
+    pub eligibility: Eligibility,
+    /// Our grouping's parameters.
+    pub linkage: LinkageConfig,
+    /// The Immich rule's.
+    pub immich: ImmichConfig,
+}
+
+/// Runs `eval people` on a folder-per-person tree, in the gallery `db` (a temporary one when
+/// `None`).
+pub fn people(
+    pipeline: &Pipeline,
+    dir: &Path,
+    db: Option<&Path>,
+    options: &PeopleEvalOptions,
+    progress: bool,
+) -> Result<PeopleEval> {
+    let people = protocol::folder_per_person(dir)?;
+    let tmp = tempfile::tempdir().context("a temporary folder for the evaluation's gallery")?;
+    let db_path = db.map_or_else(|| tmp.path().join("eval.sqlite"), Path::to_path_buf);
+    let mut conn = gallery_db::open(&db_path)?;
+    let report = index::index(&mut conn, pipeline, &[dir.to_path_buf()], progress)?;
+    let emb = &pipeline.embedder;
+    let model_id = gallery_db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
+    let (faces, damaged) = store::faces(&conn, model_id, true)?;
+    ensure!(
+        damaged.is_empty(),
+        "{}: faces {damaged:?} are damaged",
+        db_path.display()
+    );
+
+    // The labelled face of each photo.
+    let failed: HashMap<&str, &str> = report
+        .failed
+        .iter()
+        .map(|f| (f.path.as_str(), f.error.as_str()))
+        .collect();
+    let mut by_path: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, f) in faces.iter().enumerate() {
+        by_path.entry(f.path.as_str()).or_default().push(i);
+    }
+    let (mut labelled, mut truth, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    let mut photos = 0;
+    for (person, identity) in people.iter().enumerate() {
+        for image in &identity.images {
+            photos += 1;
+            let key = image
+                .canonicalize()
+                .unwrap_or_else(|_| image.clone())
+                .to_string_lossy()
+                .into_owned();
+            let miss = |reason: String| Missing {
+                path: image.display().to_string(),
+                reason,
+            };
+            match by_path.get(key.as_str()) {
+                Some(rows) => {
+                    labelled.push(choose(&faces, rows, image, options.pick)?);
+                    truth.push(person as u32);
+                }
+                None => missing.push(miss(
+                    failed
+                        .get(key.as_str())
+                        .map_or("no face found".into(), |e| e.to_string()),
+                )),
+            }
+        }
+    }
+    ensure!(
+        !labelled.is_empty(),
+        "{}: no photo has a face",
+        dir.display()
+    );
+
+    // Both groupings over the eligible faces of the whole gallery, from scratch.
+    let grouped: Vec<usize> = (0..faces.len())
+        .filter(|&i| faces[i].eligible(&options.eligibility))
+        .collect();
+    let row_of: HashMap<usize, usize> = grouped.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+    let data: Vec<f32> = grouped
+        .iter()
+        .flat_map(|&i| faces[i].embedding.clone().unwrap_or_default())
+        .collect();
+    let gallery = Gallery::from_scratch(&data, emb.dim());
+    let run = |group: &dyn Fn(&Gallery) -> Grouping| -> Result<GroupingScore> {
+        let started = Instant::now();
+        let grouping = group(&gallery);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let labels = grouping.labels(&gallery);
+        let assigned: std::collections::HashSet<u32> = grouping
+            .new_people
+            .iter()
+            .flatten()
+            .map(|&r| labels[r as usize])
+            .collect();
+        // Labelled faces outside the grouping get labels past every grouping label.
+        let mut next = labels.len() as u32;
+        let predicted: Vec<u32> = labelled
+            .iter()
+            .map(|i| match row_of.get(i) {
+                Some(&r) => labels[r],
+                None => {
+                    next += 1;
+                    next
+                }
+            })
+            .collect();
+        let scores = clustering::score(&truth, &predicted)?;
+        let found: std::collections::HashSet<u32> = predicted
+            .iter()
+            .copied()
+            .filter(|l| assigned.contains(l))
+            .collect();
+        let unassigned = predicted.iter().filter(|l| !assigned.contains(l)).count();
+        Ok(GroupingScore {
+            bcubed_f: scores.bcubed_f,
+            pairwise_f: scores.pairwise_f,
+            scores,
+            people_found: found.len(),
+            unassigned_share: unassigned as f64 / predicted.len() as f64,
+            ms,
+        })
+    };
+    let ours = run(&|g| linkage::group(g, &options.linkage))?;
+    let immich = run(&|g| immich::group(g, &options.immich))?;
+
+    // Fusions of search --person, on the labelled faces and their true people.
+    let dim = emb.dim();
+    let vectors: Vec<f32> = labelled
+        .iter()
+        .flat_map(|&i| faces[i].embedding.clone().unwrap_or_default())
+        .collect();
+    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (pos, &t) in truth.iter().enumerate() {
+        members.entry(t).or_default().push(pos);
+    }
+    let queries: Vec<&Vec<usize>> = members.values().filter(|m| m.len() >= 2).collect();
+    let mut fusion_map = BTreeMap::new();
+    for f in Fusion::ALL {
+        let mut sum = 0.0;
+        for m in &queries {
+            let known = &m[..m.len().div_ceil(2)];
+            let own: Vec<f32> = known
+                .iter()
+                .flat_map(|&p| vectors[p * dim..(p + 1) * dim].to_vec())
+                .collect();
+            let all = fusion::scores(&vectors, &own, dim, f);
+            let (mut scores, mut relevant) = (Vec::new(), Vec::new());
+            for (pos, s) in all.into_iter().enumerate() {
+                if !known.contains(&pos) {
+                    scores.push(s);
+                    relevant.push(truth[pos] == truth[m[0]]);
+                }
+            }
+            sum += average_precision(&scores, &relevant).unwrap_or(0.0);
+        }
+        fusion_map.insert(
+            f.name(),
+            if queries.is_empty() {
+                0.0
+            } else {
+                sum / queries.len() as f64
+            },
+        );
+    }
+
+    Ok(PeopleEval {
+        photos,
+        gallery_faces: faces.len(),
+        grouped_faces: grouped.len(),
+        labelled_faces: labelled.len(),
+        true_people: members.len(),
+        missing,
+        ours,
+        immich,
+        linkage: options.linkage,
+        immich_config: options.immich,
+        eligibility: options.eligibility,
+        fusion_map,
+        fusion_queries: queries.len(),
+    })
+}
+
+/// The labelled face of a photo among its faces (gallery indices, largest first).
+fn choose(faces: &[FaceRow], rows: &[usize], image: &Path, pick: FacePick) -> Result<usize> {
+    match pick {
+        FacePick::Largest => Ok(rows[0]),
+        FacePick::Central => {
+            let (w, h) = image::image_dimensions(image)
+                .with_context(|| format!("{}: cannot read its size", image.display()))?;
+            let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+            let d = |i: &usize| {
+                let b = faces[*i].bbox;
+                ((b[0] + b[2]) / 2.0 - cx).powi(2) + ((b[1] + b[3]) / 2.0 - cy).powi(2)
+            };
+            Ok(*rows
+                .iter()
+                .min_by(|a, b| d(a).total_cmp(&d(b)))
+                .expect("a photo in by_path has a face"))
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Our grouping: average linkage over the faces' nearest-neighbour graph, with a calibrated
+//! threshold and the user's decisions as constraints.
+//!
+//! Average linkage (UPGMA) merges, at each step, the two groups whose faces are the most similar
+//! on average, and stops when no pair of groups is at least [`LinkageConfig::threshold`]
+//! similar on average. Because the faces are unit vectors, the mean similarity of every pair
+//! across two groups is `sum(A) · sum(B) / (|A| |B|)`: each group keeps the sum of its faces and
+//! the linkage is exact, in one dot product, however large the groups. Only groups joined by an
+//! edge are compared: a pending face's nearest pending faces, and every person whose mean face
+//! it is at least `threshold` similar to (a pair of groups whose mean similarity is above the
+//! threshold has a member above it). Unlike single linkage (connected
+//! components, Chinese whispers) one look-alike pair of faces cannot chain two people together:
+//! merging two siblings takes their faces being similar on the whole.
+//!
+//! Incremental: people already in the gallery enter as fixed groups. Pending faces join them or
+//! each other; two existing people are never merged (that is the user's call), and a face the
+//! user rejected from a person never joins it.
+
+use super::neighbours::{gather, neighbours, similarities};
+use super::{Gallery, Grouping};
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+use smoothface_shared::embedding::dot;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+/// The parameters of our grouping.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LinkageConfig {
+    /// Smallest mean cosine similarity between two groups that are merged.
+    pub threshold: f32,
+    /// Neighbours per face in the graph.
+    pub k: usize,
+    /// Faces a new person needs; smaller groups stay unassigned until more faces arrive.
+    pub min_faces: usize,
+}
+
+impl Default for LinkageConfig {
+    /// Calibrated on `lfw-devtrain` (README, "People").
+    fn default() -> LinkageConfig {
+        LinkageConfig {
+            threshold: 0.46,
+            k: 32,
+            min_faces: 2,
+        }
+    }
+}
+
+/// A group while merging.
+struct Group {
+    sum: Vec<f32>,
+    size: usize,
+    /// The existing person it is, if any.
+    person: Option<i64>,
+    /// People some face of it was rejected from.
+    rejected: Vec<i64>,
+    /// Pending faces in it.
+    pending: Vec<u32>,
+    neighbours: HashSet<u32>,
+    version: u32,
+    alive: bool,
+}
+
+/// A candidate merge: ordered by linkage, then by the groups' ids for determinism.
+#[derive(PartialEq)]
+struct Candidate {
+    link: f32,
+    a: u32,
+    b: u32,
+    versions: (u32, u32),
+}
+
+impl Eq for Candidate {}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Candidate) -> Ordering {
+        self.link
+            .total_cmp(&other.link)
+            .then_with(|| (other.a, other.b).cmp(&(self.a, self.b)))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Candidate) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn may_merge(a: &Group, b: &Group) -> bool {
+    match (a.person, b.person) {
+        (Some(_), Some(_)) => false,
+        (Some(p), None) => !b.rejected.contains(&p),
+        (None, Some(p)) => !a.rejected.contains(&p),
+        (None, None) => true,
+    }
+}
+
+fn link(a: &Group, b: &Group) -> f32 {
+    dot(&a.sum, &b.sum) / (a.size * b.size) as f32
+}
+
+/// Pending faces grouped at once: beyond it a gallery is grouped in batches, each against the
+/// people the earlier ones made, which bounds the exact neighbour search's cost (quadratic in
+/// the batch) while a new face still sees every person.
+pub const BATCH: usize = 10_000;
+
+/// Groups the gallery's pending faces: in one go up to [`BATCH`] of them, else batch by batch
+/// (faces a batch leaves unassigned are pending again in the next).
+pub fn group(g: &Gallery, config: &LinkageConfig) -> Grouping {
+    if g.pending.len() <= BATCH {
+        return group_batch(g, config);
+    }
+    // People made by earlier batches take ids below every real one (negative).
+    let mut person = g.person.clone();
+    let mut next_new = -1i64;
+    let mut carried: Vec<u32> = Vec::new();
+    for chunk in g.pending.chunks(BATCH) {
+        let mut pending = std::mem::take(&mut carried);
+        pending.extend_from_slice(chunk);
+        let batch = Gallery {
+            data: g.data,
+            dim: g.dim,
+            person: person.clone(),
+            pending,
+            rejected: g.rejected.clone(),
+        };
+        let out = group_batch(&batch, config);
+        for (r, p) in out.joins {
+            person[r as usize] = Some(p);
+        }
+        for faces in out.new_people {
+            for r in faces {
+                person[r as usize] = Some(next_new);
+            }
+            next_new -= 1;
+        }
+        carried = out.unassigned;
+    }
+    let mut out = Grouping {
+        unassigned: carried,
+        ..Grouping::default()
+    };
+    let mut new_people: HashMap<i64, Vec<u32>> = HashMap::new();
+    for &r in &g.pending {
+        match person[r as usize] {
+            Some(p) if p < 0 => new_people.entry(p).or_default().push(r),
+            Some(p) => out.joins.push((r, p)),
+            None => {}
+        }
+    }
+    out.new_people = new_people.into_values().collect();
+    out.finish();
+    out
+}
+
+/// One batch: every pending face against every other and against every person.
+fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
+    let dim = g.dim;
+    let row = |r: u32| &g.data[r as usize * dim..(r as usize + 1) * dim];
+    let fresh = |sum: Vec<f32>, size, person, rejected, pending| Group {
+        sum,
+        size,
+        person,
+        rejected,
+        pending,
+        neighbours: HashSet::new(),
+        version: 0,
+        alive: true,
+    };
+    // Groups: one per pending face (group i is pending face i), then the existing people.
+    let mut groups: Vec<Group> = g
+        .pending
+        .iter()
+        .map(|&r| {
+            fresh(
+                row(r).to_vec(),
+                1,
+                None,
+                g.rejected.get(&r).cloned().unwrap_or_default(),
+                vec![r],
+            )
+        })
+        .collect();
+    let mut group_of_person: HashMap<i64, u32> = HashMap::new();
+    for (r, person) in g.person.iter().enumerate() {
+        let Some(p) = *person else { continue };
+        let id = *group_of_person.entry(p).or_insert_with(|| {
+            groups.push(fresh(vec![0.0; dim], 0, Some(p), Vec::new(), Vec::new()));
+            groups.len() as u32 - 1
+        });
+        let grp = &mut groups[id as usize];
+        grp.sum
+            .iter_mut()
+            .zip(row(r as u32))
+            .for_each(|(s, x)| *s += x);
+        grp.size += 1;
+    }
+    let n_pending = g.pending.len();
+    // Edges between pending faces: their nearest neighbours among each other.
+    let pending_data = gather(g.data, dim, &g.pending);
+    let pending_data = pending_data.as_slice().expect("contiguous");
+    let queries: Vec<u32> = (0..n_pending as u32).collect();
+    let graph = neighbours(pending_data, dim, &queries, config.k, config.threshold);
+    for (a, hits) in graph.iter().enumerate() {
+        for h in hits {
+            groups[a].neighbours.insert(h.row);
+            groups[h.row as usize].neighbours.insert(a as u32);
+        }
+    }
+    // Edges from pending faces to people: the exact average linkage, face to person mean.
+    if groups.len() > n_pending {
+        let means: Vec<f32> = groups[n_pending..]
+            .iter()
+            .flat_map(|p| p.sum.iter().map(move |x| x / p.size as f32))
+            .collect();
+        let people =
+            ArrayView2::from_shape((groups.len() - n_pending, dim), &means).expect("people x dim");
+        // In blocks of faces, so the link matrix stays small however many people there are.
+        let edges: Vec<(u32, u32)> = pending_data
+            .par_chunks(1024 * dim)
+            .enumerate()
+            .flat_map_iter(|(block, faces)| {
+                let faces =
+                    ArrayView2::from_shape((faces.len() / dim, dim), faces).expect("faces x dim");
+                let links = similarities(faces, people);
+                let mut out = Vec::new();
+                for (i, row) in links.rows().into_iter().enumerate() {
+                    for (p, &l) in row.iter().enumerate() {
+                        if l >= config.threshold {
+                            out.push(((block * 1024 + i) as u32, (n_pending + p) as u32));
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        for (a, b) in edges {
+            groups[a as usize].neighbours.insert(b);
+            groups[b as usize].neighbours.insert(a);
+        }
+    }
+    merge_all(&mut groups, config.threshold);
+    let mut out = Grouping::default();
+    for grp in groups
+        .into_iter()
+        .filter(|g| g.alive && !g.pending.is_empty())
+    {
+        let mut faces = grp.pending;
+        faces.sort_unstable();
+        match grp.person {
+            Some(p) => out.joins.extend(faces.into_iter().map(|r| (r, p))),
+            None if faces.len() >= config.min_faces.max(1) => out.new_people.push(faces),
+            None => out.unassigned.extend(faces),
+        }
+    }
+    out.finish();
+    out
+}
+
+/// Average linkage over the groups' neighbour edges, best pair first, down to `threshold`.
+fn merge_all(groups: &mut [Group], threshold: f32) {
+    let mut heap = BinaryHeap::new();
+    let push = |heap: &mut BinaryHeap<Candidate>, groups: &[Group], a: u32, b: u32| {
+        let (ga, gb) = (&groups[a as usize], &groups[b as usize]);
+        if may_merge(ga, gb) {
+            let l = link(ga, gb);
+            if l >= threshold {
+                let (a, b) = (a.min(b), a.max(b));
+                let versions = (groups[a as usize].version, groups[b as usize].version);
+                heap.push(Candidate {
+                    link: l,
+                    a,
+                    b,
+                    versions,
+                });
+            }
+        }
+    };
+    for a in 0..groups.len() as u32 {
+        for &b in &groups[a as usize].neighbours {
+            if a < b {
+                push(&mut heap, groups, a, b);
+            }
+        }
+    }
+    while let Some(c) = heap.pop() {
+        let (ga, gb) = (&groups[c.a as usize], &groups[c.b as usize]);
+        if !ga.alive || !gb.alive || (ga.version, gb.version) != c.versions {
+            continue; // stale: one of the groups changed since this candidate was pushed
+        }
+        // Keep the existing person's group, else the larger, as the survivor.
+        let keep_a = ga.person.is_some() || (gb.person.is_none() && ga.size >= gb.size);
+        let (keep, gone) = if keep_a { (c.a, c.b) } else { (c.b, c.a) };
+        let absorbed = std::mem::replace(
+            &mut groups[gone as usize],
+            Group {
+                sum: Vec::new(),
+                size: 0,
+                person: None,
+                rejected: Vec::new(),
+                pending: Vec::new(),
+                neighbours: HashSet::new(),
+                version: 0,
+                alive: false,
+            },
+        );
+        for &n in &absorbed.neighbours {
+            let ng = &mut groups[n as usize].neighbours;
+            ng.remove(&gone);
+            if n != keep {
+                ng.insert(keep);
+            }
+        }
+        let k = &mut groups[keep as usize];
+        k.sum
+            .iter_mut()
+            .zip(&absorbed.sum)
+            .for_each(|(s, x)| *s += x);
+        k.size += absorbed.size;
+        k.person = k.person.or(absorbed.person);
+        k.rejected.extend(absorbed.rejected);
+        k.pending.extend(absorbed.pending);
+        k.neighbours
+            .extend(absorbed.neighbours.into_iter().filter(|&n| n != keep));
+        k.neighbours.remove(&gone);
+        k.version += 1;
+        let around: Vec<u32> = k.neighbours.iter().copied().collect();
+        for n in around {
+            push(&mut heap, groups, keep, n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::people::tests::clustered;
+    use smoothface_shared::embedding::l2_normalize;
+
+    fn config(threshold: f32) -> LinkageConfig {
+        LinkageConfig {
+            threshold,
+            k: 16,
+            min_faces: 2,
+        }
+    }
+
+    #[test]
+    fn well_separated_people_are_found_exactly() {
+        let data = clustered(12, 6, 32, 0.6, 3);
+        let g = Gallery::from_scratch(&data, 32);
+        let out = group(&g, &config(0.4));
+        assert_eq!(out.new_people.len(), 12);
+        for (i, p) in out.new_people.iter().enumerate() {
+            assert_eq!(p, &((i as u32 * 6)..(i as u32 * 6 + 6)).collect::<Vec<_>>());
+        }
+        assert!(out.unassigned.is_empty() && out.joins.is_empty());
+    }
+
+    /// Average linkage, by hand: 1-d "directions" in the plane at angles where single linkage
+    /// would chain everything together but the mean similarity says stop.
+    #[test]
+    fn a_chain_of_look_alikes_does_not_merge_two_people() {
+        let at = |deg: f32| {
+            let r = deg.to_radians();
+            [r.cos(), r.sin()]
+        };
+        // Person A at 0, 10, 20 degrees; person B at 80, 90, 100; one face at 50 between them.
+        // cos 30 = 0.866, so 50 links to 20 and to 80 above a threshold of 0.8: single linkage
+        // would join all seven. Mean similarity of {0,10,20,50} to {80,90,100} is far below.
+        let angles = [0.0, 10.0, 20.0, 80.0, 90.0, 100.0, 50.0];
+        let data: Vec<f32> = angles.iter().flat_map(|&a| at(a)).collect();
+        let g = Gallery::from_scratch(&data, 2);
+        let out = group(&g, &config(0.8));
+        // Mean cos of 50 to {0,10,20} = (cos50+cos40+cos30)/3 = (0.643+0.766+0.866)/3 = 0.758:
+        // below 0.8, so the middle face joins nobody.
+        assert_eq!(out.new_people, vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        assert_eq!(out.unassigned, vec![6]);
+    }
+
+    #[test]
+    fn new_faces_join_existing_people_which_never_merge() {
+        let mut data = clustered(3, 5, 16, 0.5, 4);
+        // Rows 0-4 are person 100 and rows 5-9 person 200, though both are person 0 and 1 of the
+        // data; rows 10-14 (the third cluster) are pending; then one pending face near each.
+        let near = |data: &[f32], r: usize| {
+            let mut v: Vec<f32> = data[r * 16..(r + 1) * 16]
+                .iter()
+                .map(|x| x + 0.05)
+                .collect();
+            l2_normalize(&mut v);
+            v
+        };
+        let (n0, n1) = (near(&data, 0), near(&data, 5));
+        data.extend(n0);
+        data.extend(n1);
+        let mut person = vec![None; 17];
+        for (r, p) in person.iter_mut().enumerate().take(10) {
+            *p = Some(if r < 5 { 100 } else { 200 });
+        }
+        // Make person 200 also hold a face of person 100's cluster: the two are now linked,
+        // yet they must stay apart.
+        person[4] = Some(200);
+        let g = Gallery {
+            data: &data,
+            dim: 16,
+            person,
+            pending: (10..17).collect(),
+            rejected: HashMap::new(),
+        };
+        let out = group(&g, &config(0.3));
+        assert_eq!(out.joins, vec![(15, 100), (16, 200)]);
+        assert_eq!(out.new_people, vec![vec![10, 11, 12, 13, 14]]);
+    }
+
+    #[test]
+    fn a_rejected_face_never_joins_that_person() {
+        let at = |deg: f32| [deg.to_radians().cos(), deg.to_radians().sin()];
+        // Person 7 at 0 and 5 degrees; pending face 3 at 2 (it joins 7 first: mean cos 0.999),
+        // pending face 2 at 20, rejected from 7 by the user.
+        let data: Vec<f32> = [0.0, 5.0, 20.0, 2.0].iter().flat_map(|&a| at(a)).collect();
+        let person = vec![Some(7), Some(7), None, None];
+        let rejected = HashMap::from([(2, vec![7])]);
+        let g = Gallery {
+            data: &data,
+            dim: 2,
+            person,
+            pending: vec![2, 3],
+            rejected,
+        };
+        let out = group(&g, &config(0.8));
+        assert_eq!(out.joins, vec![(3, 7)]);
+        // Without the rejection face 2 would join 7 too (mean cos of 20 to {0, 5, 2} is 0.95).
+        assert_eq!(out.unassigned, vec![2]);
+        let free = Gallery {
+            rejected: HashMap::new(),
+            ..g
+        };
+        assert_eq!(group(&free, &config(0.8)).joins, vec![(2, 7), (3, 7)]);
+    }
+
+    #[test]
+    fn small_groups_wait_for_more_faces() {
+        let data = clustered(2, 3, 16, 0.4, 6);
+        let g = Gallery::from_scratch(&data, 16);
+        let mut c = config(0.3);
+        c.min_faces = 4;
+        let out = group(&g, &c);
+        assert!(out.new_people.is_empty());
+        assert_eq!(out.unassigned, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_find_people_whose_faces_span_them() {
+        // 1,011 people of 10 faces, interleaved (face j of person i at row 1011 j + i): every
+        // person has faces on both sides of the first batch's end.
+        let (people, each, dim) = (1_011usize, 10usize, 128usize);
+        let by_person = clustered(people, each, dim, 0.5, 8);
+        let mut data = vec![0.0f32; by_person.len()];
+        for i in 0..people {
+            for j in 0..each {
+                let (from, to) = ((i * each + j) * dim, (j * people + i) * dim);
+                data[to..to + dim].copy_from_slice(&by_person[from..from + dim]);
+            }
+        }
+        assert!(people * each > BATCH);
+        let out = group(&Gallery::from_scratch(&data, dim), &config(0.4));
+        assert_eq!(out.new_people.len(), people);
+        for (i, p) in out.new_people.iter().enumerate() {
+            assert_eq!(
+                p,
+                &(0..each)
+                    .map(|j| (j * people + i) as u32)
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert!(out.unassigned.is_empty() && out.joins.is_empty());
+    }
+}

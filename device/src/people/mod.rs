@@ -1,0 +1,153 @@
+//! People: the gallery's faces grouped into persons, the user's corrections, search by person.
+//!
+//! [`neighbours`] finds each face's nearest faces, [`linkage`] groups them (ours: average
+//! linkage with a calibrated threshold), [`immich`] is the baseline rule measured beside it,
+//! [`store`] keeps people and assignments in the gallery and runs incremental updates,
+//! [`decisions`] records the user's names, merges, splits, moves and rejections (and undoes
+//! them), [`fusion`] ranks the gallery for a person from all of their faces, [`evaluation`]
+//! scores both groupings and the fusions on labelled photos.
+
+pub mod decisions;
+pub mod evaluation;
+pub mod fusion;
+pub mod immich;
+pub mod linkage;
+pub mod neighbours;
+pub mod store;
+
+use std::collections::HashMap;
+
+/// A grouping problem: faces as rows of unit vectors, the people some already belong to, and
+/// the rows to group.
+#[derive(Debug, Clone)]
+pub struct Gallery<'a> {
+    /// `n x dim` unit embeddings, row-major.
+    pub data: &'a [f32],
+    /// Embedding size.
+    pub dim: usize,
+    /// Each row's person, when it has one (ids of existing people).
+    pub person: Vec<Option<i64>>,
+    /// Rows without a person to group now.
+    pub pending: Vec<u32>,
+    /// People each pending row must never join (the user's rejections).
+    pub rejected: HashMap<u32, Vec<i64>>,
+}
+
+impl<'a> Gallery<'a> {
+    /// Every row pending, nobody assigned: grouping from scratch.
+    pub fn from_scratch(data: &'a [f32], dim: usize) -> Gallery<'a> {
+        let n = data.len() / dim.max(1);
+        Gallery {
+            data,
+            dim,
+            person: vec![None; n],
+            pending: (0..n as u32).collect(),
+            rejected: HashMap::new(),
+        }
+    }
+}
+
+/// What a grouping decided for the pending rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grouping {
+    /// Rows that join an existing person, by row.
+    pub joins: Vec<(u32, i64)>,
+    /// New people, each its rows in order; ordered by their first row.
+    pub new_people: Vec<Vec<u32>>,
+    /// Rows left unassigned, in order.
+    pub unassigned: Vec<u32>,
+}
+
+impl Grouping {
+    /// Puts every list in a canonical order, so that groupings compare and print stably.
+    fn finish(&mut self) {
+        self.joins.sort_unstable();
+        self.unassigned.sort_unstable();
+        for p in &mut self.new_people {
+            p.sort_unstable();
+        }
+        self.new_people.sort_unstable_by_key(|p| p[0]);
+    }
+
+    /// One label per row of an `n`-row gallery for scoring: existing people by id, new people
+    /// and unassigned rows each a label of their own (an unassigned face is a singleton).
+    pub fn labels(&self, gallery: &Gallery) -> Vec<u32> {
+        let n = gallery.person.len();
+        let mut labels = vec![u32::MAX; n];
+        let mut next = 0u32;
+        let mut person_label: HashMap<i64, u32> = HashMap::new();
+        let mut fresh = || {
+            next += 1;
+            next - 1
+        };
+        for (r, p) in gallery.person.iter().enumerate() {
+            if let Some(p) = p {
+                labels[r] = *person_label.entry(*p).or_insert_with(&mut fresh);
+            }
+        }
+        for &(r, p) in &self.joins {
+            labels[r as usize] = *person_label.entry(p).or_insert_with(&mut fresh);
+        }
+        for group in &self.new_people {
+            let l = fresh();
+            for &r in group {
+                labels[r as usize] = l;
+            }
+        }
+        for l in labels.iter_mut().filter(|l| **l == u32::MAX) {
+            *l = fresh();
+        }
+        labels
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use smoothface_shared::embedding::l2_normalize;
+
+    /// `people` clusters of `each` unit vectors around random centres, with noise `spread`
+    /// (relative to the centre's unit length), people in order.
+    pub(crate) fn clustered(
+        people: usize,
+        each: usize,
+        dim: usize,
+        spread: f32,
+        seed: u64,
+    ) -> Vec<f32> {
+        let mut rng = smoothface_tests::Rng::new(seed);
+        let mut data = Vec::with_capacity(people * each * dim);
+        let scale = spread / (dim as f32).sqrt();
+        for _ in 0..people {
+            let mut centre: Vec<f32> = (0..dim).map(|_| rng.normal() as f32).collect();
+            l2_normalize(&mut centre);
+            for _ in 0..each {
+                let mut v: Vec<f32> = centre
+                    .iter()
+                    .map(|c| c + scale * rng.normal() as f32)
+                    .collect();
+                l2_normalize(&mut v);
+                data.extend(v);
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn labels_give_unassigned_rows_their_own() {
+        let data = [1.0f32; 5];
+        let mut g = Gallery::from_scratch(&data, 1);
+        g.person[4] = Some(9);
+        g.pending = vec![0, 1, 2, 3];
+        let out = Grouping {
+            joins: vec![(3, 9)],
+            new_people: vec![vec![0, 2]],
+            unassigned: vec![1],
+        };
+        let l = out.labels(&g);
+        assert_eq!(l[0], l[2]);
+        assert_eq!(l[3], l[4]);
+        let distinct: std::collections::HashSet<u32> = l.iter().copied().collect();
+        assert_eq!(distinct.len(), 3); // {0,2}, {3,4}, {1}
+    }
+}
