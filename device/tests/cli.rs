@@ -447,10 +447,32 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
         "--json",
         "--compare",
         model,
+        "--grouping-faces",
+        "2000",
+        "--grouping-add",
+        "100",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = r["embedding"].as_array().unwrap();
+    let grouping: Vec<&serde_json::Value> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["peer"] == "Immich rule, same vectors")
+        .collect();
+    assert_eq!(grouping.len(), 2, "{}", r["rows"]);
+    assert!(grouping[0]["what"]
+        .as_str()
+        .unwrap()
+        .starts_with("group 2000 faces"));
+    assert!(grouping[1]["what"]
+        .as_str()
+        .unwrap()
+        .starts_with("add 100 faces"));
+    for row in grouping {
+        assert!(row["ours_ms"].as_f64().unwrap() > 0.0 && row["peer_ms"].as_f64().unwrap() > 0.0);
+    }
     let forms: Vec<&str> = rows.iter().map(|e| e["graph"].as_str().unwrap()).collect();
     assert_eq!(forms, ["as_written", "as_run", "as_written", "as_run"]);
     for e in rows {

@@ -243,6 +243,7 @@ fn plogp(p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoothface_tests::Rng;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
@@ -252,19 +253,6 @@ mod tests {
     #[track_caller]
     fn assert_close(name: &str, got: f64, want: f64) {
         assert!(close(got, want), "{name}: got {got}, want {want}");
-    }
-
-    /// Tiny deterministic generator (Knuth's MMIX LCG) so tests need no `rand` crate.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) as u32
-        }
     }
 
     /// The definitions applied literally, in O(n²): every pair and every item visited.
@@ -490,9 +478,9 @@ mod tests {
 
     #[test]
     fn clustering_invariant_to_relabelling_and_symmetric() {
-        let mut rng = Lcg(7);
-        let truth: Vec<u32> = (0..300).map(|_| rng.next() % 12).collect();
-        let predicted: Vec<u32> = (0..300).map(|_| rng.next() % 9).collect();
+        let mut rng = Rng::new(7);
+        let truth: Vec<u32> = (0..300).map(|_| rng.below(12) as u32).collect();
+        let predicted: Vec<u32> = (0..300).map(|_| rng.below(9) as u32).collect();
         let base = score(&truth, &predicted).unwrap();
         // Multiplying by an odd number is a bijection on u32, so these rename labels only
         // (and scramble their order, which the sorted contingency table must not care about).
@@ -551,13 +539,15 @@ mod tests {
 
     #[test]
     fn clustering_matches_brute_force_on_random_labelings() {
-        let mut rng = Lcg(2024);
+        let mut rng = Rng::new(2024);
         // Label ranges from "almost everything together" to "almost all singletons".
         for (true_range, predicted_range) in
             [(5, 5), (20, 3), (3, 40), (60, 150), (1, 7), (200, 200)]
         {
-            let truth: Vec<u32> = (0..200).map(|_| rng.next() % true_range).collect();
-            let predicted: Vec<u32> = (0..200).map(|_| rng.next() % predicted_range).collect();
+            let truth: Vec<u32> = (0..200).map(|_| rng.below(true_range) as u32).collect();
+            let predicted: Vec<u32> = (0..200)
+                .map(|_| rng.below(predicted_range) as u32)
+                .collect();
             let s = score(&truth, &predicted).unwrap();
             let (pp, pr, bp, br) = brute_force(&truth, &predicted);
             let context = format!("ranges {true_range}/{predicted_range}");

@@ -632,27 +632,10 @@ fn assert_no_nan(values: &[f32], caller: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoothface_tests::Rng;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
-    }
-
-    /// Tiny deterministic generator (Knuth's MMIX LCG) so tests need no `rand` crate.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) as u32
-        }
-
-        /// A small integer in `-spread..=spread`, as f32.
-        fn small(&mut self, spread: u32) -> f32 {
-            (self.next() % (2 * spread + 1)) as f32 - spread as f32
-        }
     }
 
     #[test]
@@ -806,11 +789,11 @@ mod tests {
     fn retrieval_metrics_match_brute_force_on_random_data() {
         // Small integer coordinates make every dot product exact in f32 whatever the summation
         // order, and produce many tied scores, so tie-breaking is exercised too.
-        let mut rng = Lcg(42);
+        let mut rng = Rng::new(42);
         let (n, dim) = (150, 19);
         let embeddings: Vec<f32> = (0..n * dim).map(|_| rng.small(2)).collect();
         // 40 labels over 150 items: some labels occur once, so some queries are skipped.
-        let labels: Vec<u32> = (0..n).map(|_| rng.next() % 40).collect();
+        let labels: Vec<u32> = (0..n).map(|_| rng.below(40) as u32).collect();
         let ks = [1, 2, 5, 10, 100];
         let report = retrieval_metrics(&embeddings, dim, &labels, &ks).unwrap();
         let (evaluated, skipped, map, recall) = reference_retrieval(&embeddings, dim, &labels, &ks);
@@ -870,12 +853,12 @@ mod tests {
 
     #[test]
     fn best_threshold_matches_brute_force() {
-        let mut rng = Lcg(7);
+        let mut rng = Rng::new(7);
         for round in 0..20 {
             let n = 1 + round * 3;
             // Quarter steps in [-1, 1] give many tied scores.
             let scores: Vec<f32> = (0..n).map(|_| rng.small(4) / 4.0).collect();
-            let same: Vec<bool> = (0..n).map(|_| rng.next() & 1 == 0).collect();
+            let same: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
             // Every split a threshold can make is "score >= s" for some score s, or nothing.
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let brute = scores

@@ -510,6 +510,38 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_1_gallery_gains_people_and_keeps_its_faces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO models VALUES (1, 'h', 'a', 2);
+                 INSERT INTO media VALUES (1, '/p/a.jpg', 'x', 1, 1, 'ok', NULL);
+                 INSERT INTO faces (id, media_id, model_id, face_index, x1, y1, x2, y2, score, landmarks, embedding)
+                   VALUES (7, 1, 1, 0, 0, 0, 1, 1, 0.9, x'00', x'00');",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let (face, person): (i64, Option<i64>) = conn
+            .query_row("SELECT id, person_id FROM faces", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((face, person), (7, None));
+        conn.execute("INSERT INTO people (model_id, name) VALUES (1, 'Anna')", [])
+            .unwrap();
+        conn.execute("UPDATE faces SET person_id = 1, assigned_by = 'user'", [])
+            .unwrap();
+        assert!(conn
+            .execute("UPDATE faces SET assigned_by = 'someone'", [])
+            .is_err());
+    }
+
+    #[test]
     fn faces_round_trip_and_replace_per_model() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open(&dir.path().join("g.sqlite")).unwrap();
