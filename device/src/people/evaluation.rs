@@ -17,6 +17,7 @@ use crate::eval::Missing;
 use crate::gallery::{db as gallery_db, index};
 use crate::pipeline::{FacePick, Pipeline};
 use anyhow::{ensure, Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
 use smoothface_shared::clustering::{self, ClusteringScores};
 use smoothface_shared::metrics::average_precision;
@@ -122,31 +123,50 @@ pub fn people(
     for (i, f) in faces.iter().enumerate() {
         by_path.entry(f.path.as_str()).or_default().push(i);
     }
-    let (mut labelled, mut truth, mut missing) = (Vec::new(), Vec::new(), Vec::new());
-    let mut photos = 0;
-    for (person, identity) in people.iter().enumerate() {
-        for image in &identity.images {
-            photos += 1;
+    let images: Vec<(u32, &Path)> = people
+        .iter()
+        .enumerate()
+        .flat_map(|(person, identity)| {
+            identity
+                .images
+                .iter()
+                .map(move |i| (person as u32, i.as_path()))
+        })
+        .collect();
+    let photos = images.len();
+    // The labelled face of each photo, or why it has none; in parallel, since choosing the
+    // central face decodes the photo for its size (as oriented, the boxes' frame).
+    let chosen: Vec<(u32, Result<usize, Missing>)> = images
+        .par_iter()
+        .map(|&(person, image)| {
             let key = image
                 .canonicalize()
-                .unwrap_or_else(|_| image.clone())
+                .unwrap_or_else(|_| image.to_path_buf())
                 .to_string_lossy()
                 .into_owned();
-            let miss = |reason: String| Missing {
+            let missing = |reason: String| Missing {
                 path: image.display().to_string(),
                 reason,
             };
-            match by_path.get(key.as_str()) {
-                Some(rows) => {
-                    labelled.push(choose(&faces, rows, image, options.pick)?);
-                    truth.push(person as u32);
-                }
-                None => missing.push(miss(
+            let face = match by_path.get(key.as_str()) {
+                Some(rows) => choose(pipeline, &faces, rows, image, options.pick).map_err(missing),
+                None => Err(missing(
                     failed
                         .get(key.as_str())
                         .map_or("no face found".into(), |e| e.to_string()),
                 )),
+            };
+            (person, face)
+        })
+        .collect();
+    let (mut labelled, mut truth, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    for (person, face) in chosen {
+        match face {
+            Ok(i) => {
+                labelled.push(i);
+                truth.push(person);
             }
+            Err(m) => missing.push(m),
         }
     }
     ensure!(
@@ -264,22 +284,28 @@ pub fn people(
     })
 }
 
-/// The labelled face of a photo among its faces (gallery indices, largest first).
-fn choose(faces: &[FaceRow], rows: &[usize], image: &Path, pick: FacePick) -> Result<usize> {
+/// The labelled face of a photo among its faces (gallery indices, largest first), or why the
+/// photo cannot say.
+fn choose(
+    pipeline: &Pipeline,
+    faces: &[FaceRow],
+    rows: &[usize],
+    image: &Path,
+    pick: FacePick,
+) -> Result<usize, String> {
     match pick {
         FacePick::Largest => Ok(rows[0]),
         FacePick::Central => {
-            let (w, h) = image::image_dimensions(image)
-                .with_context(|| format!("{}: cannot read its size", image.display()))?;
+            let (w, h) = pipeline.decode(image).map_err(|e| e.reason())?.dimensions();
             let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
             let d = |i: &usize| {
                 let b = faces[*i].bbox;
                 ((b[0] + b[2]) / 2.0 - cx).powi(2) + ((b[1] + b[3]) / 2.0 - cy).powi(2)
             };
-            Ok(*rows
-                .iter()
+            rows.iter()
+                .copied()
                 .min_by(|a, b| d(a).total_cmp(&d(b)))
-                .expect("a photo in by_path has a face"))
+                .ok_or_else(|| "no face found".into())
         }
     }
 }
