@@ -161,6 +161,15 @@ pub fn find_model(conn: &Connection, model_hash: &str) -> Result<Option<(i64, us
         .optional()?)
 }
 
+/// The embedding size of a model row.
+pub fn model_dim(conn: &Connection, model_id: i64) -> Result<usize> {
+    Ok(
+        conn.query_row("SELECT dim FROM models WHERE id = ?1", [model_id], |r| {
+            r.get::<_, i64>(0)
+        })? as usize,
+    )
+}
+
 /// What the gallery knows of one path.
 #[derive(Debug, Clone)]
 pub struct MediaRow {
@@ -289,9 +298,7 @@ pub fn store_faces(
 /// The faces one model found in a media row, in face order. A row whose landmark or embedding
 /// blob is not of its size (a damaged gallery) is an error naming the face.
 pub fn faces_of(conn: &Connection, media_id: i64, model_id: i64) -> Result<Vec<StoredFace>> {
-    let dim: i64 = conn.query_row("SELECT dim FROM models WHERE id = ?1", [model_id], |r| {
-        r.get(0)
-    })?;
+    let dim = model_dim(conn, model_id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT id, x1, y1, x2, y2, score, landmarks, embedding FROM faces
          WHERE media_id = ?1 AND model_id = ?2 ORDER BY face_index",
@@ -305,7 +312,7 @@ pub fn faces_of(conn: &Connection, media_id: i64, model_id: i64) -> Result<Vec<S
             bbox: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
             score: r.get(5)?,
             landmarks: std::array::from_fn(|k| [lm[2 * k], lm[2 * k + 1]]),
-            embedding: floats(r.get_ref(7)?.as_blob()?, dim as usize, id, "embedding")?,
+            embedding: floats(r.get_ref(7)?.as_blob()?, dim, id, "embedding")?,
         });
     }
     Ok(faces)

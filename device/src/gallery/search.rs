@@ -105,6 +105,11 @@ impl FaceMatrix {
         out
     }
 
+    /// The embedding size.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// The embeddings, `len() x dim` row-major, in row order.
     pub fn embeddings(&self) -> &[f32] {
         &self.data

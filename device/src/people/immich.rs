@@ -10,7 +10,6 @@
 
 use super::neighbours::neighbours;
 use super::{Gallery, Grouping};
-use std::collections::HashMap;
 
 /// Immich's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -46,7 +45,7 @@ pub fn group(g: &Gallery, config: &ImmichConfig) -> Grouping {
         floor,
     );
     let mut person: Vec<Option<i64>> = g.person.clone();
-    // New people get ids below every existing one's, so they never collide; renumbered at the end.
+    // New people get negative ids (see `Grouping::from_persons`).
     let mut next_new = -1i64;
     let mut deferred = Vec::new();
     let mut decide = |pos: usize, second_pass: bool, person: &mut Vec<Option<i64>>| -> bool {
@@ -86,18 +85,7 @@ pub fn group(g: &Gallery, config: &ImmichConfig) -> Grouping {
     for pos in deferred {
         decide(pos, true, &mut person);
     }
-    let mut out = Grouping::default();
-    let mut new_people: HashMap<i64, Vec<u32>> = HashMap::new();
-    for &r in &g.pending {
-        match person[r as usize] {
-            Some(p) if p < 0 => new_people.entry(p).or_default().push(r),
-            Some(p) => out.joins.push((r, p)),
-            None => out.unassigned.push(r),
-        }
-    }
-    out.new_people = new_people.into_values().collect();
-    out.finish();
-    out
+    Grouping::from_persons(&g.pending, &person)
 }
 
 #[cfg(test)]

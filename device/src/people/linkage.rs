@@ -46,7 +46,8 @@ impl Default for LinkageConfig {
     }
 }
 
-/// A group while merging.
+/// A group while merging; the default is a dead, empty one (what a merged-away group becomes).
+#[derive(Default)]
 struct Group {
     sum: Vec<f32>,
     size: usize,
@@ -136,21 +137,8 @@ pub fn group(g: &Gallery, config: &LinkageConfig) -> Grouping {
         }
         carried = out.unassigned;
     }
-    let mut out = Grouping {
-        unassigned: carried,
-        ..Grouping::default()
-    };
-    let mut new_people: HashMap<i64, Vec<u32>> = HashMap::new();
-    for &r in &g.pending {
-        match person[r as usize] {
-            Some(p) if p < 0 => new_people.entry(p).or_default().push(r),
-            Some(p) => out.joins.push((r, p)),
-            None => {}
-        }
-    }
-    out.new_people = new_people.into_values().collect();
-    out.finish();
-    out
+    // Rows still unassigned are exactly the last batch's carried ones.
+    Grouping::from_persons(&g.pending, &person)
 }
 
 /// One batch: every pending face against every other and against every person.
@@ -163,9 +151,8 @@ fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
         person,
         rejected,
         pending,
-        neighbours: HashSet::new(),
-        version: 0,
         alive: true,
+        ..Group::default()
     };
     // Groups: one per pending face (group i is pending face i), then the existing people.
     let mut groups: Vec<Group> = g
@@ -291,19 +278,7 @@ fn merge_all(groups: &mut [Group], threshold: f32) {
         // Keep the existing person's group, else the larger, as the survivor.
         let keep_a = ga.person.is_some() || (gb.person.is_none() && ga.size >= gb.size);
         let (keep, gone) = if keep_a { (c.a, c.b) } else { (c.b, c.a) };
-        let absorbed = std::mem::replace(
-            &mut groups[gone as usize],
-            Group {
-                sum: Vec::new(),
-                size: 0,
-                person: None,
-                rejected: Vec::new(),
-                pending: Vec::new(),
-                neighbours: HashSet::new(),
-                version: 0,
-                alive: false,
-            },
-        );
+        let absorbed = std::mem::take(&mut groups[gone as usize]);
         for &n in &absorbed.neighbours {
             let ng = &mut groups[n as usize].neighbours;
             ng.remove(&gone);

@@ -69,6 +69,24 @@ impl Grouping {
         self.new_people.sort_unstable_by_key(|p| p[0]);
     }
 
+    /// The grouping of `pending` rows given each row's person after grouping: an existing
+    /// person's id (>= 0) is a join, a negative id one of the new people the grouping made
+    /// (numbered below every real id, so they never collide), none an unassigned row.
+    fn from_persons(pending: &[u32], person: &[Option<i64>]) -> Grouping {
+        let mut out = Grouping::default();
+        let mut new_people: HashMap<i64, Vec<u32>> = HashMap::new();
+        for &r in pending {
+            match person[r as usize] {
+                Some(p) if p < 0 => new_people.entry(p).or_default().push(r),
+                Some(p) => out.joins.push((r, p)),
+                None => out.unassigned.push(r),
+            }
+        }
+        out.new_people = new_people.into_values().collect();
+        out.finish();
+        out
+    }
+
     /// One label per row of an `n`-row gallery for scoring: existing people by id, new people
     /// and unassigned rows each a label of their own (an unassigned face is a singleton).
     pub fn labels(&self, gallery: &Gallery) -> Vec<u32> {

@@ -71,9 +71,7 @@ pub fn faces(
     model_id: i64,
     embeddings: bool,
 ) -> Result<(Vec<FaceRow>, Vec<i64>)> {
-    let dim: i64 = conn.query_row("SELECT dim FROM models WHERE id = ?1", [model_id], |r| {
-        r.get(0)
-    })?;
+    let dim = db::model_dim(conn, model_id)?;
     let mut stmt = conn.prepare(
         "SELECT f.id, m.path, f.x1, f.y1, f.x2, f.y2, f.score, f.person_id, f.assigned_by, f.embedding
          FROM faces f JOIN media m ON m.id = f.media_id WHERE f.model_id = ?1 ORDER BY f.id",
@@ -85,7 +83,7 @@ pub fn faces(
         let embedding = if embeddings {
             match db::floats(
                 r.get_ref(9)?.as_blob().unwrap_or_default(),
-                dim as usize,
+                dim,
                 face,
                 "embedding",
             ) {
@@ -145,14 +143,12 @@ impl Loaded {
 
 /// Loads the faces of a model for grouping.
 pub fn load(conn: &Connection, model_id: i64, e: &Eligibility) -> Result<Loaded> {
-    let dim: i64 = conn.query_row("SELECT dim FROM models WHERE id = ?1", [model_id], |r| {
-        r.get(0)
-    })?;
+    let dim = db::model_dim(conn, model_id)?;
     let (rows, damaged) = faces(conn, model_id, true)?;
     let mut l = Loaded {
         face_ids: Vec::new(),
         data: Vec::new(),
-        dim: dim as usize,
+        dim,
         person: Vec::new(),
         pending: Vec::new(),
         rejected: HashMap::new(),
@@ -344,11 +340,7 @@ pub fn rank_for_person(
     top: usize,
     min_score: f32,
 ) -> Result<Vec<PersonHit>> {
-    let dim = conn.query_row(
-        "SELECT m.dim FROM people p JOIN models m ON m.id = p.model_id WHERE p.id = ?1",
-        [person],
-        |r| r.get::<_, i64>(0),
-    )? as usize;
+    let dim = matrix.dim();
     let mut stmt =
         conn.prepare("SELECT id, media_id, embedding FROM faces WHERE person_id = ?1 ORDER BY id")?;
     let mut rows = stmt.query([person])?;
