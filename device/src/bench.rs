@@ -13,6 +13,7 @@
 //!   the same synthetic vectors ([`grouping`]).
 
 use crate::embedder::Embedder;
+use crate::frames::Sampling;
 use crate::gallery::{db, index, search::FaceMatrix};
 use crate::onnx;
 use crate::pipeline::Pipeline;
@@ -198,8 +199,15 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
         std::fs::copy(f, lib.join(format!("{i:06}.jpg")))?;
     }
     let mut conn = db::open(&tmp.join("bench.sqlite"))?;
-    let (ms, report) =
-        time_ms(|| index::index(&mut conn, pipeline, std::slice::from_ref(&lib), false));
+    let (ms, report) = time_ms(|| {
+        index::index(
+            &mut conn,
+            pipeline,
+            std::slice::from_ref(&lib),
+            Sampling::DEFAULT,
+            false,
+        )
+    });
     let report = report?;
     let photos_per_second = report.analysed as f64 / (ms / 1e3);
     drop(conn);

@@ -2,7 +2,9 @@
 //! ArcFace model in tract, keep the gallery in SQLite and rank it by identity.
 //!
 //! One module per job; the `smoothface` binary is a thin command line over them:
-//! [`media`] decodes photos, [`mtcnn`] detects faces, [`embedder`] embeds them (on [`onnx`]'s
+//! [`media`] decodes photos, [`video`] videos (feature `video`), [`frames`] gives any source's
+//! frames in order, [`tracks`] links a recording's faces into tracks, [`camera`] captures
+//! (feature `camera`), [`watch`] enrols and recognises people live, [`mtcnn`] detects faces, [`embedder`] embeds them (on [`onnx`]'s
 //! load-time graph rewrites and the device's [`kernels`]), [`pipeline`] chains the three,
 //! [`gallery`] stores, indexes and searches, [`people`] groups faces into people and keeps the
 //! user's corrections, [`eval`] measures accuracy, [`bench`] speed,
@@ -11,8 +13,11 @@
 
 pub mod align;
 pub mod bench;
+#[cfg(all(feature = "camera", target_os = "linux"))]
+pub mod camera;
 pub mod embedder;
 pub mod eval;
+pub mod frames;
 pub mod gallery;
 pub mod kernels;
 pub mod media;
@@ -22,3 +27,7 @@ pub mod onnx;
 pub mod people;
 pub mod pipeline;
 pub mod progress;
+pub mod tracks;
+#[cfg(feature = "video")]
+pub mod video;
+pub mod watch;

@@ -6,6 +6,8 @@ use rusqlite::Connection;
 use serde_json::json;
 use smoothface_device::bench;
 use smoothface_device::eval::{self, RECALL_KS};
+use smoothface_device::frames::Sampling;
+use smoothface_device::gallery::db::TrackSpan;
 use smoothface_device::gallery::{db, index, search::FaceMatrix};
 use smoothface_device::media::DEFAULT_MAX_PIXELS;
 use smoothface_device::models::{self, ModelPlaces};
@@ -78,13 +80,23 @@ struct Global {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Add the photos under folders to the gallery (recursive, incremental, resumable)
+    /// Add the photos and videos under folders to the gallery (recursive, incremental, resumable)
+    #[command(
+        long_about = "Add the photos and videos under folders to the gallery (recursive, \
+        incremental, resumable).\n\nPhotos: every face. Videos (mp4, mov, m4v, mkv, webm, avi, 3gp): \
+        frames are sampled (--video-fps), their faces linked into tracks across frames, and each \
+        track is stored as one face with the time it is on screen, so a search finds the video \
+        and when. Unchanged files are skipped, moved ones recognised by content; files that \
+        cannot be read are listed with the cause (exit status 3) and the run goes on."
+    )]
     Index {
         /// Folders (or single files' folders) to index
         #[arg(required = true, value_name = "DIR")]
         dirs: Vec<PathBuf>,
         #[command(flatten)]
         grouping: GroupingArgs,
+        #[command(flatten)]
+        video: VideoArgs,
         /// Print the run's report as JSON
         #[arg(long)]
         json: bool,
@@ -152,6 +164,51 @@ enum Command {
     /// The people of the gallery: list, name, merge, split, move, reject, undo
     #[command(subcommand)]
     People(PeopleCommand),
+    /// Live faces: list the cameras, enrol a person from a camera, or watch and name who is seen
+    #[command(
+        group(clap::ArgGroup::new("mode").required(true).args(["list", "enrol", "watch"])),
+        long_about = "Live faces from a camera (V4L2), or from a video file or a folder of images \
+            (--source), which behave like a camera that never drops a frame.\n\n\
+            --enrol NAME captures --frames frames, keeps those with one large, sharp face, and \
+            stores the mean of their embeddings as the person NAME (a person of the gallery, or a \
+            new one).\n\n\
+            --watch tracks the faces of every frame and prints one JSON line per event: a track \
+            appeared, was identified as someone else, or left; each with time, track, box, \
+            person (a named person scoring at least --min-score, else null), score, and \
+            best_media (the gallery file whose face it looks most like). When the analysis is \
+            slower than the camera, frames are dropped, never queued.",
+        after_help = "Examples:\n  smoothface camera --list\n  smoothface camera --enrol Anna --frames 30\n  \
+            smoothface camera --watch --device 1\n  smoothface camera --watch --source doorbell.mp4"
+    )]
+    Camera {
+        /// List the cameras (an empty list when there is none)
+        #[arg(long)]
+        list: bool,
+        /// Enrol a person under this name from the camera's frames
+        #[arg(long, value_name = "NAME")]
+        enrol: Option<String>,
+        /// Watch: track every face and say who it is, one JSON line per event
+        #[arg(long)]
+        watch: bool,
+        /// Which camera (see --list)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        device: u32,
+        /// Read frames from a video file or a folder of images instead of a camera
+        #[arg(long, value_name = "FILE", conflicts_with = "device")]
+        source: Option<PathBuf>,
+        /// Frames looked at for --enrol
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        frames: usize,
+        /// Frames per second taken from a --source video (a folder: shown at this rate)
+        #[arg(long, default_value_t = 5.0, value_name = "FPS")]
+        fps: f64,
+        /// Smallest cosine similarity to a named person for --watch to name a track
+        #[arg(long, default_value_t = LinkageConfig::default().threshold, value_name = "S", allow_negative_numbers = true)]
+        min_score: f32,
+        /// Print --list and --enrol as JSON (--watch always prints JSON lines)
+        #[arg(long)]
+        json: bool,
+    },
     /// Find, list and install the models
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -208,6 +265,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How videos are sampled (`index`).
+#[derive(Args, Clone)]
+struct VideoArgs {
+    /// Video frames analysed per second of video (the first frame always)
+    #[arg(long, default_value_t = Sampling::DEFAULT.fps, value_name = "FPS")]
+    video_fps: f64,
+    /// Videos longer than this are sampled more sparsely, to cost what a video of this length does
+    #[arg(long, default_value_t = Sampling::DEFAULT.max_duration_s / 3600.0, value_name = "HOURS")]
+    video_max_hours: f64,
+}
+
+impl VideoArgs {
+    fn sampling(&self) -> Result<Sampling> {
+        if !(self.video_fps > 0.0 && self.video_fps.is_finite()) {
+            bail!(
+                "--video-fps must be a positive number of frames per second: got {}",
+                self.video_fps
+            );
+        }
+        if !(self.video_max_hours > 0.0 && self.video_max_hours.is_finite()) {
+            bail!(
+                "--video-max-hours must be a positive number of hours: got {}",
+                self.video_max_hours
+            );
+        }
+        Ok(Sampling {
+            fps: self.video_fps,
+            max_duration_s: self.video_max_hours * 3600.0,
+        })
+    }
 }
 
 /// How faces are grouped into people (`index`, `people update`, `eval people`).
@@ -486,8 +575,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index {
             dirs,
             grouping,
+            video,
             json,
-        } => cmd_index(g, dirs, grouping, *json),
+        } => cmd_index(g, dirs, grouping, video, *json),
         Command::Search {
             photo: Some(photo),
             face,
@@ -505,6 +595,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => cmd_search_person(g, person, *top, *min_score, *json),
         Command::Search { .. } => unreachable!("clap requires a photo or --person"),
         Command::People(c) => cmd_people(g, c),
+        Command::Camera {
+            list,
+            enrol,
+            watch,
+            device,
+            source,
+            frames,
+            fps,
+            min_score,
+            json,
+        } => {
+            if !(*fps > 0.0 && fps.is_finite()) {
+                bail!("--fps must be a positive number of frames per second: got {fps}");
+            }
+            let open =
+                || smoothface_device::frames::open(source.as_deref(), *device, *fps, g.max_pixels);
+            if *list {
+                cmd_camera_list(*json)
+            } else if let Some(name) = enrol {
+                let pipeline = g.pipeline()?;
+                let mut conn = g.db()?;
+                let mut src = open()?;
+                let r = smoothface_device::watch::enrol(
+                    &mut conn,
+                    &pipeline,
+                    src.as_mut(),
+                    name,
+                    *frames,
+                    smoothface_device::watch::EnrolQuality::DEFAULT,
+                )?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "enrolled {} (person {}) from {} of {} frames",
+                        r.name, r.person, r.frames_kept, r.frames_seen
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            } else {
+                debug_assert!(*watch, "clap requires one mode");
+                let pipeline = g.pipeline()?;
+                let conn = g.db()?;
+                let mut src = open()?;
+                let mut out = std::io::stdout().lock();
+                let r = smoothface_device::watch::watch(
+                    &conn,
+                    &pipeline,
+                    src.as_mut(),
+                    *min_score,
+                    &mut |e| {
+                        use std::io::Write;
+                        // A line at a time, flushed: a reader of the pipe sees each event as it happens.
+                        writeln!(out, "{}", serde_json::to_string(e)?)?;
+                        out.flush()?;
+                        Ok(())
+                    },
+                )?;
+                eprintln!("{} frames, {} tracks", r.frames, r.tracks);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
         Command::Detect {
             images,
             embeddings,
@@ -734,13 +886,14 @@ fn cmd_index(
     g: &Global,
     dirs: &[PathBuf],
     grouping: &GroupingArgs,
+    video: &VideoArgs,
     json: bool,
 ) -> Result<ExitCode> {
     let pipeline = g.pipeline()?;
     let linkage = grouping.linkage()?;
     let mut conn = g.db()?;
     let started = Instant::now();
-    let r = index::index(&mut conn, &pipeline, dirs, g.progress())?;
+    let r = index::index(&mut conn, &pipeline, dirs, video.sampling()?, g.progress())?;
     let emb = &pipeline.embedder;
     let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
     let people = people_store::update(&mut conn, model_id, &grouping.eligibility(), &linkage)?;
@@ -764,6 +917,12 @@ fn cmd_index(
             r.faces,
             started.elapsed().as_secs_f64()
         );
+        if r.videos > 0 {
+            println!(
+                "{} videos ({:.0} s of video, {} frames sampled)",
+                r.videos, r.video_seconds, r.video_frames
+            );
+        }
         print_update(&people);
     }
     Ok(if r.failed.is_empty() {
@@ -809,15 +968,26 @@ fn cmd_search(
             matrix.damaged()
         );
     }
-    let rows: Vec<(String, &smoothface_device::gallery::search::Hit)> = hits
+    type Row<'a> = (
+        String,
+        &'a smoothface_device::gallery::search::Hit,
+        Option<TrackSpan>,
+    );
+    let rows: Vec<Row> = hits
         .iter()
-        .map(|h| Ok((db::media_path(&conn, h.media_id)?, h)))
+        .map(|h| {
+            let span = db::face_span(&conn, h.media_id, model_id, h.face_index)?;
+            Ok((db::media_path(&conn, h.media_id)?, h, span))
+        })
         .collect::<Result<_>>()?;
     if json {
         let hits: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, (path, h))| json!({"rank": i + 1, "path": path, "score": h.score, "face_index": h.face_index}))
+            .map(|(i, (path, h, span))| {
+                json!({"rank": i + 1, "path": path, "score": h.score, "face_index": h.face_index,
+                       "start_s": span.map(|s| s.start_s), "end_s": span.map(|s| s.end_s)})
+            })
             .collect();
         let out = json!({
             "query": {"path": photo, "face_index": face, "bbox": query.face.bbox, "score": query.face.score},
@@ -835,11 +1005,12 @@ fn cmd_search(
                 emb.name
             );
         }
-        for (i, (path, h)) in rows.iter().enumerate() {
+        for (i, (path, h, span)) in rows.iter().enumerate() {
             println!(
-                "{:>4}  {:.3}  {path}  (face {})",
+                "{:>4}  {:.3}  {path}{}  (face {})",
                 i + 1,
                 h.score,
+                on_screen(*span),
                 h.face_index
             );
         }
@@ -849,6 +1020,39 @@ fn cmd_search(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(all(feature = "camera", target_os = "linux"))]
+fn cmd_camera_list(json: bool) -> Result<ExitCode> {
+    let cameras = smoothface_device::camera::list()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cameras)?);
+    } else {
+        for c in &cameras {
+            println!("{:>3}  {}  ({})", c.index, c.name, c.description);
+        }
+        eprintln!("{} cameras", cameras.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(all(feature = "camera", target_os = "linux")))]
+fn cmd_camera_list(_: bool) -> Result<ExitCode> {
+    bail!("this smoothface was built without camera support (the `camera` feature, Linux only)")
+}
+
+/// " at 1:05-1:12" for a video's face track, nothing for a photo's face.
+fn on_screen(span: Option<TrackSpan>) -> String {
+    let clock = |s: f64| {
+        let s = s.max(0.0).round() as u64;
+        match s / 3600 {
+            0 => format!("{}:{:02}", s / 60, s % 60),
+            h => format!("{h}:{:02}:{:02}", s / 60 % 60, s % 60),
+        }
+    };
+    span.map_or(String::new(), |s| {
+        format!(" at {}-{}", clock(s.start_s), clock(s.end_s))
+    })
 }
 
 fn cmd_detect(g: &Global, images: &[PathBuf], embeddings: bool, json: bool) -> Result<ExitCode> {
@@ -994,7 +1198,11 @@ fn cmd_search_person(
         let hits: Vec<_> = hits
             .iter()
             .enumerate()
-            .map(|(i, h)| json!({"rank": i + 1, "path": h.path, "score": h.score, "face_index": h.face_index, "assigned": h.assigned}))
+            .map(|(i, h)| {
+                json!({"rank": i + 1, "path": h.path, "score": h.score, "face_index": h.face_index,
+                       "assigned": h.assigned, "start_s": h.span.map(|s| s.start_s),
+                       "end_s": h.span.map(|s| s.end_s)})
+            })
             .collect();
         let out = json!({
             "person": id,
@@ -1008,10 +1216,11 @@ fn cmd_search_person(
         for (i, h) in hits.iter().enumerate() {
             let mark = if h.assigned { "*" } else { " " };
             println!(
-                "{:>4} {mark} {:.3}  {}  (face {})",
+                "{:>4} {mark} {:.3}  {}{}  (face {})",
                 i + 1,
                 h.score,
                 h.path,
+                on_screen(h.span),
                 h.face_index
             );
         }

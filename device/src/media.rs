@@ -94,6 +94,32 @@ pub struct Scanned {
     pub format: Option<ImageFormat>,
     /// For a JPEG: its last scan has no end-of-image marker after it.
     pub jpeg_truncated: bool,
+    /// Its first bytes announce a video container.
+    pub video: bool,
+}
+
+/// File name extensions of the videos `index` reads (a file is known by its content; the name
+/// only chooses the words of an error).
+pub const VIDEO_EXTENSIONS: [&str; 7] = ["mp4", "mov", "m4v", "mkv", "webm", "avi", "3gp"];
+
+/// True when a path's extension is one of [`VIDEO_EXTENSIONS`], in any case.
+pub fn has_video_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| VIDEO_EXTENSIONS.iter().any(|v| v.eq_ignore_ascii_case(e)))
+}
+
+/// True when a file's first bytes announce a container FFmpeg reads as video: ISO media (MP4,
+/// MOV, M4V, 3GP), Matroska/WebM, or AVI.
+pub fn looks_like_video(head: &[u8]) -> bool {
+    let iso_box = head.len() >= 8
+        && matches!(
+            &head[4..8],
+            b"ftyp" | b"moov" | b"mdat" | b"wide" | b"free" | b"skip"
+        );
+    let matroska = head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]);
+    let avi = head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"AVI ";
+    iso_box || matroska || avi
 }
 
 /// Bytes read at a time while scanning.
@@ -142,6 +168,7 @@ pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
             .unwrap_or_default(),
         format,
         jpeg_truncated: format == Some(ImageFormat::Jpeg) && markers.truncated(),
+        video: format.is_none() && looks_like_video(&head),
     })
 }
 
@@ -374,6 +401,16 @@ mod tests {
             e.to_string(),
             format!("{}: empty file (0 bytes)", path.display())
         );
+    }
+
+    #[test]
+    fn containers_are_known_by_their_first_bytes() {
+        assert!(looks_like_video(b"\0\0\0\x20ftypisom\0\0\x02\0"));
+        assert!(looks_like_video(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]));
+        assert!(looks_like_video(b"RIFF\x10\0\0\0AVI LIST"));
+        assert!(!looks_like_video(b"RIFF\x10\0\0\0WEBPVP8 "));
+        assert!(!looks_like_video(b"hello, I am a text file"));
+        assert!(!looks_like_video(b""));
     }
 
     #[test]

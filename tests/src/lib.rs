@@ -253,6 +253,24 @@ pub fn copy_people(src: &Path, dest: &Path, people: usize, count: usize) -> Vec<
     names
 }
 
+/// Makes an H.264 clip of `size` ("WxH") showing each photo for its seconds, in order, with
+/// `scripts/make-clip` (the ffmpeg command-line tool).
+pub fn make_clip(out: &Path, size: &str, segments: &[(&Path, f64)]) {
+    let mut cmd = Command::new(repo().join("scripts/make-clip"));
+    cmd.arg(out).args(["--size", size]);
+    for (photo, secs) in segments {
+        cmd.arg(format!("{}:{secs}", photo.display()));
+    }
+    let out = cmd
+        .output()
+        .expect("run scripts/make-clip (needs ffmpeg: scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "scripts/make-clip failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,24 @@ CREATE TABLE decisions (
     undone INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    r#"
+-- Videos (schema 3). A video's faces are its face tracks: box, score and landmarks of the
+-- track's best frame, the embedding pooled over its frames, and when it is on screen.
+ALTER TABLE media ADD COLUMN duration_s REAL;   -- a video's length; NULL for a photo
+ALTER TABLE faces ADD COLUMN start_s REAL;      -- first sampled frame of the track, seconds
+ALTER TABLE faces ADD COLUMN end_s REAL;        -- last sampled frame of the track
+ALTER TABLE faces ADD COLUMN frames INTEGER;    -- sampled frames the track appears in
+ALTER TABLE faces ADD COLUMN best_s REAL;       -- the frame whose box and landmarks are stored
+-- A person's vector from `camera --enrol`: the mean of the good frames' embeddings.
+CREATE TABLE enrolments (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,           -- dim little-endian f32, unit length
+    frames INTEGER NOT NULL,           -- the frames averaged
+    source TEXT NOT NULL               -- the camera or file it was captured from
+);
+CREATE INDEX enrolments_person ON enrolments (person_id);
+"#,
 ];
 
 /// Opens (creating if needed) a gallery and brings its schema up to date.
@@ -223,6 +241,21 @@ pub struct StoredFace {
     pub landmarks: [[f32; 2]; 5],
     /// Unit embedding.
     pub embedding: Vec<f32>,
+    /// For a face track of a video: when it is on screen.
+    pub span: Option<TrackSpan>,
+}
+
+/// When a video's face track is on screen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrackSpan {
+    /// Time of its first sampled frame, seconds.
+    pub start_s: f64,
+    /// Time of its last sampled frame.
+    pub end_s: f64,
+    /// Sampled frames it appears in.
+    pub frames: u32,
+    /// Time of the frame whose box and landmarks are stored.
+    pub best_s: f64,
 }
 
 /// File facts stored with a media row.
@@ -269,8 +302,9 @@ pub fn store_faces(
         params![media_id, model_id],
     )?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO faces (media_id, model_id, face_index, x1, y1, x2, y2, score, landmarks, embedding)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO faces (media_id, model_id, face_index, x1, y1, x2, y2, score, landmarks, embedding,
+                            start_s, end_s, frames, best_s)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     for (i, f) in faces.iter().enumerate() {
         let lm: Vec<f32> = f.landmarks.iter().flatten().copied().collect();
@@ -284,7 +318,11 @@ pub fn store_faces(
             f.bbox[3],
             f.score,
             to_blob(&lm),
-            to_blob(&f.embedding)
+            to_blob(&f.embedding),
+            f.span.map(|s| s.start_s),
+            f.span.map(|s| s.end_s),
+            f.span.map(|s| s.frames),
+            f.span.map(|s| s.best_s),
         ])?;
     }
     tx.execute(
@@ -300,8 +338,8 @@ pub fn store_faces(
 pub fn faces_of(conn: &Connection, media_id: i64, model_id: i64) -> Result<Vec<StoredFace>> {
     let dim = model_dim(conn, model_id)?;
     let mut stmt = conn.prepare_cached(
-        "SELECT id, x1, y1, x2, y2, score, landmarks, embedding FROM faces
-         WHERE media_id = ?1 AND model_id = ?2 ORDER BY face_index",
+        "SELECT id, x1, y1, x2, y2, score, landmarks, embedding, start_s, end_s, frames, best_s
+         FROM faces WHERE media_id = ?1 AND model_id = ?2 ORDER BY face_index",
     )?;
     let mut rows = stmt.query(params![media_id, model_id])?;
     let mut faces = Vec::new();
@@ -313,9 +351,50 @@ pub fn faces_of(conn: &Connection, media_id: i64, model_id: i64) -> Result<Vec<S
             score: r.get(5)?,
             landmarks: std::array::from_fn(|k| [lm[2 * k], lm[2 * k + 1]]),
             embedding: floats(r.get_ref(7)?.as_blob()?, dim, id, "embedding")?,
+            span: span_of(r, 8)?,
         });
     }
     Ok(faces)
+}
+
+/// The track span stored in the four columns from `first` (start, end, frames, best), if any.
+pub fn span_of(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<TrackSpan>> {
+    let start: Option<f64> = r.get(first)?;
+    Ok(match start {
+        Some(start_s) => Some(TrackSpan {
+            start_s,
+            end_s: r.get::<_, Option<f64>>(first + 1)?.unwrap_or(start_s),
+            frames: r.get::<_, Option<u32>>(first + 2)?.unwrap_or(1),
+            best_s: r.get::<_, Option<f64>>(first + 3)?.unwrap_or(start_s),
+        }),
+        None => None,
+    })
+}
+
+/// The span of one face of a media row, when it is a video's track.
+pub fn face_span(
+    conn: &Connection,
+    media_id: i64,
+    model_id: i64,
+    face_index: u32,
+) -> Result<Option<TrackSpan>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT start_s, end_s, frames, best_s FROM faces
+         WHERE media_id = ?1 AND model_id = ?2 AND face_index = ?3",
+    )?;
+    Ok(stmt
+        .query_row(params![media_id, model_id, face_index], |r| span_of(r, 0))
+        .optional()?
+        .flatten())
+}
+
+/// Records a video's length.
+pub fn set_duration(tx: &Transaction, media_id: i64, duration_s: Option<f64>) -> Result<()> {
+    tx.execute(
+        "UPDATE media SET duration_s = ?2 WHERE id = ?1",
+        params![media_id, duration_s],
+    )?;
+    Ok(())
 }
 
 /// The `len` floats of a stored blob, or an error naming the damaged face row.
@@ -488,6 +567,7 @@ mod tests {
             score: 0.9,
             landmarks: [[v, v]; 5],
             embedding: vec![v, 1.0 - v],
+            span: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! `smoothface index`: walk folders, analyse new and changed photos in parallel, store them.
+//! `smoothface index`: walk folders, analyse new and changed photos and videos in parallel,
+//! store them. A video's faces are its face tracks ([`crate::video`]).
 //!
 //! Incremental: a file whose size and modification time are unchanged, and which the current
 //! model has analysed, is skipped. A file whose content hash is already analysed is a move (the
@@ -7,6 +8,7 @@
 //! a killed run resumes where it stopped, with nothing duplicated and nothing missing.
 
 use super::db::{self, FileFacts, StoredFace};
+use crate::frames::Sampling;
 use crate::pipeline::Pipeline;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -40,8 +42,14 @@ pub struct IndexReport {
     pub duplicates: usize,
     /// Gallery entries dropped because their file is gone.
     pub removed: usize,
-    /// Faces stored in this run.
+    /// Faces stored in this run (a video's face tracks count one each).
     pub faces: usize,
+    /// Videos analysed in this run.
+    pub videos: usize,
+    /// Seconds of video analysed in this run.
+    pub video_seconds: f64,
+    /// Video frames sampled and analysed in this run.
+    pub video_frames: usize,
     /// Files that could not be read as images, each with its cause.
     pub failed: Vec<Failure>,
 }
@@ -57,17 +65,25 @@ struct Found {
 enum Outcome {
     /// Its content is already analysed under another path.
     KnownContent(FileFacts),
-    /// It was analysed: its faces.
-    Analysed(FileFacts, Vec<StoredFace>),
+    /// It was analysed: its faces, and for a video what was sampled.
+    Analysed(FileFacts, Vec<StoredFace>, Option<VideoFacts>),
     /// It could not be read or decoded.
     Failed(FileFacts, String),
 }
 
-/// Indexes every file under `roots` into the gallery with the pipeline's embedder.
+/// What was sampled of an analysed video.
+struct VideoFacts {
+    duration_s: Option<f64>,
+    sampled: usize,
+}
+
+/// Indexes every file under `roots` into the gallery with the pipeline's embedder; videos are
+/// sampled as `sampling` says.
 pub fn index(
     conn: &mut Connection,
     pipeline: &Pipeline,
     roots: &[PathBuf],
+    sampling: Sampling,
     progress: bool,
 ) -> Result<IndexReport> {
     let emb = &pipeline.embedder;
@@ -104,7 +120,7 @@ pub fn index(
         scope.spawn(|| {
             todo.par_iter().for_each_with(tx, |tx, f| {
                 // The writer hung up only on a database error, which it reports itself.
-                let _ = tx.send(examine(pipeline, f, &analysed_hashes));
+                let _ = tx.send(examine(pipeline, f, &analysed_hashes, sampling));
             });
         });
         for outcome in rx {
@@ -185,10 +201,15 @@ fn analysed_hashes(conn: &Connection, model_id: i64) -> Result<HashSet<String>> 
     Ok(hashes)
 }
 
-/// A worker's job: hash the file as a stream and, unless its content is known, decode it (when
-/// its first bytes say it is an image), detect and embed. No file is held in memory whole: a
-/// 10 GB video costs one read buffer.
-fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) -> Outcome {
+/// A worker's job: hash the file as a stream and, unless its content is known, decode it (an
+/// image or a video, as its first bytes say), detect and embed. No file is held in memory whole:
+/// hashing a 10 GB video costs one read buffer, decoding it a few frames.
+fn examine(
+    pipeline: &Pipeline,
+    f: &Found,
+    analysed_hashes: &HashSet<String>,
+    sampling: Sampling,
+) -> Outcome {
     let mut facts = FileFacts {
         path: path_key(&f.path),
         content_hash: String::new(),
@@ -203,6 +224,12 @@ fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) ->
     if analysed_hashes.contains(&facts.content_hash) {
         return Outcome::KnownContent(facts);
     }
+    if scan.video {
+        return examine_video(pipeline, &f.path, facts, sampling);
+    }
+    if scan.format.is_none() && crate::media::has_video_extension(&f.path) {
+        return Outcome::Failed(facts, "not a video (unknown format)".into());
+    }
     let analysed = crate::media::load_scanned(&f.path, &scan, pipeline.max_pixels)
         .map_err(|e| e.reason())
         .and_then(|img| pipeline.analyze(&img).map_err(|e| format!("{e:#}")));
@@ -216,11 +243,60 @@ fn examine(pipeline: &Pipeline, f: &Found, analysed_hashes: &HashSet<String>) ->
                     score: f.face.score,
                     landmarks: f.face.landmarks,
                     embedding: f.embedding,
+                    span: None,
                 })
                 .collect(),
+            None,
         ),
         Err(e) => Outcome::Failed(facts, e),
     }
+}
+
+/// A video's face tracks, each stored as one face: its best frame's box, score and landmarks,
+/// its pooled embedding and its time span.
+#[cfg(feature = "video")]
+fn examine_video(
+    pipeline: &Pipeline,
+    path: &Path,
+    facts: FileFacts,
+    sampling: Sampling,
+) -> Outcome {
+    use crate::tracks::{Pooling, TrackerConfig};
+    match crate::video::analyse(pipeline, path, sampling, TrackerConfig::DEFAULT) {
+        Ok(v) => {
+            let faces = v
+                .tracks
+                .iter()
+                .map(|t| StoredFace {
+                    bbox: t.best.bbox,
+                    score: t.best.score,
+                    landmarks: t.best.landmarks,
+                    embedding: t.embedding(Pooling::DEFAULT),
+                    span: Some(db::TrackSpan {
+                        start_s: t.start_s,
+                        end_s: t.end_s,
+                        frames: t.frames as u32,
+                        best_s: t.best_s,
+                    }),
+                })
+                .collect();
+            let video = VideoFacts {
+                duration_s: v.info.duration_s,
+                sampled: v.info.sampled,
+            };
+            Outcome::Analysed(facts, faces, Some(video))
+        }
+        Err(e) => Outcome::Failed(facts, e.cause),
+    }
+}
+
+/// Without the `video` feature a video is reported, not guessed at.
+#[cfg(not(feature = "video"))]
+fn examine_video(_: &Pipeline, _: &Path, facts: FileFacts, _: Sampling) -> Outcome {
+    Outcome::Failed(
+        facts,
+        "a video, and this smoothface was built without video support (the `video` feature)".into(),
+    )
 }
 
 /// The writer: one transaction per file.
@@ -232,11 +308,17 @@ fn store(
 ) -> Result<()> {
     let tx = conn.transaction()?;
     match outcome {
-        Outcome::Analysed(facts, faces) => {
+        Outcome::Analysed(facts, faces, video) => {
             let id = db::upsert_media(&tx, &facts, None)?;
             db::store_faces(&tx, id, model_id, &faces)?;
             report.analysed += 1;
             report.faces += faces.len();
+            if let Some(v) = video {
+                db::set_duration(&tx, id, v.duration_s)?;
+                report.videos += 1;
+                report.video_seconds += v.duration_s.unwrap_or(0.0);
+                report.video_frames += v.sampled;
+            }
         }
         Outcome::Failed(facts, error) => {
             let id = db::upsert_media(&tx, &facts, Some(&error))?;
@@ -276,6 +358,11 @@ fn store(
                 let id = db::upsert_media(&tx, &facts, None)?;
                 if id != source {
                     db::store_faces(&tx, id, model_id, &source_faces)?;
+                    tx.execute(
+                        "UPDATE media SET duration_s = (SELECT duration_s FROM media WHERE id = ?2)
+                         WHERE id = ?1",
+                        [id, source],
+                    )?;
                     report.duplicates += 1;
                     report.faces += source_faces.len();
                 } else {

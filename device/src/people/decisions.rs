@@ -487,6 +487,7 @@ mod tests {
                 score: 0.99,
                 landmarks: [[0.0; 2]; 5],
                 embedding: self.data[i * DIM..(i + 1) * DIM].to_vec(),
+                span: None,
             };
             db::store_faces(&tx, media, self.model, &[face]).unwrap();
             let id = tx

@@ -14,6 +14,7 @@ use super::linkage::{self, LinkageConfig};
 use super::store::{self, Eligibility, FaceRow};
 use super::{Gallery, Grouping};
 use crate::eval::Missing;
+use crate::frames::Sampling;
 use crate::gallery::{db as gallery_db, index};
 use crate::pipeline::{FacePick, Pipeline};
 use anyhow::{ensure, Context, Result};
@@ -103,7 +104,13 @@ pub fn people(
     let tmp = tempfile::tempdir().context("a temporary folder for the evaluation's gallery")?;
     let db_path = db.map_or_else(|| tmp.path().join("eval.sqlite"), Path::to_path_buf);
     let mut conn = gallery_db::open(&db_path)?;
-    let report = index::index(&mut conn, pipeline, &[dir.to_path_buf()], progress)?;
+    let report = index::index(
+        &mut conn,
+        pipeline,
+        &[dir.to_path_buf()],
+        Sampling::DEFAULT,
+        progress,
+    )?;
     let emb = &pipeline.embedder;
     let model_id = gallery_db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
     let (faces, damaged) = store::faces(&conn, model_id, true)?;

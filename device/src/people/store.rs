@@ -51,6 +51,10 @@ pub struct FaceRow {
     pub person: Option<i64>,
     /// Who assigned it: `auto` or `user`.
     pub assigned_by: Option<String>,
+    /// For a video's face track: its first sampled frame, seconds (`null` for a photo's face).
+    pub start_s: Option<f64>,
+    /// For a video's face track: its last sampled frame.
+    pub end_s: Option<f64>,
     /// The embedding, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
@@ -73,7 +77,8 @@ pub fn faces(
 ) -> Result<(Vec<FaceRow>, Vec<i64>)> {
     let dim = db::model_dim(conn, model_id)?;
     let mut stmt = conn.prepare(
-        "SELECT f.id, m.path, f.x1, f.y1, f.x2, f.y2, f.score, f.person_id, f.assigned_by, f.embedding
+        "SELECT f.id, m.path, f.x1, f.y1, f.x2, f.y2, f.score, f.person_id, f.assigned_by, f.embedding,
+                f.start_s, f.end_s
          FROM faces f JOIN media m ON m.id = f.media_id WHERE f.model_id = ?1 ORDER BY f.id",
     )?;
     let mut rows = stmt.query([model_id])?;
@@ -103,6 +108,8 @@ pub fn faces(
             score: r.get(6)?,
             person: r.get(7)?,
             assigned_by: r.get(8)?,
+            start_s: r.get(10)?,
+            end_s: r.get(11)?,
             embedding,
         });
     }
@@ -328,6 +335,8 @@ pub struct PersonHit {
     pub face_index: u32,
     /// Whether the photo already has a face assigned to the person.
     pub assigned: bool,
+    /// When that face is on screen, for a video's face track.
+    pub span: Option<db::TrackSpan>,
 }
 
 /// `search --person`: the photos already the person's, then the `top` best others (0: all), each
@@ -359,6 +368,10 @@ pub fn rank_for_person(
         !own.is_empty(),
         "person {person} has no faces to search with"
     );
+    let model_id: i64 =
+        conn.query_row("SELECT model_id FROM people WHERE id = ?1", [person], |r| {
+            r.get(0)
+        })?;
     let scores = super::fusion::scores(matrix.embeddings(), &own, dim, fusion);
     let ranked = matrix.rank_scores(&scores, 0, min_score);
     let (mine, others): (Vec<_>, Vec<_>) = ranked
@@ -376,6 +389,7 @@ pub fn rank_for_person(
                 score: h.score,
                 face_index: h.face_index,
                 assigned,
+                span: db::face_span(conn, h.media_id, model_id, h.face_index)?,
             })
         })
         .collect()
