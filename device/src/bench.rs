@@ -638,3 +638,110 @@ pub fn grouping(faces: usize, add: usize, dim: usize) -> Vec<Row> {
         },
     ]
 }
+
+/// One clip's video timings: our decoder beside the ffmpeg command's on the same sampled
+/// frames, and the whole analysis (decode, detect, embed, track) that `index` runs.
+#[cfg(feature = "video")]
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoRow {
+    /// The clip.
+    pub clip: PathBuf,
+    /// Frame width and height.
+    pub size: String,
+    /// Its length, seconds.
+    pub duration_s: f64,
+    /// Frames decoded (sampled or not) by our decoder.
+    pub decoded_frames: usize,
+    /// Frames sampled.
+    pub sampled_frames: usize,
+    /// Ours: decoding the sampled frames to RGB, milliseconds (median of the rounds).
+    pub decode_ms: f64,
+    /// The peer: `ffmpeg -i CLIP -vf fps=F,format=rgb24 -f null -`, milliseconds (median).
+    pub ffmpeg_decode_ms: Option<f64>,
+    /// The whole analysis, milliseconds (median).
+    pub analyse_ms: f64,
+    /// Sampled frames analysed per second of wall time: the photos-equivalent throughput.
+    pub frames_per_s: f64,
+    /// Seconds of video indexed per second of wall time.
+    pub video_s_per_s: f64,
+    /// Share of the analysis time that decoding takes (decode_ms / analyse_ms).
+    pub decode_share: f64,
+}
+
+/// Times each clip `rounds` times: our sampled decoding, the ffmpeg command's (unless
+/// `no_peer`), and the whole analysis.
+#[cfg(feature = "video")]
+pub fn video(
+    pipeline: &Pipeline,
+    clips: &[PathBuf],
+    sampling: Sampling,
+    rounds: usize,
+    no_peer: bool,
+) -> Result<Vec<VideoRow>> {
+    use crate::video::decode::VideoFile;
+    let mut rows = Vec::new();
+    for clip in clips {
+        let mut decode = Vec::new();
+        let mut info = None;
+        for _ in 0..rounds.max(1) {
+            let (ms, r) = time_ms(|| -> Result<_> {
+                let mut v = VideoFile::open(clip, sampling, pipeline.max_pixels)?;
+                while v.next_sample()?.is_some() {}
+                Ok(v.info().clone())
+            });
+            info = Some(r?);
+            decode.push(ms);
+        }
+        let info = info.expect("one round at least");
+        let peer = if no_peer {
+            None
+        } else {
+            let mut times = Vec::new();
+            for _ in 0..rounds.max(1) {
+                let (ms, status) = time_ms(|| {
+                    std::process::Command::new("ffmpeg")
+                        .args(["-loglevel", "error", "-nostdin", "-i"])
+                        .arg(clip)
+                        .args(["-vf", &format!("fps={},format=rgb24", sampling.fps)])
+                        .args(["-f", "null", "-"])
+                        .status()
+                });
+                let status = status.context(
+                    "cannot run the ffmpeg command (the peer): install it, or pass --no-peer",
+                )?;
+                anyhow::ensure!(status.success(), "ffmpeg failed on {}", clip.display());
+                times.push(ms);
+            }
+            Some(median(times))
+        };
+        let mut analyse = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let (ms, r) = time_ms(|| {
+                crate::video::analyse(
+                    pipeline,
+                    clip,
+                    sampling,
+                    crate::tracks::TrackerConfig::DEFAULT,
+                )
+            });
+            r?;
+            analyse.push(ms);
+        }
+        let (decode_ms, analyse_ms) = (median(decode), median(analyse));
+        let duration_s = info.duration_s.unwrap_or(0.0);
+        rows.push(VideoRow {
+            clip: clip.clone(),
+            size: format!("{}x{}", info.width, info.height),
+            duration_s,
+            decoded_frames: info.decoded,
+            sampled_frames: info.sampled,
+            decode_ms,
+            ffmpeg_decode_ms: peer,
+            analyse_ms,
+            frames_per_s: info.sampled as f64 / (analyse_ms / 1e3),
+            video_s_per_s: duration_s / (analyse_ms / 1e3),
+            decode_share: decode_ms / analyse_ms,
+        });
+    }
+    Ok(rows)
+}

@@ -199,6 +199,9 @@ enum Command {
         /// Frames looked at for --enrol
         #[arg(long, default_value_t = 20, value_name = "N")]
         frames: usize,
+        /// Blurrier frames are not enrolled (variance of the Laplacian of the aligned face)
+        #[arg(long, default_value_t = smoothface_device::watch::EnrolQuality::DEFAULT.min_sharpness, value_name = "S")]
+        min_sharpness: f32,
         /// Frames per second taken from a --source video (a folder: shown at this rate)
         #[arg(long, default_value_t = 5.0, value_name = "FPS")]
         fps: f64,
@@ -258,6 +261,10 @@ enum Command {
         /// Only the grouping timing (no photos, models or peers needed)
         #[arg(long)]
         grouping_only: bool,
+        /// Only the video timings, on these clips (scripts/make-clip makes some): our decoder
+        /// beside the ffmpeg command's, and the whole analysis
+        #[arg(long, value_delimiter = ',', value_name = "CLIP,CLIP,...")]
+        videos: Vec<PathBuf>,
         /// Skip the peers
         #[arg(long)]
         no_peer: bool,
@@ -602,6 +609,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
             source,
             frames,
+            min_sharpness,
             fps,
             min_score,
             json,
@@ -623,7 +631,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     src.as_mut(),
                     name,
                     *frames,
-                    smoothface_device::watch::EnrolQuality::DEFAULT,
+                    smoothface_device::watch::EnrolQuality {
+                        min_sharpness: *min_sharpness,
+                        ..smoothface_device::watch::EnrolQuality::DEFAULT
+                    },
                 )?;
                 if *json {
                     println!("{}", serde_json::to_string_pretty(&r)?);
@@ -708,10 +719,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             grouping_faces,
             grouping_add,
             grouping_only,
+            videos,
             python,
             no_peer,
             json,
         } => {
+            if !videos.is_empty() {
+                return cmd_bench_videos(g, videos, *rounds, *no_peer, *json);
+            }
             if *grouping_only {
                 let rows = bench::grouping(*grouping_faces, *grouping_add, 512);
                 if *json {
@@ -844,6 +859,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.fusion_queries
                 );
                 for (name, map) in &r.fusion_map {
+                    println!("  {name:<15} {map:.4}");
+                }
+                println!("\nvideo track pooling (the same faces as one vector), mAP:");
+                for (name, map) in &r.pooling_map {
                     println!("  {name:<15} {map:.4}");
                 }
             }
@@ -1477,6 +1496,50 @@ fn print_bench(r: &bench::BenchReport) {
 }
 
 /// The timings beside their peers', in Markdown.
+#[cfg(feature = "video")]
+fn cmd_bench_videos(
+    g: &Global,
+    clips: &[PathBuf],
+    rounds: usize,
+    no_peer: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let pipeline = g.pipeline()?;
+    let rows = bench::video(&pipeline, clips, Sampling::DEFAULT, rounds, no_peer)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("| clip | frames sampled / decoded | decode (ours) | decode (ffmpeg command) | whole analysis | sampled frames/s | video s per s | decode share |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} {} {:.0} s | {} / {} | {:.0} ms | {} | {:.0} ms | {:.2} | {:.2} | {:.0}% |",
+            r.clip.file_name().map_or_else(
+                || r.clip.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            r.size,
+            r.duration_s,
+            r.sampled_frames,
+            r.decoded_frames,
+            r.decode_ms,
+            r.ffmpeg_decode_ms
+                .map_or("-".into(), |v| format!("{v:.0} ms")),
+            r.analyse_ms,
+            r.frames_per_s,
+            r.video_s_per_s,
+            100.0 * r.decode_share
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "video"))]
+fn cmd_bench_videos(_: &Global, _: &[PathBuf], _: usize, _: bool, _: bool) -> Result<ExitCode> {
+    bail!("this smoothface was built without video support (the `video` feature)")
+}
+
 fn print_rows(rows: &[bench::Row]) {
     println!("| what | smoothface | peer | peer time |");
     println!("|---|---:|---|---:|");

@@ -125,6 +125,34 @@ impl Track {
     }
 }
 
+/// One vector for `vectors` (`n x dim`, row-major) with detector `scores`, as a track's frames
+/// are pooled: for measuring the poolings on labelled photos (`eval people`).
+pub fn pool(vectors: &[f32], scores: &[f32], dim: usize, pooling: Pooling) -> Vec<f32> {
+    let mut v = vec![0.0f32; dim];
+    for (row, &score) in vectors.chunks_exact(dim).zip(scores) {
+        let w = match pooling {
+            Pooling::Mean => 1.0,
+            Pooling::ScoreWeighted => score,
+        };
+        v.iter_mut().zip(row).for_each(|(a, x)| *a += w * x);
+    }
+    l2_normalize(&mut v);
+    v
+}
+
+impl Pooling {
+    /// Both, in the order `eval people` reports them.
+    pub const ALL: [Pooling; 2] = [Pooling::Mean, Pooling::ScoreWeighted];
+
+    /// The name used in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::ScoreWeighted => "score_weighted",
+        }
+    }
+}
+
 /// Intersection over union of two boxes `[x1, y1, x2, y2]`.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
@@ -338,5 +366,15 @@ mod tests {
         let w = track.embedding(Pooling::ScoreWeighted);
         let n = (0.25f32 + 1.0).sqrt();
         assert!((w[0] - 0.5 / n).abs() < 1e-6 && (w[1] - 1.0 / n).abs() < 1e-6);
+        // The batch form agrees with the running one.
+        let rows = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        for p in Pooling::ALL {
+            let batch = pool(&rows, &[0.5, 1.0], 4, p);
+            let online = track.embedding(p);
+            assert!(
+                batch.iter().zip(&online).all(|(a, b)| (a - b).abs() < 1e-6),
+                "{p:?}"
+            );
+        }
     }
 }

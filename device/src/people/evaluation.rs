@@ -17,6 +17,7 @@ use crate::eval::Missing;
 use crate::frames::Sampling;
 use crate::gallery::{db as gallery_db, index};
 use crate::pipeline::{FacePick, Pipeline};
+use crate::tracks::{self, Pooling};
 use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -76,6 +77,9 @@ pub struct PeopleEval {
     pub fusion_map: BTreeMap<&'static str, f64>,
     /// Queries (people) behind each `fusion_map` value.
     pub fusion_queries: usize,
+    /// mAP of the same queries when the first half of each person's faces is pooled into one
+    /// vector as a video track's frames are: plain mean, or weighted by detector score.
+    pub pooling_map: BTreeMap<&'static str, f64>,
 }
 
 /// How `eval people` groups and labels.
@@ -274,6 +278,31 @@ pub fn people(
         );
     }
 
+    // Track poolings on the same queries: one vector from the known faces.
+    let face_scores: Vec<f32> = labelled.iter().map(|&i| faces[i].score).collect();
+    let mut pooling_map = BTreeMap::new();
+    for pooling in Pooling::ALL {
+        let mut sum = 0.0;
+        for m in &queries {
+            let known = &m[..m.len().div_ceil(2)];
+            let rows: Vec<f32> = known
+                .iter()
+                .flat_map(|&p| vectors[p * dim..(p + 1) * dim].to_vec())
+                .collect();
+            let weights: Vec<f32> = known.iter().map(|&p| face_scores[p]).collect();
+            let template = tracks::pool(&rows, &weights, dim, pooling);
+            let (mut scores, mut relevant) = (Vec::new(), Vec::new());
+            for (pos, row) in vectors.chunks_exact(dim).enumerate() {
+                if !known.contains(&pos) {
+                    scores.push(smoothface_shared::embedding::dot(row, &template));
+                    relevant.push(truth[pos] == truth[m[0]]);
+                }
+            }
+            sum += average_precision(&scores, &relevant).unwrap_or(0.0);
+        }
+        pooling_map.insert(pooling.name(), sum / queries.len().max(1) as f64);
+    }
+
     Ok(PeopleEval {
         photos,
         gallery_faces: faces.len(),
@@ -288,6 +317,7 @@ pub fn people(
         eligibility: options.eligibility,
         fusion_map,
         fusion_queries: queries.len(),
+        pooling_map,
     })
 }
 
