@@ -30,11 +30,11 @@ const EXIT_PARTIAL: u8 = 3;
 #[command(
     name = "smoothface",
     version,
-    about = "Find every photo of a person in your own library, on this machine.",
-    long_about = "Find every photo of a person in your own library, on this machine.\n\n\
+    about = "Find every photo and video of a person in your own library, on this machine.",
+    long_about = "Find every photo and video of a person in your own library, on this machine.\n\n\
         smoothface detects faces (MTCNN), aligns them to the ArcFace template and embeds them \
-        (an ArcFace model run by tract), keeps the gallery in SQLite, and ranks the whole \
-        gallery by identity. Nothing leaves the machine.\n\n\
+        (an ArcFace model run by tract), links a video's faces into tracks, keeps the gallery in \
+        SQLite, and ranks the whole gallery by identity. Nothing leaves the machine.\n\n\
         Start with:\n  smoothface index ~/Pictures\n  smoothface search photo-of-her.jpg\n\n\
         Exit status: 0 success, 1 error, 2 bad usage, 3 finished but some files could not be read (each is \
         listed with its cause).",
@@ -101,8 +101,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rank the gallery's photos by how much their best face looks like the query's face, or
-    /// like a person's faces (--person)
+    /// Rank the gallery's photos and videos by how much their best face looks like the query's
+    /// face, or like a person's faces (--person); a video hit says when the face is on screen
     Search {
         /// Photo of the person to look for
         #[arg(required_unless_present = "person", conflicts_with = "person")]

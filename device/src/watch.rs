@@ -164,13 +164,7 @@ pub fn enrol(
         .optional()?;
     let person = match existing {
         Some(id) => id,
-        None => {
-            tx.execute(
-                "INSERT INTO people (model_id, name) VALUES (?1, ?2)",
-                params![model_id, name],
-            )?;
-            tx.last_insert_rowid()
-        }
+        None => crate::people::store::create_person(&tx, model_id, Some(name))?,
     };
     tx.execute(
         "INSERT INTO enrolments (person_id, embedding, frames, source) VALUES (?1, ?2, ?3, ?4)",

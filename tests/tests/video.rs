@@ -28,6 +28,18 @@ fn clip_aba(lfw: &Path, out: &Path) {
     );
 }
 
+/// Rewrites a video with the ffmpeg command: `ffmpeg -i input ARGS output`.
+fn ffmpeg(input: &Path, args: &[&str], output: &Path) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(input)
+        .args(args)
+        .arg(output)
+        .status()
+        .expect("run ffmpeg (scripts/setup installs it)");
+    assert!(status.success(), "ffmpeg {args:?} failed");
+}
+
 /// The track of a clip that starts at `start_s` and whose box is nearest the frame's centre
 /// (LFW's person is the central face; others in the photo are bystanders).
 fn central_track(tracks: &[serde_json::Value], start_s: f64) -> &serde_json::Value {
@@ -87,17 +99,15 @@ fn a_clip_of_a_then_b_then_a_becomes_tracks_with_their_people_times_and_search_h
     let bytes = std::fs::read(&clip).unwrap();
     std::fs::write(broken.join("cut.mp4"), &bytes[..bytes.len() / 2]).unwrap();
     let faststart = tmp.path().join("faststart.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i"])
-        .arg(&clip)
-        .args(["-c", "copy", "-movflags", "+faststart"])
-        .arg(&faststart)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg(
+        &clip,
+        &["-c", "copy", "-movflags", "+faststart"],
+        &faststart,
+    );
     let bytes = std::fs::read(&faststart).unwrap();
     std::fs::write(broken.join("cut-faststart.mp4"), &bytes[..bytes.len() / 2]).unwrap();
     std::fs::write(broken.join("notes.mp4"), "a text file, renamed").unwrap();
+    std::fs::write(broken.join("empty.mov"), "").unwrap();
 
     let out = run(smoothface(&db).args(["index", "--json"]).arg(&lib));
     assert_eq!(
@@ -123,7 +133,8 @@ fn a_clip_of_a_then_b_then_a_becomes_tracks_with_their_people_times_and_search_h
             )
         })
         .collect();
-    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert_eq!(failed["empty.mov"], "empty file (0 bytes)");
     assert!(
         failed["cut.mp4"].contains("cannot open as a video"),
         "{failed:?}"
@@ -181,6 +192,18 @@ fn a_clip_of_a_then_b_then_a_becomes_tracks_with_their_people_times_and_search_h
     );
     // Photos have no time range.
     assert!(hits[1]["start_s"].is_null(), "{hits}");
+
+    // Frames over the pixel limit are refused before any is decoded.
+    let small = run(smoothface(&tmp.path().join("small.sqlite"))
+        .args(["--max-pixels", "100000", "index", "--json"])
+        .arg(clip.parent().unwrap()));
+    assert_eq!(small.status.code(), Some(3));
+    let small = json(&small);
+    let cause = small["failed"][0]["error"].as_str().unwrap();
+    assert!(
+        cause.starts_with("640x360 frames are over the limit"),
+        "{cause}"
+    );
 
     // A moved clip is recognised by its content, not analysed again.
     std::fs::rename(&clip, lib.join("clips/renamed.mp4")).unwrap();

@@ -215,6 +215,12 @@ pub fn merge(
                     undo.rejections_added.push((face, keep));
                 }
             }
+            // Enrolments follow the faces (undo leaves them with the kept person: still the
+            // same human, recognised either way).
+            tx.execute(
+                "UPDATE enrolments SET person_id = ?1 WHERE person_id = ?2",
+                params![keep, id],
+            )?;
             undo.deleted.push((id, name.clone()));
             tx.execute("DELETE FROM people WHERE id = ?1", [id])?;
             match (&kept_name, name) {
@@ -304,11 +310,7 @@ pub fn split(
         let to = match target {
             Some(id) => id,
             None => {
-                tx.execute(
-                    "INSERT INTO people (model_id, name) VALUES (?1, ?2)",
-                    params![model_id, name],
-                )?;
-                let id = tx.last_insert_rowid();
+                let id = super::store::create_person(tx, model_id, name)?;
                 undo.created.push(id);
                 id
             }
@@ -675,6 +677,13 @@ mod tests {
             .collect();
         name(&mut f.conn, f.model, &p[1].to_string(), "Eve").unwrap();
         name(&mut f.conn, f.model, &p[2].to_string(), "Evie").unwrap();
+        // Evie was enrolled from a camera: her enrolment follows her faces.
+        f.conn
+            .execute(
+                "INSERT INTO enrolments (person_id, embedding, frames, source) VALUES (?1, x'00', 1, 'camera 0')",
+                [p[2]],
+            )
+            .unwrap();
         // The first has no name: it takes the first given name and says the other is dropped.
         let d = merge(
             &mut f.conn,
@@ -699,6 +708,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(faces, 9);
+        let enrolled: i64 = f
+            .conn
+            .query_row("SELECT person_id FROM enrolments", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(enrolled, p[0]);
     }
 
     #[test]

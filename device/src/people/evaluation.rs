@@ -249,58 +249,32 @@ pub fn people(
         members.entry(t).or_default().push(pos);
     }
     let queries: Vec<&Vec<usize>> = members.values().filter(|m| m.len() >= 2).collect();
+    let rows_of = |known: &[usize]| -> Vec<f32> {
+        known
+            .iter()
+            .flat_map(|&p| vectors[p * dim..(p + 1) * dim].to_vec())
+            .collect()
+    };
     let mut fusion_map = BTreeMap::new();
     for f in Fusion::ALL {
-        let mut sum = 0.0;
-        for m in &queries {
-            let known = &m[..m.len().div_ceil(2)];
-            let own: Vec<f32> = known
-                .iter()
-                .flat_map(|&p| vectors[p * dim..(p + 1) * dim].to_vec())
-                .collect();
-            let all = fusion::scores(&vectors, &own, dim, f);
-            let (mut scores, mut relevant) = (Vec::new(), Vec::new());
-            for (pos, s) in all.into_iter().enumerate() {
-                if !known.contains(&pos) {
-                    scores.push(s);
-                    relevant.push(truth[pos] == truth[m[0]]);
-                }
-            }
-            sum += average_precision(&scores, &relevant).unwrap_or(0.0);
-        }
-        fusion_map.insert(
-            f.name(),
-            if queries.is_empty() {
-                0.0
-            } else {
-                sum / queries.len() as f64
-            },
-        );
+        let map = half_query_map(&queries, &truth, |known| {
+            fusion::scores(&vectors, &rows_of(known), dim, f)
+        });
+        fusion_map.insert(f.name(), map);
     }
-
     // Track poolings on the same queries: one vector from the known faces.
     let face_scores: Vec<f32> = labelled.iter().map(|&i| faces[i].score).collect();
     let mut pooling_map = BTreeMap::new();
     for pooling in Pooling::ALL {
-        let mut sum = 0.0;
-        for m in &queries {
-            let known = &m[..m.len().div_ceil(2)];
-            let rows: Vec<f32> = known
-                .iter()
-                .flat_map(|&p| vectors[p * dim..(p + 1) * dim].to_vec())
-                .collect();
+        let map = half_query_map(&queries, &truth, |known| {
             let weights: Vec<f32> = known.iter().map(|&p| face_scores[p]).collect();
-            let template = tracks::pool(&rows, &weights, dim, pooling);
-            let (mut scores, mut relevant) = (Vec::new(), Vec::new());
-            for (pos, row) in vectors.chunks_exact(dim).enumerate() {
-                if !known.contains(&pos) {
-                    scores.push(smoothface_shared::embedding::dot(row, &template));
-                    relevant.push(truth[pos] == truth[m[0]]);
-                }
-            }
-            sum += average_precision(&scores, &relevant).unwrap_or(0.0);
-        }
-        pooling_map.insert(pooling.name(), sum / queries.len().max(1) as f64);
+            let template = tracks::pool(&rows_of(known), &weights, dim, pooling);
+            vectors
+                .chunks_exact(dim)
+                .map(|row| smoothface_shared::embedding::dot(row, &template))
+                .collect()
+        });
+        pooling_map.insert(pooling.name(), map);
     }
 
     Ok(PeopleEval {
@@ -319,6 +293,33 @@ pub fn people(
         fusion_queries: queries.len(),
         pooling_map,
     })
+}
+
+/// mAP when each query (a true person's labelled faces, as positions) searches with the first
+/// half of its faces (at least one) for the rest among all other labelled faces; `score` gives
+/// every labelled face's score for the known half.
+fn half_query_map(
+    queries: &[&Vec<usize>],
+    truth: &[u32],
+    score: impl Fn(&[usize]) -> Vec<f32>,
+) -> f64 {
+    let mut sum = 0.0;
+    for m in queries {
+        let known = &m[..m.len().div_ceil(2)];
+        let (mut scores, mut relevant) = (Vec::new(), Vec::new());
+        for (pos, s) in score(known).into_iter().enumerate() {
+            if !known.contains(&pos) {
+                scores.push(s);
+                relevant.push(truth[pos] == truth[m[0]]);
+            }
+        }
+        sum += average_precision(&scores, &relevant).unwrap_or(0.0);
+    }
+    if queries.is_empty() {
+        0.0
+    } else {
+        sum / queries.len() as f64
+    }
 }
 
 /// The labelled face of a photo among its faces (gallery indices, largest first), or why the

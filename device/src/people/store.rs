@@ -210,6 +210,15 @@ pub struct UpdateReport {
     pub ms: f64,
 }
 
+/// Adds a person (named, or not yet) to a model's people; their id.
+pub fn create_person(tx: &Transaction, model_id: i64, name: Option<&str>) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO people (model_id, name) VALUES (?1, ?2)",
+        params![model_id, name],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
 /// Stores a grouping's outcome: new people created, faces assigned automatically. Only faces
 /// still unassigned are touched, so a decision made meanwhile is never overwritten.
 pub fn apply(tx: &Transaction, model_id: i64, face_ids: &[i64], g: &Grouping) -> Result<()> {
@@ -220,8 +229,7 @@ pub fn apply(tx: &Transaction, model_id: i64, face_ids: &[i64], g: &Grouping) ->
         assign.execute(params![person, face_ids[row as usize]])?;
     }
     for group in &g.new_people {
-        tx.execute("INSERT INTO people (model_id) VALUES (?1)", [model_id])?;
-        let person = tx.last_insert_rowid();
+        let person = create_person(tx, model_id, None)?;
         for &row in group {
             assign.execute(params![person, face_ids[row as usize]])?;
         }

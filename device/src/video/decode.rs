@@ -164,8 +164,8 @@ impl VideoFile {
             return Err(VideoError::new(
                 path,
                 format!(
-                    "{width}x{height} frames are over the limit of {} megapixels (raise --max-pixels to accept them)",
-                    max_pixels / 1_000_000
+                    "{width}x{height} frames are over the limit of {:.1} megapixels (raise --max-pixels to accept them)",
+                    max_pixels as f64 / 1e6
                 ),
             ));
         }
