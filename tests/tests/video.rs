@@ -301,3 +301,49 @@ fn a_missing_camera_is_a_clear_error_and_an_empty_list() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("camera 0: cannot open"), "{err}");
 }
+
+#[test]
+fn a_video_stored_sideways_is_turned_upright_by_its_display_matrix() {
+    let test = "a_video_stored_sideways_is_turned_upright_by_its_display_matrix";
+    let Some(lfw) = faces(test, "lfw-devtrain") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let upright = tmp.path().join("upright.mp4");
+    make_clip(&upright, "640x360", &[(&photo(&lfw, A, 3), 1.0)]);
+    // The frames turned a quarter clockwise, as a phone held upright stores them; the copy in
+    // the library says so in its display matrix (FFmpeg's `rotate` tag), the other does not.
+    let (lib, sideways) = (tmp.path().join("library"), tmp.path().join("sideways.mp4"));
+    std::fs::create_dir_all(&lib).unwrap();
+    ffmpeg(&upright, &["-vf", "transpose=1"], &sideways);
+    ffmpeg(
+        &sideways,
+        &["-c", "copy", "-metadata:s:v:0", "rotate=90"],
+        &lib.join("portrait.mp4"),
+    );
+    std::fs::copy(&sideways, lib.join("no-matrix.mp4")).unwrap();
+    let db = tmp.path().join("g.sqlite");
+    let out = run(smoothface(&db).args(["index", "--json"]).arg(&lib));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let faces = json(&run(smoothface(&db).args(["people", "faces", "--json"])));
+    let faces = faces.as_array().unwrap();
+    // The sideways face is not found; the turned one is, where the upright clip has it.
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    assert!(faces[0]["path"].as_str().unwrap().ends_with("portrait.mp4"));
+    let first = tmp.path().join("first.png");
+    ffmpeg(&upright, &["-frames:v", "1"], &first);
+    let reference = json(&run(smoothface(&db).args(["detect", "--json"]).arg(&first)));
+    let expected = &reference[0]["faces"][0]["bbox"];
+    let got = &faces[0]["box"];
+    for k in 0..4 {
+        let (e, g) = (expected[k].as_f64().unwrap(), got[k].as_f64().unwrap());
+        assert!(
+            (e - g).abs() < 8.0,
+            "box {got} against the upright clip's {expected}"
+        );
+    }
+}
