@@ -1,12 +1,8 @@
-//! Cameras through V4L2 (`nokhwa`): the list of cameras, and a camera as a live
-//! [`FrameSource`].
-//!
-//! A capture thread reads the camera at its own pace and hands over at most one waiting frame:
-//! when the analysis is slower than the camera, newer frames are dropped at the hand-over, so the
-//! frame analysed is never more than one frame old. A camera that sends nothing for
-//! [`FRAME_TIMEOUT`] is an error naming it, never a hang.
+//! Cameras through V4L2 (`nokhwa`): the list of cameras, and a camera as a
+//! [`LiveSource`]: read at its own pace on its own thread, frames dropped when the analysis is
+//! slower, an error naming it when it sends nothing for [`FRAME_TIMEOUT`].
 
-use crate::frames::{Frame, FrameSource};
+use crate::frames::LiveSource;
 use anyhow::{anyhow, Result};
 use image::RgbImage;
 use nokhwa::pixel_format::RgbFormat;
@@ -14,10 +10,7 @@ use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
 };
 use serde::Serialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a camera may send nothing before it counts as stopped.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,124 +51,29 @@ fn has_video_devices() -> bool {
     })
 }
 
-/// A camera, streaming.
-pub struct Camera {
-    index: u32,
-    frames: Receiver<Result<RgbImage, String>>,
-    /// The first frame, received by `open` to prove the camera works.
-    pending: Option<RgbImage>,
-    dropped: Arc<AtomicUsize>,
-    started: Instant,
-}
-
-impl Camera {
-    /// Opens camera `index` (720p at 30 frames a second, or the nearest it offers) and waits
-    /// for its first frame: a missing or busy camera is an error here, naming it.
-    pub fn open(index: u32) -> Result<Camera> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&dropped);
-        std::thread::Builder::new()
-            .name(format!("camera {index}"))
-            .spawn(move || capture(index, tx, counter))
-            .map_err(|e| anyhow!("camera {index}: cannot start its capture thread: {e}"))?;
-        let mut camera = Camera {
-            index,
-            frames: rx,
-            pending: None,
-            dropped,
-            started: Instant::now(),
-        };
-        camera.pending = Some(camera.receive()?);
-        camera.started = Instant::now();
-        Ok(camera)
-    }
-
-    /// Frames the analysis was too slow for, dropped so far.
-    pub fn dropped(&self) -> usize {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    fn receive(&mut self) -> Result<RgbImage> {
-        match self.frames.recv_timeout(FRAME_TIMEOUT) {
-            Ok(Ok(image)) => Ok(image),
-            Ok(Err(e)) => Err(anyhow!("camera {}: {e}", self.index)),
-            Err(RecvTimeoutError::Timeout) => Err(anyhow!(
-                "camera {}: no frame for {} s (unplugged, or in use by another program?)",
-                self.index,
-                FRAME_TIMEOUT.as_secs()
-            )),
-            Err(RecvTimeoutError::Disconnected) => {
-                Err(anyhow!("camera {}: the capture stopped", self.index))
-            }
-        }
-    }
-}
-
-impl FrameSource for Camera {
-    fn name(&self) -> String {
-        format!("camera {}", self.index)
-    }
-
-    fn next_frame(&mut self) -> Result<Option<Frame>> {
-        let image = match self.pending.take() {
-            Some(first) => first,
-            None => self.receive()?,
-        };
-        Ok(Some(Frame {
-            time_s: self.started.elapsed().as_secs_f64(),
-            image,
-        }))
-    }
-
-    fn is_live(&self) -> bool {
-        true
-    }
-}
-
-/// The capture thread: frames into `tx`, the newest dropped while one is still waiting; an
-/// error ends it after being sent.
-fn capture(index: u32, tx: SyncSender<Result<RgbImage, String>>, dropped: Arc<AtomicUsize>) {
-    let format = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(
-        CameraFormat::new_from(1280, 720, FrameFormat::MJPEG, 30),
-    ));
-    let opened =
-        nokhwa::Camera::with_backend(CameraIndex::Index(index), format, ApiBackend::Video4Linux)
-            .map_err(|e| format!("cannot open: {e} (see `smoothface camera --list`)"))
-            .and_then(|mut c| {
-                c.open_stream().map_err(|e| {
-                    format!("cannot start streaming (in use by another program?): {e}")
-                })?;
-                Ok(c)
-            });
-    let mut camera = match opened {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = tx.send(Err(e));
-            return;
-        }
-    };
-    loop {
-        let frame = camera
-            .frame()
-            .map_err(|e| format!("stopped sending frames: {e}"))
-            .and_then(|buffer| to_rgb(&buffer));
-        match frame {
-            Ok(image) => match tx.try_send(Ok(image)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(TrySendError::Disconnected(_)) => break,
-            },
-            Err(e) => {
-                // Waits for room, so the cause is seen; then the capture ends.
-                let _ = tx.send(Err(e));
-                break;
-            }
-        }
-    }
-    let _ = camera.stop_stream();
+/// Opens camera `index` (720p at 30 frames a second, or the nearest it offers) as a live
+/// source: a missing or busy camera is an error here, naming it.
+pub fn open(index: u32) -> Result<LiveSource> {
+    LiveSource::start(format!("camera {index}"), FRAME_TIMEOUT, move || {
+        let format = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(
+            CameraFormat::new_from(1280, 720, FrameFormat::MJPEG, 30),
+        ));
+        let mut camera = nokhwa::Camera::with_backend(
+            CameraIndex::Index(index),
+            format,
+            ApiBackend::Video4Linux,
+        )
+        .map_err(|e| format!("cannot open: {e} (see `smoothface camera --list`)"))?;
+        camera
+            .open_stream()
+            .map_err(|e| format!("cannot start streaming (in use by another program?): {e}"))?;
+        Ok(move || {
+            camera
+                .frame()
+                .map_err(|e| format!("stopped sending frames: {e}"))
+                .and_then(|buffer| to_rgb(&buffer))
+        })
+    })
 }
 
 /// A camera buffer in RGB: MJPEG through the `image` crate's JPEG decoder (the one photos use,

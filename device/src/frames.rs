@@ -2,9 +2,13 @@
 //! one trait, so the live loop that serves a camera runs (and is tested) on a file as well.
 
 use crate::media;
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One picture of a source, at its time.
 #[derive(Debug, Clone)]
@@ -27,6 +31,119 @@ pub trait FrameSource: Send {
     /// behind must drop frames rather than queue them.
     fn is_live(&self) -> bool {
         false
+    }
+
+    /// Frames a live source dropped because its consumer was busy.
+    fn dropped(&self) -> usize {
+        0
+    }
+}
+
+/// A live source: a device read at its own pace on a thread of its own, which hands over at
+/// most one waiting frame. While the consumer is busy, newer frames are dropped at the
+/// hand-over, so the frame it gets is never more than one frame old and it never falls behind;
+/// a device that sends nothing for `timeout` is an error naming it, never a hang.
+pub struct LiveSource {
+    name: String,
+    frames: Receiver<Result<RgbImage, String>>,
+    /// The first frame, received by `start` to prove the device works.
+    pending: Option<RgbImage>,
+    dropped: Arc<AtomicUsize>,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl LiveSource {
+    /// Starts the capture thread: `open` runs on it (a device handle need not be `Send`) and
+    /// returns the function that reads one frame. Waits for the first frame, so a device that
+    /// cannot be opened, or sends nothing, is an error here.
+    pub fn start<F, G>(name: String, timeout: Duration, open: F) -> Result<LiveSource>
+    where
+        F: FnOnce() -> Result<G, String> + Send + 'static,
+        G: FnMut() -> Result<RgbImage, String>,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let mut read = match open() {
+                    Ok(read) => read,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    match read() {
+                        Ok(image) => match tx.try_send(Ok(image)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) => {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(TrySendError::Disconnected(_)) => break,
+                        },
+                        Err(e) => {
+                            // Waits for room, so the cause is seen; then the capture ends.
+                            let _ = tx.send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| anyhow!("{name}: cannot start its capture thread: {e}"))?;
+        let mut source = LiveSource {
+            name,
+            frames: rx,
+            pending: None,
+            dropped,
+            started: Instant::now(),
+            timeout,
+        };
+        source.pending = Some(source.receive()?);
+        source.started = Instant::now();
+        Ok(source)
+    }
+
+    fn receive(&mut self) -> Result<RgbImage> {
+        match self.frames.recv_timeout(self.timeout) {
+            Ok(Ok(image)) => Ok(image),
+            Ok(Err(e)) => Err(anyhow!("{}: {e}", self.name)),
+            Err(RecvTimeoutError::Timeout) => Err(anyhow!(
+                "{}: no frame for {} s (unplugged, or in use by another program?)",
+                self.name,
+                self.timeout.as_secs_f64()
+            )),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(anyhow!("{}: the capture stopped", self.name))
+            }
+        }
+    }
+}
+
+impl FrameSource for LiveSource {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        let image = match self.pending.take() {
+            Some(first) => first,
+            None => self.receive()?,
+        };
+        Ok(Some(Frame {
+            time_s: self.started.elapsed().as_secs_f64(),
+            image,
+        }))
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -179,7 +296,7 @@ fn open_video(file: &Path, _: f64, _: u64) -> Result<Box<dyn FrameSource>> {
 
 #[cfg(all(feature = "camera", target_os = "linux"))]
 fn open_camera(device: u32) -> Result<Box<dyn FrameSource>> {
-    Ok(Box::new(crate::camera::Camera::open(device)?))
+    Ok(Box::new(crate::camera::open(device)?))
 }
 
 #[cfg(not(all(feature = "camera", target_os = "linux")))]
@@ -218,6 +335,86 @@ mod tests {
         assert_eq!(s.interval(None), 0.5);
         // Twice the limit: half the rate, so the same number of frames as the limit's.
         assert_eq!(s.interval(Some(200.0)), 1.0);
+    }
+
+    /// Reads one frame of a test device.
+    type ReadFrame = Box<dyn FnMut() -> Result<RgbImage, String>>;
+
+    /// A device whose frame `n` is a 1x1 picture of shade `n % 256`, made every millisecond,
+    /// that stops with an error after `frames`, or (`stall`) stops sending without one.
+    fn device(frames: usize, stall: bool) -> impl FnOnce() -> Result<ReadFrame, String> {
+        move || {
+            let mut n = 0usize;
+            Ok(Box::new(move || {
+                if n == frames {
+                    if stall {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                    return Err("unplugged".into());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                n += 1;
+                Ok(RgbImage::from_pixel(
+                    1,
+                    1,
+                    image::Rgb([(n % 256) as u8, 0, 0]),
+                ))
+            })
+                as Box<dyn FnMut() -> Result<RgbImage, String>>)
+        }
+    }
+
+    #[test]
+    fn a_slow_consumer_of_a_live_source_gets_recent_frames_and_the_rest_are_dropped() {
+        let mut src = LiveSource::start(
+            "camera 7".into(),
+            Duration::from_secs(5),
+            device(200, false),
+        )
+        .unwrap();
+        let mut shades = Vec::new();
+        let error = loop {
+            match src.next_frame() {
+                Ok(Some(f)) => {
+                    shades.push(f.image.get_pixel(0, 0)[0]);
+                    // Ten times slower than the device.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => unreachable!("a live source does not end"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        // Far fewer frames than made, in order, the rest dropped and counted.
+        assert!(shades.len() < 100, "{} frames taken", shades.len());
+        assert!(shades.windows(2).all(|w| w[0] < w[1]), "{shades:?}");
+        assert_eq!(src.dropped() + shades.len(), 200, "{shades:?}");
+        assert_eq!(error, "camera 7: unplugged");
+    }
+
+    #[test]
+    fn a_live_source_that_stalls_or_cannot_open_is_an_error_naming_it() {
+        let mut src = LiveSource::start(
+            "camera 3".into(),
+            Duration::from_millis(300),
+            device(2, true),
+        )
+        .unwrap();
+        assert!(src.next_frame().is_ok());
+        let started = Instant::now();
+        let e = loop {
+            if let Err(e) = src.next_frame() {
+                break e.to_string();
+            }
+        };
+        assert!(e.starts_with("camera 3: no frame for 0.3 s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let refused = LiveSource::start("camera 9".into(), Duration::from_secs(1), || {
+            Err::<fn() -> Result<RgbImage, String>, _>("cannot open: busy".to_string())
+        });
+        assert_eq!(
+            refused.err().unwrap().to_string(),
+            "camera 9: cannot open: busy"
+        );
     }
 
     #[test]

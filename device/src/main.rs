@@ -664,7 +664,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         Ok(())
                     },
                 )?;
-                eprintln!("{} frames, {} tracks", r.frames, r.tracks);
+                eprintln!(
+                    "{} frames analysed, {} dropped while busy, {} tracks",
+                    r.frames, r.dropped, r.tracks
+                );
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -262,6 +262,8 @@ pub struct WatchReport {
     pub frames: usize,
     /// Tracks followed.
     pub tracks: usize,
+    /// Frames a live source dropped while the analysis was busy.
+    pub dropped: usize,
 }
 
 /// Watches a source until it ends (a file) or fails (a camera that stops): every frame's faces
@@ -319,6 +321,7 @@ pub fn watch(
     for track in end {
         emit(&matcher.event("left", track.end_s, &track)?)?;
     }
+    report.dropped = source.dropped();
     Ok(report)
 }
 
