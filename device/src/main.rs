@@ -1147,10 +1147,13 @@ fn cmd_stats(g: &Global, json: bool) -> Result<ExitCode> {
             path.display(),
             stats.bytes as f64 / 1e6
         );
-        println!("{} files, {} unreadable", stats.media, stats.unreadable);
+        println!(
+            "{} files ({} videos, {:.0} s), {} unreadable",
+            stats.media, stats.videos, stats.video_seconds, stats.unreadable
+        );
         for m in &stats.models {
             println!(
-                "model {}: {} photos analysed, {} faces ({}-d)",
+                "model {}: {} files analysed, {} faces ({}-d)",
                 m.name, m.photos, m.faces, m.dim
             );
         }

@@ -135,6 +135,12 @@ fn a_clip_of_a_then_b_then_a_becomes_tracks_with_their_people_times_and_search_h
         .collect();
     assert_eq!(failed.len(), 4, "{failed:?}");
     assert_eq!(failed["empty.mov"], "empty file (0 bytes)");
+    let stats = json(&run(smoothface(&db).args(["stats", "--json"])));
+    assert_eq!(
+        (stats["videos"].as_i64(), stats["video_seconds"].as_f64()),
+        (Some(1), Some(6.0)),
+        "{stats}"
+    );
     assert!(
         failed["cut.mp4"].contains("cannot open as a video"),
         "{failed:?}"

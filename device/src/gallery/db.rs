@@ -453,6 +453,10 @@ pub struct Stats {
     pub media: i64,
     /// Files that could not be read.
     pub unreadable: i64,
+    /// Videos analysed (their files are among `media`).
+    pub videos: i64,
+    /// Their total length, seconds.
+    pub video_seconds: f64,
     /// Per model.
     pub models: Vec<ModelStats>,
 }
@@ -480,6 +484,12 @@ pub fn stats(conn: &Connection, path: &Path) -> Result<Stats> {
         bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         media: count("SELECT count(*) FROM media")?,
         unreadable: count("SELECT count(*) FROM media WHERE status = 'error'")?,
+        videos: count("SELECT count(*) FROM media WHERE duration_s IS NOT NULL")?,
+        video_seconds: conn.query_row(
+            "SELECT coalesce(sum(duration_s), 0.0) FROM media",
+            [],
+            |r| r.get(0),
+        )?,
         models,
     })
 }
