@@ -135,6 +135,18 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("start command")
 }
 
+/// Runs a command that must succeed, returning its output; panics with the command and its
+/// stderr when it fails.
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Stdout as JSON; panics with both streams when it is not.
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

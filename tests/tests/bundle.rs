@@ -2,7 +2,7 @@
 //! binary built for this test run with its models, and the unpacked copy indexes and searches a
 //! library with a clean environment, from a folder outside the checkout.
 
-use smoothface_tests::{binary, copy_people, faces, json, repo, run};
+use smoothface_tests::{binary, copy_people, faces, json, repo, run, succeed};
 use std::process::Command;
 
 #[test]
@@ -15,15 +15,12 @@ fn an_unpacked_bundle_indexes_and_searches_on_its_own() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let tarball = tmp.path().join("bundle.tar.gz");
-    let out = run(Command::new(repo().join("scripts/bundle"))
-        .arg("--binary")
-        .arg(binary("smoothface"))
-        .arg("--out")
-        .arg(&tarball));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(repo().join("scripts/bundle"))
+            .arg("--binary")
+            .arg(binary("smoothface"))
+            .arg("--out")
+            .arg(&tarball),
     );
     let unpacked = tmp.path().join("unpacked");
     std::fs::create_dir(&unpacked).unwrap();

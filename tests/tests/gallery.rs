@@ -1,7 +1,7 @@
 //! End to end through the `smoothface` binary on real faces: index, search, incremental and
 //! resumable indexing, bad input, deletion.
 
-use smoothface_tests::{copy_people, faces_root, json, run, smoothface};
+use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -28,24 +28,16 @@ fn index_then_search_ranks_the_person_first() {
         let q = lib.join(p).join(format!("{p}_0005.jpg"));
         std::fs::rename(&q, held.join(q.file_name().unwrap())).unwrap();
     }
-    let out = run(smoothface(&db).args(["index", "--json"]).arg(&lib));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(smoothface(&db).args(["index", "--json"]).arg(&lib));
     let report = json(&out);
     assert_eq!(report["analysed"], 24);
     assert!(report["faces"].as_u64().unwrap() >= 24, "{report}");
 
     for p in &people {
-        let out = run(smoothface(&db)
-            .args(["search", "--json", "--top", "4"])
-            .arg(held.join(format!("{p}_0005.jpg"))));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeed(
+            smoothface(&db)
+                .args(["search", "--json", "--top", "4"])
+                .arg(held.join(format!("{p}_0005.jpg"))),
         );
         let hits = json(&out)["hits"].as_array().unwrap().clone();
         let first = hits[0]["path"].as_str().unwrap();
@@ -254,12 +246,7 @@ fn forget_really_deletes_the_embeddings() {
         "the embedding should be stored before forgetting"
     );
 
-    let out = run(smoothface(&db).arg("forget").arg(lib.join(&people[0])));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(smoothface(&db).arg("forget").arg(lib.join(&people[0])));
     assert!(String::from_utf8_lossy(&out.stdout).contains("forgot 2 photos"));
     assert_eq!(stats(&db)["media"], 2);
     assert!(

@@ -1,7 +1,7 @@
 //! People end to end through the `smoothface` binary on real faces: index groups the faces,
 //! people are named and searched, decisions survive a re-index, errors are clear.
 
-use smoothface_tests::{copy_people, faces_root, json, run, smoothface};
+use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -52,12 +52,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
     let tmp = tempfile::tempdir().unwrap();
     let (lib, db) = (tmp.path().join("library"), tmp.path().join("g.sqlite"));
     let people = copy_people(&faces.join("lfw-devtrain"), &lib, 2, 6);
-    let out = run(smoothface(&db).args(["index", "--json"]).arg(&lib));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(smoothface(&db).args(["index", "--json"]).arg(&lib));
     let report = json(&out);
     assert!(
         report["people"]["new_people"].as_u64().unwrap() >= 2,
@@ -80,12 +75,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
     }
 
     // Name the first; every photo of hers comes back from search --person, hers first.
-    let out = run(smoothface(&db).args(["people", "name", &a.to_string(), "Anna"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(smoothface(&db).args(["people", "name", &a.to_string(), "Anna"]));
     let list = json(&run(smoothface(&db).args(["people", "list", "--json"])));
     let anna = list
         .as_array()
@@ -101,12 +91,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
             .contains(&people[0]),
         "{anna}"
     );
-    let out = run(smoothface(&db).args(["search", "--person", "Anna", "--top", "3", "--json"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(smoothface(&db).args(["search", "--person", "Anna", "--top", "3", "--json"]));
     let hits = json(&out)["hits"].as_array().unwrap().clone();
     let own = hits.iter().take_while(|h| h["assigned"] == true).count();
     assert_eq!(own, anna["media"].as_u64().unwrap() as usize, "{hits:?}");
@@ -120,12 +105,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
         smoothface(&db).args(["people", "show", "Anna", "--json"])
     ));
     let face = shown[0]["face"].as_i64().unwrap();
-    let out = run(smoothface(&db).args(["people", "reject", "Anna", "--faces", &face.to_string()]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(smoothface(&db).args(["people", "reject", "Anna", "--faces", &face.to_string()]));
     // Split one of the other person's faces off as "Bob", and move another to Anna.
     let theirs = json(&run(smoothface(&db).args([
         "people",
@@ -154,12 +134,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
             "Anna".into(),
         ],
     ] {
-        let out = run(smoothface(&db).args(&args));
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(smoothface(&db).args(&args));
     }
     let before = json(&run(smoothface(&db).args(["people", "faces", "--json"])));
     for (f, who) in [(off, "user"), (moved, "user")] {
@@ -175,12 +150,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
         let f = std::fs::File::options().append(true).open(&entry).unwrap();
         f.set_modified(std::time::SystemTime::now()).unwrap();
     }
-    let out = run(smoothface(&db).args(["index", "--json"]).arg(&lib));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(smoothface(&db).args(["index", "--json"]).arg(&lib));
     assert_eq!(json(&out)["analysed"], 0);
     assert!(run(smoothface(&db).args(["people", "update"]))
         .status
@@ -240,13 +210,10 @@ fn eval_people_scores_both_groupings_on_the_same_faces() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("library");
     copy_people(&faces.join("lfw-devtrain"), &lib, 6, 4);
-    let out = run(smoothface(&tmp.path().join("g.sqlite"))
-        .args(["eval", "people", "--face", "central", "--json"])
-        .arg(&lib));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        smoothface(&tmp.path().join("g.sqlite"))
+            .args(["eval", "people", "--face", "central", "--json"])
+            .arg(&lib),
     );
     let r = json(&out);
     assert_eq!(

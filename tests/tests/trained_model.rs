@@ -3,17 +3,12 @@
 //! `smoothface index` and `search` with each model (`--model DIR`) on real photos, finding each
 //! held-out person first.
 
-use smoothface_tests::{binary, copy_people, faces_root, json, run, smoothface};
+use smoothface_tests::{binary, copy_people, faces_root, json, smoothface, succeed};
 use std::path::Path;
 use std::process::Command;
 
 fn train(args: &[&str]) -> serde_json::Value {
-    let out = run(Command::new(binary("smoothface-train")).args(args));
-    assert!(
-        out.status.success(),
-        "smoothface-train {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(Command::new(binary("smoothface-train")).args(args));
     let last = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
@@ -119,27 +114,17 @@ fn a_fine_tuned_and_exported_model_finds_people_in_the_gallery() {
             c.arg("--model").arg(model).args(args);
             c
         };
-        let out = run(&mut with_model(&["index", "--json", text(&lib)]));
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = succeed(&mut with_model(&["index", "--json", text(&lib)]));
         assert_eq!(json(&out)["analysed"], 24);
         for p in &people {
             let query = held.join(format!("{p}_0005.jpg"));
-            let out = run(&mut with_model(&[
+            let out = succeed(&mut with_model(&[
                 "search",
                 "--json",
                 "--top",
                 "4",
                 text(&query),
             ]));
-            assert!(
-                out.status.success(),
-                "{name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
             let hits = json(&out)["hits"].as_array().unwrap().clone();
             let first = hits[0]["path"].as_str().unwrap();
             assert!(

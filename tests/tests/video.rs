@@ -3,7 +3,7 @@
 //! search that finds a clip and when, bad videos reported while the rest is indexed, and the
 //! watch loop naming an enrolled person on a video file.
 
-use smoothface_tests::{faces, json, make_clip, run, smoothface};
+use smoothface_tests::{faces, json, make_clip, run, smoothface, succeed};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -181,8 +181,7 @@ fn a_clip_of_a_then_b_then_a_becomes_tracks_with_their_people_times_and_search_h
     assert_eq!(b1["person"].as_i64(), Some(person_b), "{b1}");
 
     // Without B's photos, another photo of B finds the clip first, at B's time.
-    let out = run(smoothface(&db).arg("forget").arg(lib.join(B)));
-    assert!(out.status.success());
+    succeed(smoothface(&db).arg("forget").arg(lib.join(B)));
     let out = run(smoothface(&db)
         .args(["search", "--json"])
         .arg(photo(&lfw, B, 7)));
@@ -239,13 +238,10 @@ fn the_watch_loop_names_a_person_enrolled_from_another_clip() {
             (&photo(&lfw, A, 5), 1.0),
         ],
     );
-    let out = run(smoothface(&db)
-        .args(["camera", "--enrol", "Colin", "--json", "--source"])
-        .arg(&enrol_clip));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        smoothface(&db)
+            .args(["camera", "--enrol", "Colin", "--json", "--source"])
+            .arg(&enrol_clip),
     );
     let enrolled = json(&out);
     assert_eq!(
@@ -259,13 +255,10 @@ fn the_watch_loop_names_a_person_enrolled_from_another_clip() {
 
     let watched = tmp.path().join("aba.mp4");
     clip_aba(&lfw, &watched);
-    let out = run(smoothface(&db)
-        .args(["camera", "--watch", "--source"])
-        .arg(&watched));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        smoothface(&db)
+            .args(["camera", "--watch", "--source"])
+            .arg(&watched),
     );
     let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -299,8 +292,7 @@ fn a_missing_camera_is_a_clear_error_and_an_empty_list() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("g.sqlite");
-    let list = run(smoothface(&db).args(["camera", "--list", "--json"]));
-    assert!(list.status.success());
+    let list = succeed(smoothface(&db).args(["camera", "--list", "--json"]));
     assert_eq!(json(&list), serde_json::json!([]));
     let out = run(smoothface(&db).args(["camera", "--watch", "--device", "0"]));
     assert_eq!(out.status.code(), Some(1));
@@ -329,12 +321,7 @@ fn a_video_stored_sideways_is_turned_upright_by_its_display_matrix() {
     );
     std::fs::copy(&sideways, lib.join("no-matrix.mp4")).unwrap();
     let db = tmp.path().join("g.sqlite");
-    let out = run(smoothface(&db).args(["index", "--json"]).arg(&lib));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(smoothface(&db).args(["index", "--json"]).arg(&lib));
     let faces = json(&run(smoothface(&db).args(["people", "faces", "--json"])));
     let faces = faces.as_array().unwrap();
     // The sideways face is not found; the turned one is, where the upright clip has it.
