@@ -295,31 +295,29 @@ pub fn watch(
         let ids = tracker.update(frame.time_s, faces);
         for track in tracker.take_ended() {
             matched.remove(&track.id);
-            emit(&matcher.event("left", track.end_s, &track)?)?;
+            let who = matcher.identify(&track);
+            emit(&matcher.event("left", track.end_s, &track, who)?)?;
         }
         for id in ids {
             let track = tracker.track(id).expect("just updated");
-            let event = matcher.event("appeared", frame.time_s, track)?;
-            match matched.get(&id) {
+            // Who it is costs a dot product per named person; the gallery's best match (a scan
+            // of every face) is looked up only for the events printed.
+            let who = matcher.identify(track);
+            let kind = match matched.get(&id) {
                 None => {
                     report.tracks += 1;
-                    matched.insert(id, event.person.clone());
-                    emit(&event)?;
+                    "appeared"
                 }
-                Some(before) if *before != event.person => {
-                    matched.insert(id, event.person.clone());
-                    emit(&Event {
-                        event: "identified",
-                        ..event
-                    })?;
-                }
-                Some(_) => {}
-            }
+                Some(before) if *before != who.person => "identified",
+                Some(_) => continue,
+            };
+            matched.insert(id, who.person.clone());
+            emit(&matcher.event(kind, frame.time_s, track, who)?)?;
         }
     }
-    let end = tracker.finish();
-    for track in end {
-        emit(&matcher.event("left", track.end_s, &track)?)?;
+    for track in tracker.finish() {
+        let who = matcher.identify(&track);
+        emit(&matcher.event("left", track.end_s, &track, who)?)?;
     }
     report.dropped = source.dropped();
     Ok(report)
@@ -333,18 +331,34 @@ struct Matcher<'a> {
     min_score: f32,
 }
 
+/// A track's vector and the named person it is, if any.
+struct Identity {
+    vector: Vec<f32>,
+    person: Option<String>,
+    score: Option<f32>,
+}
+
 impl Matcher<'_> {
-    fn event(&self, kind: &'static str, time: f64, track: &Track) -> Result<Event> {
-        let v = track.embedding(Pooling::DEFAULT);
+    /// The named person most like the track, named when they score at least `min_score`.
+    fn identify(&self, track: &Track) -> Identity {
+        let vector = track.embedding(Pooling::DEFAULT);
         let best_known = self
             .known
             .iter()
-            .map(|k| (k, dot(&v, &k.vector)))
+            .map(|k| (k, dot(&vector, &k.vector)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        let person = best_known
-            .filter(|(_, s)| *s >= self.min_score)
-            .map(|(k, _)| k.name.clone());
-        let best_media = match self.gallery.rank_media(&v, 1, -1.0).first() {
+        Identity {
+            person: best_known
+                .filter(|(_, s)| *s >= self.min_score)
+                .map(|(k, _)| k.name.clone()),
+            score: best_known.map(|(_, s)| s),
+            vector,
+        }
+    }
+
+    /// The event for a track, with the gallery's best match.
+    fn event(&self, kind: &'static str, time: f64, track: &Track, who: Identity) -> Result<Event> {
+        let best_media = match self.gallery.rank_media(&who.vector, 1, -1.0).first() {
             Some(hit) => Some((db::media_path(self.conn, hit.media_id)?, hit.score)),
             None => None,
         };
@@ -354,8 +368,8 @@ impl Matcher<'_> {
             time: (time * 1000.0).round() / 1000.0,
             track: track.id,
             bbox: track.last.bbox,
-            person,
-            score: best_known.map(|(_, s)| s),
+            person: who.person,
+            score: who.score,
             best_media_score: best_media.as_ref().map(|m| m.1),
             best_media: best_media.map(|m| m.0),
         })
