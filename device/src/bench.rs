@@ -137,6 +137,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Runs `f` `rounds` times (at least once): the median of its times in milliseconds, and what
+/// its last round returned; the first error ends it.
+#[cfg(feature = "video")]
+fn median_of_rounds<T>(rounds: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..rounds.max(1) {
+        let (ms, r) = time_ms(&mut f);
+        last = Some(r?);
+        times.push(ms);
+    }
+    Ok((median(times), last.expect("one round at least")))
+}
+
 fn time_ms<T>(f: impl FnOnce() -> T) -> (f64, T) {
     let t = Instant::now();
     let r = f();
@@ -681,53 +695,37 @@ pub fn video(
     use crate::video::decode::VideoFile;
     let mut rows = Vec::new();
     for clip in clips {
-        let mut decode = Vec::new();
-        let mut info = None;
-        for _ in 0..rounds.max(1) {
-            let (ms, r) = time_ms(|| -> Result<_> {
-                let mut v = VideoFile::open(clip, sampling, pipeline.max_pixels)?;
-                while v.next_sample()?.is_some() {}
-                Ok(v.info().clone())
-            });
-            info = Some(r?);
-            decode.push(ms);
-        }
-        let info = info.expect("one round at least");
+        let (decode_ms, info) = median_of_rounds(rounds, || -> Result<_> {
+            let mut v = VideoFile::open(clip, sampling, pipeline.max_pixels)?;
+            while v.next_sample()?.is_some() {}
+            Ok(v.info().clone())
+        })?;
         let peer = if no_peer {
             None
         } else {
-            let mut times = Vec::new();
-            for _ in 0..rounds.max(1) {
-                let (ms, status) = time_ms(|| {
-                    std::process::Command::new("ffmpeg")
-                        .args(["-loglevel", "error", "-nostdin", "-i"])
-                        .arg(clip)
-                        .args(["-vf", &format!("fps={},format=rgb24", sampling.fps)])
-                        .args(["-f", "null", "-"])
-                        .status()
-                });
-                let status = status.context(
-                    "cannot run the ffmpeg command (the peer): install it, or pass --no-peer",
-                )?;
+            let (ms, ()) = median_of_rounds(rounds, || {
+                let status = std::process::Command::new("ffmpeg")
+                    .args(["-loglevel", "error", "-nostdin", "-i"])
+                    .arg(clip)
+                    .args(["-vf", &format!("fps={},format=rgb24", sampling.fps)])
+                    .args(["-f", "null", "-"])
+                    .status()
+                    .context(
+                        "cannot run the ffmpeg command (the peer): install it, or pass --no-peer",
+                    )?;
                 anyhow::ensure!(status.success(), "ffmpeg failed on {}", clip.display());
-                times.push(ms);
-            }
-            Some(median(times))
+                Ok(())
+            })?;
+            Some(ms)
         };
-        let mut analyse = Vec::new();
-        for _ in 0..rounds.max(1) {
-            let (ms, r) = time_ms(|| {
-                crate::video::analyse(
-                    pipeline,
-                    clip,
-                    sampling,
-                    crate::tracks::TrackerConfig::DEFAULT,
-                )
-            });
-            r?;
-            analyse.push(ms);
-        }
-        let (decode_ms, analyse_ms) = (median(decode), median(analyse));
+        let (analyse_ms, _) = median_of_rounds(rounds, || {
+            Ok(crate::video::analyse(
+                pipeline,
+                clip,
+                sampling,
+                crate::tracks::TrackerConfig::DEFAULT,
+            )?)
+        })?;
         let duration_s = info.duration_s.unwrap_or(0.0);
         rows.push(VideoRow {
             clip: clip.clone(),
