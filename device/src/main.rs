@@ -287,22 +287,19 @@ struct VideoArgs {
 
 impl VideoArgs {
     fn sampling(&self) -> Result<Sampling> {
-        if !(self.video_fps > 0.0 && self.video_fps.is_finite()) {
-            bail!(
-                "--video-fps must be a positive number of frames per second: got {}",
-                self.video_fps
-            );
-        }
-        if !(self.video_max_hours > 0.0 && self.video_max_hours.is_finite()) {
-            bail!(
-                "--video-max-hours must be a positive number of hours: got {}",
-                self.video_max_hours
-            );
-        }
         Ok(Sampling {
-            fps: self.video_fps,
-            max_duration_s: self.video_max_hours * 3600.0,
+            fps: positive("--video-fps", self.video_fps, "frames per second")?,
+            max_duration_s: positive("--video-max-hours", self.video_max_hours, "hours")? * 3600.0,
         })
+    }
+}
+
+/// A flag's value when it is a positive, finite number; else an error naming the flag.
+fn positive(flag: &str, value: f64, unit: &str) -> Result<f64> {
+    if value > 0.0 && value.is_finite() {
+        Ok(value)
+    } else {
+        bail!("{flag} must be a positive number of {unit}: got {value}")
     }
 }
 
@@ -614,11 +611,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             min_score,
             json,
         } => {
-            if !(*fps > 0.0 && fps.is_finite()) {
-                bail!("--fps must be a positive number of frames per second: got {fps}");
-            }
+            let fps = positive("--fps", *fps, "frames per second")?;
             let open =
-                || smoothface_device::frames::open(source.as_deref(), *device, *fps, g.max_pixels);
+                || smoothface_device::frames::open(source.as_deref(), *device, fps, g.max_pixels);
             if *list {
                 cmd_camera_list(*json)
             } else if let Some(name) = enrol {
