@@ -269,10 +269,8 @@ pub fn people(
         let map = half_query_map(&queries, &truth, |known| {
             let weights: Vec<f32> = known.iter().map(|&p| face_scores[p]).collect();
             let template = tracks::pool(&rows_of(known), &weights, dim, pooling);
-            vectors
-                .chunks_exact(dim)
-                .map(|row| smoothface_shared::embedding::dot(row, &template))
-                .collect()
+            // One face to match: every fusion is its plain similarity.
+            fusion::scores(&vectors, &template, dim, Fusion::Best)
         });
         pooling_map.insert(pooling.name(), map);
     }
