@@ -231,7 +231,7 @@ impl VideoFile {
                 Err(ffmpeg::Error::Eof) => return self.finish(),
                 Err(ffmpeg::Error::Other {
                     errno: ffmpeg::error::EAGAIN,
-                }) => self.feed()?,
+                }) => self.feed(),
                 // A damaged frame: the decoder conceals what it can and goes on.
                 Err(_) => {}
             }
@@ -240,10 +240,11 @@ impl VideoFile {
 
     /// Sends the decoder the next packet of the stream (or the end of it), skipping ahead first
     /// when the next sample is far away.
-    fn feed(&mut self) -> Result<(), VideoError> {
+    fn feed(&mut self) {
         if self.input_done {
             // Drained already; the decoder answers Eof from here on.
-            return self.decoder.send_eof().or(Ok(()));
+            let _ = self.decoder.send_eof();
+            return;
         }
         let ahead = self.sampler.next_wanted() - self.last_time_s;
         if self.seek_helps && ahead > SEEK_AHEAD_S && self.last_time_s.is_finite() {
@@ -269,7 +270,7 @@ impl VideoFile {
                 Ok(()) if packet.stream() == self.stream_index => {
                     // A corrupt packet is the decoder's to conceal; only the end stops us.
                     let _ = self.decoder.send_packet(&packet);
-                    return Ok(());
+                    return;
                 }
                 Ok(()) => {}
                 // The end, or data that cannot be read any further (a truncated file): what
@@ -277,7 +278,7 @@ impl VideoFile {
                 Err(_) => {
                     self.input_done = true;
                     let _ = self.decoder.send_eof();
-                    return Ok(());
+                    return;
                 }
             }
         }
