@@ -220,6 +220,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
             std::slice::from_ref(&lib),
             Sampling::DEFAULT,
             false,
+            &index::Progress::default(),
         )
     });
     let report = report?;

@@ -9,7 +9,8 @@
 //! [`gallery`] stores, indexes and searches, [`people`] groups faces into people and keeps the
 //! user's corrections, [`eval`] measures accuracy, [`bench`] speed,
 //! [`align`] writes training crops, [`models`] finds and installs the models, [`progress`] draws
-//! the progress bars.
+//! the progress bars, [`serve`] is the local web service and app, [`thumbs`] makes and caches
+//! their thumbnails and face crops.
 
 pub mod align;
 pub mod bench;
@@ -27,6 +28,8 @@ pub mod onnx;
 pub mod people;
 pub mod pipeline;
 pub mod progress;
+pub mod serve;
+pub mod thumbs;
 pub mod tracks;
 #[cfg(feature = "video")]
 pub mod video;

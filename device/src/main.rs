@@ -18,6 +18,8 @@ use smoothface_device::people::linkage::LinkageConfig;
 use smoothface_device::people::store::{self as people_store, Eligibility};
 use smoothface_device::people::{decisions, evaluation};
 use smoothface_device::pipeline::{FacePick, Pipeline};
+use smoothface_device::serve;
+use smoothface_device::thumbs::Cache;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,6 +137,39 @@ enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the gallery to a browser: a web app and a JSON API, on this machine only unless
+    /// told otherwise
+    #[command(
+        long_about = "Serve the gallery to a browser: a web app (browse, search by photo, name, \
+        merge and correct people) and the JSON API it uses (listed in the README).\n\n\
+        Listens on 127.0.0.1:8080 unless --listen says otherwise; any address but loopback needs \
+        --token-file, and every request then carries the token (a bearer header, or the cookie \
+        of the login page). --library folders are indexed in the background at start and on \
+        request (the page's Index button, POST /api/index) while searches go on. Uploaded \
+        photos are searched in memory and never stored. The first line on stdout says where it \
+        listens; Ctrl-C stops it.",
+        after_help = "Examples:\n  smoothface serve --library ~/Pictures\n  \
+        smoothface serve --listen 0.0.0.0:8080 --token-file ~/.config/smoothface/token --library /photos"
+    )]
+    Serve {
+        /// Address and port to listen on (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// File whose first line is the token every request must carry (at least 16
+        /// characters, readable only by you); required for any address but loopback
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Folders to index in the background, at start and on request
+        #[arg(long = "library", value_name = "DIR", num_args = 1..)]
+        libraries: Vec<PathBuf>,
+        /// Largest photo upload accepted, in megabytes
+        #[arg(long, default_value_t = 20, value_name = "MB")]
+        max_upload: usize,
+        #[command(flatten)]
+        grouping: GroupingArgs,
+        #[command(flatten)]
+        video: VideoArgs,
     },
     /// What the gallery holds
     Stats {
@@ -671,6 +706,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             embeddings,
             json,
         } => cmd_detect(g, images, *embeddings, *json),
+        Command::Serve {
+            listen,
+            token_file,
+            libraries,
+            max_upload,
+            grouping,
+            video,
+        } => cmd_serve(
+            g,
+            *listen,
+            token_file.as_deref(),
+            libraries,
+            *max_upload,
+            grouping,
+            video,
+        ),
         Command::Stats { json } => cmd_stats(g, *json),
         Command::Forget { paths } => cmd_forget(g, paths),
         Command::Align {
@@ -910,7 +961,14 @@ fn cmd_index(
     let linkage = grouping.linkage()?;
     let mut conn = g.db()?;
     let started = Instant::now();
-    let r = index::index(&mut conn, &pipeline, dirs, video.sampling()?, g.progress())?;
+    let r = index::index(
+        &mut conn,
+        &pipeline,
+        dirs,
+        video.sampling()?,
+        g.progress(),
+        &index::Progress::default(),
+    )?;
     let emb = &pipeline.embedder;
     let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
     let people = people_store::update(&mut conn, model_id, &grouping.eligibility(), &linkage)?;
@@ -1156,6 +1214,63 @@ fn cmd_stats(g: &Global, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
+fn cmd_serve(
+    g: &Global,
+    listen: std::net::SocketAddr,
+    token_file: Option<&Path>,
+    libraries: &[PathBuf],
+    max_upload_mb: usize,
+    grouping: &GroupingArgs,
+    video: &VideoArgs,
+) -> Result<ExitCode> {
+    let token = token_file.map(serve::read_token).transpose()?;
+    serve::check_listen(&listen, token.as_deref())?;
+    if max_upload_mb == 0 {
+        bail!("--max-upload must be at least 1 (megabytes)");
+    }
+    let libraries = libraries
+        .iter()
+        .map(|l| {
+            l.canonicalize()
+                .with_context(|| format!("--library {}: no such folder", l.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let config = serve::Config {
+        db: g.db.clone().unwrap_or_else(default_db),
+        token,
+        libraries,
+        max_upload: max_upload_mb.saturating_mul(1024 * 1024),
+        sampling: video.sampling()?,
+        eligibility: grouping.eligibility(),
+        linkage: grouping.linkage()?,
+    };
+    let pipeline = g.pipeline()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the service's runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {listen} (in use? pick another with --listen)")
+            })?;
+        let at = listener.local_addr()?;
+        let loopback_only = config.token.is_none();
+        let service = serve::Service::start(config, pipeline, loopback_only)?;
+        // The first line says where: scripts started with port 0 read it.
+        println!("listening on http://{at}/");
+        eprintln!(
+            "smoothface serve: the gallery is at http://{at}/{}; Ctrl-C stops it",
+            if loopback_only {
+                ""
+            } else {
+                " (token required)"
+            }
+        );
+        serve::serve(service, listener).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
     let mut conn = g.db()?;
     let absolute: Vec<PathBuf> = paths
@@ -1163,6 +1278,8 @@ fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
         .map(|p| p.canonicalize().or_else(|_| std::path::absolute(p)))
         .collect::<std::io::Result<_>>()?;
     let r = db::forget(&mut conn, &absolute)?;
+    // Their thumbnails and face crops go too.
+    Cache::for_gallery(&g.db.clone().unwrap_or_else(default_db)).sweep(&conn)?;
     for p in &r.not_found {
         eprintln!("{}: not in the gallery", p.display());
     }

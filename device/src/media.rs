@@ -130,11 +130,19 @@ const SIGNATURE_BYTES: usize = 32;
 /// Reads a file once as a stream: its sha256 (when `hash`), its format from the first bytes and,
 /// for a JPEG, whether it is truncated. Memory stays one buffer whatever the file's size.
 pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
+    let file = File::open(path).map_err(|source| DecodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    scan_reader(file, path, hash)
+}
+
+/// [`scan_file`] over any reader; `path` names the source in errors.
+fn scan_reader(mut file: impl Read, path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
     let io = |source| DecodeError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
     let mut hasher = hash.then(Sha256::new);
     let mut buf = vec![0u8; SCAN_BUFFER];
     let mut head = Vec::with_capacity(SIGNATURE_BYTES);
@@ -170,6 +178,24 @@ pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
         jpeg_truncated: format == Some(ImageFormat::Jpeg) && markers.truncated(),
         video: format.is_none() && looks_like_video(&head),
     })
+}
+
+/// Decodes an image held in memory (an upload) with the checks a file gets: known format, no
+/// truncated JPEG, the pixel limit, EXIF orientation. `label` names it in errors.
+pub fn decode_bytes(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    let scan = scan_reader(bytes, label, false)?;
+    let Some(format) = scan.format else {
+        return Err(DecodeError::NotAnImage {
+            path: label.to_path_buf(),
+        });
+    };
+    if scan.jpeg_truncated {
+        return Err(DecodeError::Truncated {
+            path: label.to_path_buf(),
+        });
+    }
+    let reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    decode_reader(reader, label, max_pixels)
 }
 
 /// Decodes a scanned file from disk, streamed through a buffered reader: the pixel limit is
@@ -448,5 +474,37 @@ mod tests {
             rgb.get_pixel(4, 13)[0] > 225,
             "bottom should be the former right (white)"
         );
+    }
+
+    #[test]
+    fn an_upload_is_decoded_and_refused_exactly_as_the_same_file_would_be() {
+        let img = DynamicImage::ImageRgb8(image::ImageBuffer::from_fn(12, 9, |x, y| {
+            Rgb([(x * 20) as u8, (y * 25) as u8, 7])
+        }));
+        let png = encode(&img, ImageFormat::Png);
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let label = Path::new("upload");
+        assert_eq!(
+            decode_bytes(&png, label, 1000).unwrap(),
+            decode_rgb(&png, "a.png", 1000).unwrap()
+        );
+        assert_eq!(
+            decode_bytes(&jpeg, label, 1000).unwrap(),
+            decode_rgb(&jpeg, "a.jpg", 1000).unwrap()
+        );
+        let cut = &jpeg[..jpeg.len() - 2];
+        let cases: [(&[u8], u64, &str); 4] = [
+            (b"", 1000, "empty file"),
+            (b"not an image at all", 1000, "not an image"),
+            (cut, 1000, "truncated JPEG"),
+            (&png, 100, "over the limit"),
+        ];
+        for (bytes, limit, cause) in cases {
+            let e = decode_bytes(bytes, label, limit).unwrap_err().to_string();
+            assert!(
+                e.starts_with("upload: ") && e.contains(cause),
+                "{cause}: {e}"
+            );
+        }
     }
 }

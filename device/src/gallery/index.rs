@@ -16,6 +16,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 /// A file that could not be indexed, and why (the cause alone: the path is its own field).
@@ -54,6 +55,20 @@ pub struct IndexReport {
     pub failed: Vec<Failure>,
 }
 
+/// Where a run is, readable from other threads while it runs (the service shows it): files to
+/// examine once the walk is done, files examined, faces stored, files failed.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files to examine (new or changed); 0 until the walk ends.
+    pub total: AtomicUsize,
+    /// Files examined so far.
+    pub done: AtomicUsize,
+    /// Faces stored so far.
+    pub faces: AtomicUsize,
+    /// Files that failed so far.
+    pub failed: AtomicUsize,
+}
+
 /// A file found by the walk.
 struct Found {
     path: PathBuf,
@@ -78,13 +93,14 @@ struct VideoFacts {
 }
 
 /// Indexes every file under `roots` into the gallery with the pipeline's embedder; videos are
-/// sampled as `sampling` says.
+/// sampled as `sampling` says. A bar is drawn on stderr when `bar`; `progress` counts as it goes.
 pub fn index(
     conn: &mut Connection,
     pipeline: &Pipeline,
     roots: &[PathBuf],
     sampling: Sampling,
-    progress: bool,
+    bar: bool,
+    progress: &Progress,
 ) -> Result<IndexReport> {
     let emb = &pipeline.embedder;
     let model_id = db::model_row(conn, &emb.model_id, &emb.name, emb.dim())?;
@@ -114,7 +130,8 @@ pub fn index(
         .collect();
     let analysed_hashes = analysed_hashes(conn, model_id)?;
 
-    let bar = crate::progress::photos_bar(todo.len(), progress);
+    progress.total.store(todo.len(), Ordering::Relaxed);
+    let bar = crate::progress::photos_bar(todo.len(), bar);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Outcome>(64);
     std::thread::scope(|scope| -> Result<()> {
         scope.spawn(|| {
@@ -125,6 +142,11 @@ pub fn index(
         });
         for outcome in rx {
             store(conn, model_id, outcome, &mut report)?;
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            progress.faces.store(report.faces, Ordering::Relaxed);
+            progress
+                .failed
+                .store(report.failed.len(), Ordering::Relaxed);
             bar.inc(1);
             bar.set_message(format!(
                 "{} faces, {} failed",

@@ -342,8 +342,9 @@ pub fn move_face(conn: &mut Connection, model_id: i64, face: i64, person: &str) 
     })
 }
 
-/// `people reject PERSON --faces ID,...`: the faces are not this person: they leave it, and no
-/// grouping puts them back.
+/// `people reject PERSON --faces ID,...`: the faces are not this person. Those that are its
+/// faces leave it; a face elsewhere (a "is this them too?" suggestion) stays where it is. No
+/// grouping puts them in the person again, and its suggestions leave them out.
 pub fn reject(
     conn: &mut Connection,
     model_id: i64,
@@ -352,9 +353,12 @@ pub fn reject(
 ) -> Result<Decided> {
     let from = resolve(conn, model_id, person)?;
     decide(conn, model_id, |tx, undo| {
-        let leaving = faces_of_person(tx, model_id, faces, Some(from))?;
+        let named = faces_of_person(tx, model_id, faces, None)?;
+        let (leaving, elsewhere): (Vec<FaceWas>, Vec<FaceWas>) = named
+            .into_iter()
+            .partition(|(_, person, _)| *person == Some(from));
         assign(tx, undo, &leaving, None)?;
-        for (face, _, _) in &leaving {
+        for (face, _, _) in leaving.iter().chain(&elsewhere) {
             tx.execute(
                 "INSERT OR IGNORE INTO rejections (face_id, person_id) VALUES (?1, ?2)",
                 params![face, from],
@@ -362,7 +366,10 @@ pub fn reject(
             undo.rejections_added.push((*face, from));
         }
         Ok((
-            format!("{} face(s) are not person {from}", leaving.len()),
+            format!(
+                "{} face(s) are not person {from}",
+                leaving.len() + elsewhere.len()
+            ),
             None,
         ))
     })
@@ -740,13 +747,25 @@ mod tests {
             err(move_face(&mut f.conn, f.model, 12345, &p[0].to_string()))
                 .contains("no face 12345")
         );
-        assert!(err(reject(
-            &mut f.conn,
-            f.model,
-            &p[0].to_string(),
-            &[f.faces[5]]
-        ))
-        .contains("is not a face of person"));
+        assert!(
+            err(reject(&mut f.conn, f.model, &p[0].to_string(), &[])).contains("give the faces")
+        );
+        // Not refused: a face of someone else is a declined "them too?" suggestion. It stays
+        // where it is and is rejected from the person; undo takes the rejection back.
+        reject(&mut f.conn, f.model, &p[0].to_string(), &[f.faces[5]]).unwrap();
+        assert_eq!(f.person_of(f.faces[5]), Some(p[1]));
+        let rejections = |f: &Fixture| -> i64 {
+            f.conn
+                .query_row(
+                    "SELECT count(*) FROM rejections WHERE face_id = ?1 AND person_id = ?2",
+                    [f.faces[5], p[0]],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(rejections(&f), 1);
+        undo(&mut f.conn, f.model).unwrap();
+        assert_eq!(rejections(&f), 0);
         // A face and a person of another model.
         let other = db::model_row(&f.conn, "other", "other", DIM).unwrap();
         let msg = err(move_face(&mut f.conn, other, f.faces[0], &p[0].to_string()));

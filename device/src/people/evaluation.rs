@@ -114,6 +114,7 @@ pub fn people(
         &[dir.to_path_buf()],
         Sampling::DEFAULT,
         progress,
+        &index::Progress::default(),
     )?;
     let emb = &pipeline.embedder;
     let model_id = gallery_db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;

@@ -335,6 +335,8 @@ pub fn list(conn: &Connection, model_id: i64) -> Result<Vec<PersonSummary>> {
 /// One photo of `search --person`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PersonHit {
+    /// Media row.
+    pub media: i64,
     /// Media path.
     pub path: String,
     /// Fused score of its best face for the person.
@@ -385,14 +387,24 @@ pub fn rank_for_person(
     let (mine, others): (Vec<_>, Vec<_>) = ranked
         .into_iter()
         .partition(|h| media.contains(&h.media_id));
+    // Faces the user said are not this person are not suggested again.
+    let rejected: std::collections::HashSet<(i64, u32)> = conn
+        .prepare(
+            "SELECT f.media_id, f.face_index FROM rejections r JOIN faces f ON f.id = r.face_id
+             WHERE r.person_id = ?1",
+        )?
+        .query_map([person], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     let others = others
         .into_iter()
+        .filter(|h| !rejected.contains(&(h.media_id, h.face_index)))
         .take(if top == 0 { usize::MAX } else { top });
     mine.into_iter()
         .map(|h| (h, true))
         .chain(others.map(|h| (h, false)))
         .map(|(h, assigned)| {
             Ok(PersonHit {
+                media: h.media_id,
                 path: db::media_path(conn, h.media_id)?,
                 score: h.score,
                 face_index: h.face_index,
