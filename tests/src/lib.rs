@@ -265,6 +265,33 @@ pub fn copy_people(src: &Path, dest: &Path, people: usize, count: usize) -> Vec<
     names
 }
 
+/// A library (`dir/library`) of `people` people with `count` photos each, and one more photo of
+/// the first person kept outside it (`dir/query.jpg`), to search with; returns the library, the
+/// people and the query photo.
+pub fn library_with_query(
+    dir: &Path,
+    src: &Path,
+    people: usize,
+    count: usize,
+) -> (PathBuf, Vec<String>, PathBuf) {
+    let lib = dir.join("library");
+    let names = copy_people(src, &lib, people, count + 1);
+    let last = |name: &str| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(lib.join(name))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files.pop().unwrap()
+    };
+    let query = dir.join("query.jpg");
+    std::fs::rename(last(&names[0]), &query).unwrap();
+    for n in &names[1..] {
+        std::fs::remove_file(last(n)).unwrap();
+    }
+    (lib, names, query)
+}
+
 /// Makes an H.264 clip of `size` ("WxH") showing each photo for its seconds, in order, with
 /// `scripts/make-clip` (the ffmpeg command-line tool).
 pub fn make_clip(out: &Path, size: &str, segments: &[(&Path, f64)]) {

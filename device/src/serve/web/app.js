@@ -75,7 +75,7 @@ async function showGallery() {
     total = r.total;
     offset += r.media.length;
     view.querySelector(".count").textContent = `${total} photos and videos`;
-    grid.append(...r.media.map(m => mediaTile(m, m.faces ? [el("div", { class: "caption hint" }, `${m.faces} faces`)] : [])));
+    grid.append(...r.media.map(m => mediaTile(m, m.faces ? [el("div", { class: "caption hint" }, m.faces === 1 ? "1 face" : `${m.faces} faces`)] : [])));
     loading = false;
     if (total === 0) grid.replaceWith(el("p", {}, "The gallery is empty: index a folder (serve --library DIR) and it fills here."));
   }
@@ -216,6 +216,7 @@ async function showMedia(id) {
 
 async function route() {
   const [, name = "gallery", arg] = location.hash.split("/");
+  say("");
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", a.dataset.view === name || (name === "person" && a.dataset.view === "people"));
   }

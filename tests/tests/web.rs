@@ -1,0 +1,338 @@
+//! The web app in a real browser: headless Chromium driven over WebDriver (Debian's `chromium`
+//! and `chromium-driver`, which scripts/setup installs) against `smoothface serve` on a gallery
+//! of real faces. Each test saves what the page showed under `target/web-tests/`.
+//!
+//! The tests take turns (one browser and one service at a time: the machine has two cores).
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use smoothface_tests::{faces, library_with_query, repo, smoothface};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The service on a library of real faces, a browser, and what the test needs to know.
+struct Session {
+    url: String,
+    browser: Client,
+    people: Vec<String>,
+    query: PathBuf,
+    _service: Killed,
+    _driver: Killed,
+    _tmp: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get_json(url: &str) -> Value {
+    let body = ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `f` every 200 ms until it gives a value, for at most `secs` seconds.
+async fn until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "waited {secs} s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn session(test: &str) -> Option<Session> {
+    let src = faces(test, "lfw-devtrain")?;
+    let tmp = tempfile::tempdir().unwrap();
+    let (lib, people, query) = library_with_query(tmp.path(), &src, 4, 4);
+    let mut child = smoothface(&tmp.path().join("gallery.sqlite"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--library"])
+        .arg(&lib)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smoothface serve");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let service = Killed(child);
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve's first line: {first:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    until("the library to be indexed", 300, || async {
+        (get_json(&format!("{url}/api/index"))["runs"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+
+    let port = free_port();
+    let driver = Killed(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; scripts/setup installs it)"),
+    );
+    let profile = tmp.path().join("chromium-profile");
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900", format!("--user-data-dir={}", profile.display())],
+        }
+    });
+    let browser = until("chromedriver to accept a session", 60, || async {
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .ok()
+    })
+    .await;
+    Some(Session {
+        url,
+        browser,
+        people,
+        query,
+        _service: service,
+        _driver: driver,
+        _tmp: tmp,
+    })
+}
+
+impl Session {
+    async fn open(&self, hash: &str) {
+        self.browser
+            .goto(&format!("{}/{hash}", self.url))
+            .await
+            .unwrap();
+    }
+
+    /// Saves a screenshot as `target/web-tests/NAME.png`.
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = repo().join("target/web-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, self.browser.screenshot().await.unwrap()).unwrap();
+        path
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.browser
+            .find_all(Locator::Css(css))
+            .await
+            .map_or(0, |v| v.len())
+    }
+
+    async fn attrs(&self, css: &str, attr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.browser.find_all(Locator::Css(css)).await.unwrap() {
+            out.push(e.attr(attr).await.unwrap().unwrap_or_default());
+        }
+        out
+    }
+
+    async fn values(&self, css: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.browser.find_all(Locator::Css(css)).await.unwrap() {
+            out.push(e.prop("value").await.unwrap().unwrap_or_default());
+        }
+        out
+    }
+}
+
+fn folder_of(path: &str) -> String {
+    Path::new(path)
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploading_a_photo_shows_that_persons_photos_first() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = session("uploading_a_photo_shows_that_persons_photos_first").await else {
+        return;
+    };
+    s.open("#/search").await;
+    let input = s
+        .browser
+        .wait()
+        .for_element(Locator::Css("#search-file"))
+        .await
+        .unwrap();
+    input.send_keys(s.query.to_str().unwrap()).await.unwrap();
+    until("the results", 60, || async {
+        (s.count("#results .tile").await >= 4).then_some(())
+    })
+    .await;
+    // The faces found are drawn on the photo, the chosen one marked.
+    until("the face boxes", 20, || async {
+        (s.count("#query-boxes .face-box.chosen").await == 1).then_some(())
+    })
+    .await;
+    let paths = s.attrs("#results .tile", "data-path").await;
+    let first4: Vec<String> = paths[..4].iter().map(|p| folder_of(p)).collect();
+    let shot = s.screenshot("search").await;
+    assert_eq!(
+        first4,
+        vec![s.people[0].clone(); 4],
+        "the person's 4 photos first; see {}",
+        shot.display()
+    );
+    let scores: Vec<f64> = {
+        let mut v = Vec::new();
+        for e in s
+            .browser
+            .find_all(Locator::Css("#results .score"))
+            .await
+            .unwrap()
+        {
+            v.push(e.text().await.unwrap().parse().unwrap());
+        }
+        v
+    };
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    s.browser.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_named_on_the_page_is_found_by_name_and_two_people_merge() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = session("a_person_named_on_the_page_is_found_by_name_and_two_people_merge").await
+    else {
+        return;
+    };
+    s.open("#/people").await;
+    let before = until("the people", 30, || async {
+        let n = s.count(".person-card").await;
+        (n >= 3).then_some(n)
+    })
+    .await;
+
+    // Name the first person in place; Enter commits it.
+    let first_id = s.attrs(".person-card", "data-id").await[0].clone();
+    let name = s
+        .browser
+        .find(Locator::Css(&format!(
+            ".person-card[data-id=\"{first_id}\"] input.name"
+        )))
+        .await
+        .unwrap();
+    name.clear().await.unwrap();
+    name.send_keys("Anna Example\n").await.unwrap();
+    until("the name to be saved", 20, || async {
+        let people = get_json(&format!("{}/api/people", s.url));
+        people["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Anna Example")
+            .then_some(())
+    })
+    .await;
+    // A fresh page shows it.
+    s.open("#/gallery").await;
+    s.open("#/people").await;
+    until("the name on the people page", 20, || async {
+        s.values(".person-card input.name")
+            .await
+            .contains(&"Anna Example".to_string())
+            .then_some(())
+    })
+    .await;
+    s.screenshot("people-named").await;
+
+    // Merge the two last people by ticking them.
+    let ids = s.attrs(".person-card", "data-id").await;
+    for id in &ids[ids.len() - 2..] {
+        s.browser
+            .find(Locator::Css(&format!(
+                ".person-card[data-id=\"{id}\"] input.select"
+            )))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    s.browser
+        .find(Locator::Css("#merge"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("one person fewer", 20, || async {
+        (s.count(".person-card").await == before - 1).then_some(())
+    })
+    .await;
+    let message = s
+        .browser
+        .find(Locator::Css("#message"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    s.screenshot("people-merged").await;
+    assert!(message.contains("merged"), "{message}");
+    let people = get_json(&format!("{}/api/people", s.url));
+    assert_eq!(people["people"].as_array().unwrap().len(), before - 1);
+
+    // On a phone-sized screen the page fits its width.
+    s.browser.set_window_size(390, 844).await.unwrap();
+    s.open("#/gallery").await;
+    until("the gallery", 20, || async {
+        (s.count(".media-grid .tile").await > 0).then_some(())
+    })
+    .await;
+    let overflow = s
+        .browser
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    s.screenshot("gallery-phone").await;
+    assert!(overflow.as_f64().unwrap() <= 0.0, "{overflow}");
+    s.browser.clone().close().await.unwrap();
+}
