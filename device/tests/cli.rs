@@ -71,6 +71,10 @@ const SURFACE: &[(&[&str], &[&str])] = &[
             "--json",
         ],
     ),
+    (
+        &["serve"],
+        &["--listen", "--token-file", "--library", "--max-upload"],
+    ),
     (&["stats"], &["--json"]),
     (&["forget"], &["--db"]),
     (&["align"], &["--face", "--json"]),
