@@ -10,10 +10,9 @@ use smoothface_tests::{faces, library_with_query, repo, smoothface};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A child process killed when the test ends, however it ends.
 struct Killed(Child);
@@ -213,7 +212,7 @@ fn folder_of(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploading_a_photo_shows_that_persons_photos_first() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let Some(s) = session("uploading_a_photo_shows_that_persons_photos_first").await else {
         return;
     };
@@ -261,7 +260,7 @@ async fn uploading_a_photo_shows_that_persons_photos_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_named_on_the_page_is_found_by_name_and_two_people_merge() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let Some(s) = session("a_person_named_on_the_page_is_found_by_name_and_two_people_merge").await
     else {
         return;
