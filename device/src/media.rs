@@ -183,17 +183,7 @@ fn scan_reader(mut file: impl Read, path: &Path, hash: bool) -> Result<Scanned, 
 /// Decodes an image held in memory (an upload) with the checks a file gets: known format, no
 /// truncated JPEG, the pixel limit, EXIF orientation. `label` names it in errors.
 pub fn decode_bytes(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    let scan = scan_reader(bytes, label, false)?;
-    let Some(format) = scan.format else {
-        return Err(DecodeError::NotAnImage {
-            path: label.to_path_buf(),
-        });
-    };
-    if scan.jpeg_truncated {
-        return Err(DecodeError::Truncated {
-            path: label.to_path_buf(),
-        });
-    }
+    let format = image_format(&scan_reader(bytes, label, false)?, label)?;
     let reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     decode_reader(reader, label, max_pixels)
 }
@@ -201,22 +191,42 @@ pub fn decode_bytes(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<RgbIm
 /// Decodes a scanned file from disk, streamed through a buffered reader: the pixel limit is
 /// checked on the header, the EXIF orientation applied, the result 8-bit RGB.
 pub fn load_scanned(path: &Path, scan: &Scanned, max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    let Some(format) = scan.format else {
-        return Err(DecodeError::NotAnImage {
-            path: path.to_path_buf(),
-        });
-    };
-    if scan.jpeg_truncated {
-        return Err(DecodeError::Truncated {
-            path: path.to_path_buf(),
-        });
-    }
+    let format = image_format(scan, path)?;
     let file = File::open(path).map_err(|source| DecodeError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let reader = ImageReader::with_format(BufReader::new(file), format);
     decode_reader(reader, path, max_pixels)
+}
+
+/// The image format a scan found, unless it found none or a truncated JPEG.
+fn image_format(scan: &Scanned, path: &Path) -> Result<ImageFormat, DecodeError> {
+    match scan.format {
+        None => Err(DecodeError::NotAnImage {
+            path: path.to_path_buf(),
+        }),
+        Some(_) if scan.jpeg_truncated => Err(DecodeError::Truncated {
+            path: path.to_path_buf(),
+        }),
+        Some(format) => Ok(format),
+    }
+}
+
+/// The image resized to `width x height` with a convolution `filter` (fast_image_resize).
+pub fn resize(
+    img: &RgbImage,
+    width: u32,
+    height: u32,
+    filter: fast_image_resize::FilterType,
+) -> RgbImage {
+    use fast_image_resize::{ResizeAlg, ResizeOptions, Resizer};
+    let mut out = RgbImage::new(width, height);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+    Resizer::new()
+        .resize(img, &mut out, &options)
+        .expect("RGB to RGB resize between non-empty images");
+    out
 }
 
 /// Reads an image file into 8-bit RGB with its EXIF orientation applied. Refuses an image whose

@@ -8,7 +8,7 @@
 
 use crate::onnx::{self, PlanCache};
 use anyhow::{bail, Context, Result};
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::FilterType;
 use image::RgbImage;
 use serde::Serialize;
 use smoothface_shared::manifest::{ModelKind, VerifiedModel};
@@ -359,12 +359,7 @@ fn crops_of(
 /// Bilinear resize (antialiased when shrinking, as OpenCV's area interpolation in the reference
 /// implementation is), with SIMD: the pyramid and the candidate crops are resized per photo.
 fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let mut out = RgbImage::new(width, height);
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(img, &mut out, &options)
-        .expect("RGB to RGB resize between non-empty images");
-    out
+    crate::media::resize(img, width, height, FilterType::Bilinear)
 }
 
 /// R- and O-Net's box regression, relative to the inclusive side length.

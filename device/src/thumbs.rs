@@ -317,17 +317,12 @@ fn square_crop(img: &RgbImage, bbox: [f32; 4], size: u32) -> RgbImage {
     resize(&crop, out, out)
 }
 
+/// Lanczos: thumbnails are looked at, where MTCNN's pyramid only needs bilinear.
 fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
     if img.dimensions() == (width, height) {
         return img.clone();
     }
-    let mut out = RgbImage::new(width, height);
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    Resizer::new()
-        .resize(img, &mut out, &options)
-        .expect("RGB to RGB resize between non-empty images");
-    out
+    media::resize(img, width, height, fast_image_resize::FilterType::Lanczos3)
 }
 
 fn encode_jpeg(img: &RgbImage) -> Result<Vec<u8>> {

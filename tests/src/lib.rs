@@ -292,6 +292,46 @@ pub fn library_with_query(
     (lib, names, query)
 }
 
+/// `smoothface serve` on `db` over the library `lib`, on a free loopback port; killed when
+/// dropped, however the test ends.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, from the service's first line.
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// Starts it and waits for its first line (it listens from then on).
+    pub fn start(db: &Path, lib: &Path) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = smoothface(db)
+            .args(["serve", "--listen", "127.0.0.1:0", "--library"])
+            .arg(lib)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start smoothface serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("serve's first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("serve's first line: {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        ServeProcess { child, url }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Makes an H.264 clip of `size` ("WxH") showing each photo for its seconds, in order, with
 /// `scripts/make-clip` (the ffmpeg command-line tool).
 pub fn make_clip(out: &Path, size: &str, segments: &[(&Path, f64)]) {

@@ -152,6 +152,22 @@ fn folder_of(path: &str) -> String {
         .into_owned()
 }
 
+/// The service indexing a library of `people` people with 4 photos each (the first person's
+/// fifth photo kept out, to search with): the service, the people, that photo.
+fn served_library(test: &str, people: usize) -> Option<(Served, Vec<String>, PathBuf)> {
+    let src = faces(test, "lfw-devtrain")?;
+    let tmp = tempfile::tempdir().unwrap();
+    let (lib, names, query) = library_with_query(tmp.path(), &src, people, 4);
+    let s = start(
+        tmp,
+        Options {
+            libraries: vec![lib],
+            ..Options::default()
+        },
+    );
+    Some((s, names, query))
+}
+
 fn is_jpeg_within(bytes: &[u8], side: u32) -> (u32, u32) {
     let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).unwrap();
     assert!(
@@ -165,21 +181,11 @@ fn is_jpeg_within(bytes: &[u8], side: u32) -> (u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_searches_browses_and_fixes_people_on_real_faces() {
-    let Some(src) = faces(
-        "the_api_searches_browses_and_fixes_people_on_real_faces",
-        "lfw-devtrain",
-    ) else {
+    let Some((s, names, query)) =
+        served_library("the_api_searches_browses_and_fixes_people_on_real_faces", 3)
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (lib, names, query) = library_with_query(tmp.path(), &src, 3, 4);
-    let s = start(
-        tmp,
-        Options {
-            libraries: vec![lib.clone()],
-            ..Options::default()
-        },
-    );
     s.indexed(1);
 
     let status = s.json("/api/status").await;
@@ -764,22 +770,13 @@ async fn broken_and_oversized_uploads_get_a_4xx_with_the_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn searches_keep_answering_while_the_library_is_indexed() {
-    let Some(src) = faces(
-        "searches_keep_answering_while_the_library_is_indexed",
-        "lfw-devtrain",
-    ) else {
+    let Some((s, _, query)) =
+        served_library("searches_keep_answering_while_the_library_is_indexed", 8)
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (lib, _, query) = library_with_query(tmp.path(), &src, 8, 4);
     let photo = Arc::new(std::fs::read(&query).unwrap());
-    let s = Arc::new(start(
-        tmp,
-        Options {
-            libraries: vec![lib],
-            ..Options::default()
-        },
-    ));
+    let s = Arc::new(s);
     let mut during = 0;
     let mut answered = 0;
     let mut tasks = Vec::new();

@@ -2,10 +2,8 @@
 //! it indexes resumes on restart with nothing lost and nothing twice.
 
 use serde_json::Value;
-use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed};
-use std::io::{BufRead, BufReader};
+use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed, ServeProcess};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn stderr(o: &std::process::Output) -> String {
@@ -41,40 +39,7 @@ fn serve_refuses_an_open_address_without_a_token_and_a_token_others_can_read() {
     );
 }
 
-struct Service {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(db: &Path, lib: &Path) -> Service {
-    let mut child = smoothface(db)
-        .args(["serve", "--listen", "127.0.0.1:0", "--library"])
-        .arg(lib)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    Service { child, url }
-}
-
-fn index_status(s: &Service) -> Value {
+fn index_status(s: &ServeProcess) -> Value {
     let body = ureq::get(format!("{}/api/index", s.url))
         .call()
         .unwrap()
@@ -112,7 +77,7 @@ fn a_service_killed_while_indexing_resumes_with_nothing_lost_or_twice() {
     let files = walk_count(&lib);
     let db = tmp.path().join("g.sqlite");
 
-    let s = serve(&db, &lib);
+    let s = ServeProcess::start(&db, &lib);
     let started = Instant::now();
     let at_kill = loop {
         let st = index_status(&s);
@@ -133,7 +98,7 @@ fn a_service_killed_while_indexing_resumes_with_nothing_lost_or_twice() {
         "killed after {at_kill} of {files}"
     );
 
-    let s = serve(&db, &lib);
+    let s = ServeProcess::start(&db, &lib);
     let started = Instant::now();
     let last = loop {
         let st = index_status(&s);

@@ -6,8 +6,7 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use smoothface_tests::{faces, library_with_query, repo, smoothface};
-use std::io::{BufRead, BufReader};
+use smoothface_tests::{faces, library_with_query, repo, ServeProcess};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ struct Session {
     browser: Client,
     people: Vec<String>,
     query: PathBuf,
-    _service: Killed,
+    _service: ServeProcess,
     _driver: Killed,
     _tmp: tempfile::TempDir,
 }
@@ -102,24 +101,8 @@ async fn session(test: &str) -> Option<Session> {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (lib, people, query) = library_with_query(tmp.path(), &src, 4, 4);
-    let mut child = smoothface(&tmp.path().join("gallery.sqlite"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--library"])
-        .arg(&lib)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start smoothface serve");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let service = Killed(child);
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve's first line: {first:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let service = ServeProcess::start(&tmp.path().join("gallery.sqlite"), &lib);
+    let url = service.url.clone();
     until("the library to be indexed", 300, || async {
         (get_json(&format!("{url}/api/index"))["runs"].as_u64() >= Some(1)).then_some(())
     })

@@ -14,7 +14,7 @@ use crate::people::store as people_store;
 use crate::thumbs::ThumbError;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,6 +117,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         raw.parse()
             .map(Id)
             .map_err(|_| ApiError::not_found(format!("no item {raw:?}: ids are whole numbers")))
+    }
+}
+
+/// A JSON body; a malformed one is a JSON 4xx saying what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Body<T>, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Body(value))
+    }
+}
+
+/// Query parameters; bad ones are a JSON 400 naming the parameter.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, ApiError> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Params(value))
     }
 }
 
@@ -238,12 +262,8 @@ fn media_json(r: &rusqlite::Row) -> rusqlite::Result<Value> {
 }
 
 /// `GET /api/media?offset=&limit=`: the gallery's readable photos and videos, newest first.
-async fn media_list(
-    State(s): State<Arc<Service>>,
-    q: Result<Query<Page>, QueryRejection>,
-) -> Answer {
-    let Query(page) = q?;
-    let (offset, limit) = (page.offset.unwrap_or(0), page.limit.unwrap_or(60).min(500));
+async fn media_list(State(s): State<Arc<Service>>, Params(q): Params<Page>) -> Answer {
+    let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(60).min(500));
     blocking(move || {
         let conn = s.connection()?;
         let total: i64 =
@@ -323,14 +343,13 @@ fn jpeg(bytes: Vec<u8>) -> Response {
 async fn thumbnail(
     State(s): State<Arc<Service>>,
     Id(id): Id,
-    q: Result<Query<Size>, QueryRejection>,
+    Params(q): Params<Size>,
 ) -> Result<Response, ApiError> {
-    let Query(size) = q?;
     blocking(move || {
         let conn = s.connection()?;
-        let bytes =
-            s.cache
-                .thumbnail(&conn, id, size.size.unwrap_or(320), s.pipeline.max_pixels)?;
+        let bytes = s
+            .cache
+            .thumbnail(&conn, id, q.size.unwrap_or(320), s.pipeline.max_pixels)?;
         Ok(jpeg(bytes))
     })
     .await
@@ -340,14 +359,13 @@ async fn thumbnail(
 async fn face_crop(
     State(s): State<Arc<Service>>,
     Id(id): Id,
-    q: Result<Query<Size>, QueryRejection>,
+    Params(q): Params<Size>,
 ) -> Result<Response, ApiError> {
-    let Query(size) = q?;
     blocking(move || {
         let conn = s.connection()?;
-        let bytes =
-            s.cache
-                .face_crop(&conn, id, size.size.unwrap_or(160), s.pipeline.max_pixels)?;
+        let bytes = s
+            .cache
+            .face_crop(&conn, id, q.size.unwrap_or(160), s.pipeline.max_pixels)?;
         Ok(jpeg(bytes))
     })
     .await
@@ -422,10 +440,9 @@ fn upload_error(e: DecodeError) -> ApiError {
 /// (0, the largest, unless asked). The upload is analysed in memory and never stored.
 async fn search_upload(
     State(s): State<Arc<Service>>,
-    q: Result<Query<SearchQuery>, QueryRejection>,
+    Params(q): Params<SearchQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let Query(q) = q?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -484,9 +501,8 @@ async fn search_upload(
 async fn search_face(
     State(s): State<Arc<Service>>,
     Id(id): Id,
-    q: Result<Query<SearchQuery>, QueryRejection>,
+    Params(q): Params<SearchQuery>,
 ) -> Answer {
-    let Query(q) = q?;
     blocking(move || {
         let conn = s.connection()?;
         let blob: Vec<u8> = conn
@@ -514,9 +530,8 @@ async fn search_face(
 async fn search_person(
     State(s): State<Arc<Service>>,
     Id(id): Id,
-    q: Result<Query<SearchQuery>, QueryRejection>,
+    Params(q): Params<SearchQuery>,
 ) -> Answer {
-    let Query(q) = q?;
     blocking(move || {
         let conn = s.connection()?;
         let id = decisions::resolve(&conn, s.model_id, &id.to_string()).map_err(refused)?;
@@ -621,12 +636,7 @@ struct MediaBody {
 }
 
 /// `POST /api/people/ID/name {"name": "..."}`.
-async fn name(
-    State(s): State<Arc<Service>>,
-    Id(id): Id,
-    body: Result<Json<NameBody>, JsonRejection>,
-) -> Answer {
-    let Json(b) = body?;
+async fn name(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<NameBody>) -> Answer {
     decide(s, move |c, m| {
         decisions::name(c, m, &id.to_string(), &b.name)
     })
@@ -634,12 +644,7 @@ async fn name(
 }
 
 /// `POST /api/people/ID/merge {"others": [ID, ...]}`: the others' faces go to ID.
-async fn merge(
-    State(s): State<Arc<Service>>,
-    Id(id): Id,
-    body: Result<Json<PeopleBody>, JsonRejection>,
-) -> Answer {
-    let Json(b) = body?;
+async fn merge(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<PeopleBody>) -> Answer {
     let others: Vec<String> = b.others.iter().map(i64::to_string).collect();
     decide(s, move |c, m| {
         decisions::merge(c, m, &id.to_string(), &others)
@@ -648,12 +653,7 @@ async fn merge(
 }
 
 /// `POST /api/people/ID/split {"faces": [ID, ...], "name": "..."}`.
-async fn split(
-    State(s): State<Arc<Service>>,
-    Id(id): Id,
-    body: Result<Json<FacesBody>, JsonRejection>,
-) -> Answer {
-    let Json(b) = body?;
+async fn split(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<FacesBody>) -> Answer {
     decide(s, move |c, m| {
         decisions::split(c, m, &id.to_string(), &b.faces, b.name.as_deref())
     })
@@ -661,12 +661,7 @@ async fn split(
 }
 
 /// `POST /api/people/ID/reject {"faces": [ID, ...]}`: these faces are not the person.
-async fn reject(
-    State(s): State<Arc<Service>>,
-    Id(id): Id,
-    body: Result<Json<FacesBody>, JsonRejection>,
-) -> Answer {
-    let Json(b) = body?;
+async fn reject(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<FacesBody>) -> Answer {
     decide(s, move |c, m| {
         decisions::reject(c, m, &id.to_string(), &b.faces)
     })
@@ -674,12 +669,7 @@ async fn reject(
 }
 
 /// `POST /api/faces/ID/move {"person": ID}`: the face is that person ("yes, them too").
-async fn move_face(
-    State(s): State<Arc<Service>>,
-    Id(id): Id,
-    body: Result<Json<PersonBody>, JsonRejection>,
-) -> Answer {
-    let Json(b) = body?;
+async fn move_face(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<PersonBody>) -> Answer {
     decide(s, move |c, m| {
         decisions::move_face(c, m, id, &b.person.to_string())
     })
@@ -693,11 +683,7 @@ async fn undo(State(s): State<Arc<Service>>) -> Answer {
 
 /// `POST /api/forget {"media": [ID, ...]}`: removes photos and videos from the gallery, with
 /// their faces and cached images (the files themselves are not touched).
-async fn forget(
-    State(s): State<Arc<Service>>,
-    body: Result<Json<MediaBody>, JsonRejection>,
-) -> Answer {
-    let Json(b) = body?;
+async fn forget(State(s): State<Arc<Service>>, Body(b): Body<MediaBody>) -> Answer {
     blocking(move || {
         let mut conn = s.connection()?;
         let mut paths = Vec::new();
