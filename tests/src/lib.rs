@@ -325,6 +325,19 @@ impl ServeProcess {
     }
 }
 
+impl ServeProcess {
+    /// GET of a JSON route that must answer.
+    pub fn get(&self, route: &str) -> serde_json::Value {
+        let body = ureq::get(format!("{}{route}", self.url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {route}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {route}: {e}: {body}"))
+    }
+}
+
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

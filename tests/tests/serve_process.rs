@@ -1,7 +1,6 @@
 //! `smoothface serve` as a process: what it refuses to start with, and a service killed while
 //! it indexes resumes on restart with nothing lost and nothing twice.
 
-use serde_json::Value;
 use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed, ServeProcess};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,16 +38,6 @@ fn serve_refuses_an_open_address_without_a_token_and_a_token_others_can_read() {
     );
 }
 
-fn index_status(s: &ServeProcess) -> Value {
-    let body = ureq::get(format!("{}/api/index", s.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&body).unwrap()
-}
-
 fn faces_by_path(db: &Path) -> Vec<(String, i64)> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let rows = conn
@@ -80,7 +69,7 @@ fn a_service_killed_while_indexing_resumes_with_nothing_lost_or_twice() {
     let s = ServeProcess::start(&db, &lib);
     let started = Instant::now();
     let at_kill = loop {
-        let st = index_status(&s);
+        let st = s.get("/api/index");
         let done = st["current"]["done"].as_u64().unwrap_or(0);
         if done >= 10 {
             break done;
@@ -101,7 +90,7 @@ fn a_service_killed_while_indexing_resumes_with_nothing_lost_or_twice() {
     let s = ServeProcess::start(&db, &lib);
     let started = Instant::now();
     let last = loop {
-        let st = index_status(&s);
+        let st = s.get("/api/index");
         if st["runs"].as_u64() >= Some(1) {
             break st["last"].clone();
         }

@@ -5,7 +5,7 @@
 //! The tests take turns (one browser and one service at a time: the machine has two cores).
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
+use serde_json::json;
 use smoothface_tests::{faces, library_with_query, repo, ServeProcess};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,11 +25,10 @@ impl Drop for Killed {
 
 /// The service on a library of real faces, a browser, and what the test needs to know.
 struct Session {
-    url: String,
     browser: Client,
     people: Vec<String>,
     query: PathBuf,
-    _service: ServeProcess,
+    service: ServeProcess,
     _driver: Killed,
     _tmp: tempfile::TempDir,
 }
@@ -40,16 +39,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn get_json(url: &str) -> Value {
-    let body = ureq::get(url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&body).unwrap()
 }
 
 /// Polls `f` every 200 ms until it gives a value, for at most `secs` seconds.
@@ -102,9 +91,8 @@ async fn session(test: &str) -> Option<Session> {
     let tmp = tempfile::tempdir().unwrap();
     let (lib, people, query) = library_with_query(tmp.path(), &src, 4, 4);
     let service = ServeProcess::start(&tmp.path().join("gallery.sqlite"), &lib);
-    let url = service.url.clone();
     until("the library to be indexed", 300, || async {
-        (get_json(&format!("{url}/api/index"))["runs"].as_u64() >= Some(1)).then_some(())
+        (service.get("/api/index")["runs"].as_u64() >= Some(1)).then_some(())
     })
     .await;
 
@@ -134,11 +122,10 @@ async fn session(test: &str) -> Option<Session> {
     })
     .await;
     Some(Session {
-        url,
         browser,
         people,
         query,
-        _service: service,
+        service,
         _driver: driver,
         _tmp: tmp,
     })
@@ -147,7 +134,7 @@ async fn session(test: &str) -> Option<Session> {
 impl Session {
     async fn open(&self, hash: &str) {
         self.browser
-            .goto(&format!("{}/{hash}", self.url))
+            .goto(&format!("{}/{hash}", self.service.url))
             .await
             .unwrap();
     }
@@ -267,7 +254,7 @@ async fn a_person_named_on_the_page_is_found_by_name_and_two_people_merge() {
     name.clear().await.unwrap();
     name.send_keys("Anna Example\n").await.unwrap();
     until("the name to be saved", 20, || async {
-        let people = get_json(&format!("{}/api/people", s.url));
+        let people = s.service.get("/api/people");
         people["people"]
             .as_array()
             .unwrap()
@@ -322,7 +309,7 @@ async fn a_person_named_on_the_page_is_found_by_name_and_two_people_merge() {
         .unwrap();
     s.screenshot("people-merged").await;
     assert!(message.contains("merged"), "{message}");
-    let people = get_json(&format!("{}/api/people", s.url));
+    let people = s.service.get("/api/people");
     assert_eq!(people["people"].as_array().unwrap().len(), before - 1);
 
     // On a phone-sized screen the page fits its width.

@@ -484,17 +484,27 @@ async fn search_upload(
     };
     let embedding = query.embedding.clone();
     blocking(move || {
-        let matrix = s.matrix()?;
-        let hits = matrix.rank_media(&embedding, q.top(), q.min_score());
-        let conn = s.connection()?;
+        let (searched, results) = rank(&s, &s.connection()?, &embedding, &q)?;
         Ok(Json(json!({
             "faces": found,
             "face": pick,
-            "faces_searched": matrix.len(),
-            "results": results_json(&conn, s.model_id, &hits)?,
+            "faces_searched": searched,
+            "results": results,
         })))
     })
     .await
+}
+
+/// The gallery ranked by an embedding: how many faces were searched, and the results.
+fn rank(
+    s: &Arc<Service>,
+    conn: &Connection,
+    embedding: &[f32],
+    q: &SearchQuery,
+) -> Result<(usize, Vec<Value>), ApiError> {
+    let matrix = s.matrix()?;
+    let hits = matrix.rank_media(embedding, q.top(), q.min_score());
+    Ok((matrix.len(), results_json(conn, s.model_id, &hits)?))
 }
 
 /// `GET /api/search/face/ID?top=N`: the gallery ranked by a face of the gallery.
@@ -514,12 +524,11 @@ async fn search_face(
             .optional()?
             .ok_or_else(|| ApiError::not_found(format!("no face {id} in the gallery")))?;
         let embedding = db::floats(&blob, s.pipeline.embedder.dim(), id, "embedding")?;
-        let matrix = s.matrix()?;
-        let hits = matrix.rank_media(&embedding, q.top(), q.min_score());
+        let (searched, results) = rank(&s, &conn, &embedding, &q)?;
         Ok(Json(json!({
             "face": id,
-            "faces_searched": matrix.len(),
-            "results": results_json(&conn, s.model_id, &hits)?,
+            "faces_searched": searched,
+            "results": results,
         })))
     })
     .await
