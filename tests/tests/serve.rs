@@ -13,7 +13,7 @@ use smoothface_device::people::linkage::LinkageConfig;
 use smoothface_device::people::store::Eligibility;
 use smoothface_device::pipeline::Pipeline;
 use smoothface_device::serve::{self, Config, Service};
-use smoothface_tests::{copy_people, faces, library_with_query, models};
+use smoothface_tests::{copy_people, faces, library_with_query, make_clip, models};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -519,6 +519,20 @@ async fn a_token_guards_every_route_and_the_login_sets_a_strict_cookie() {
         StatusCode::SEE_OTHER
     );
 
+    // Logging out clears the cookie.
+    let mut out = request("POST", "/logout", Body::empty());
+    out.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let (code, headers, _) = s.send(out).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let cleared = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("smoothface_token=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+
     // Every answer keeps the page to its own assets.
     let (_, headers, _) = s.send(with("/api/status", bearer(TOKEN))).await;
     assert!(headers[header::CONTENT_SECURITY_POLICY]
@@ -807,4 +821,68 @@ async fn searches_keep_answering_while_the_library_is_indexed() {
     let (_, answer) = s.search(&photo, "").await;
     let faces = s.json("/api/status").await["faces"].as_u64().unwrap();
     assert_eq!(answer["faces_searched"].as_u64().unwrap(), faces);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_is_listed_with_its_length_and_found_with_when_its_face_is_on_screen() {
+    let Some(lfw) = faces(
+        "a_video_is_listed_with_its_length_and_found_with_when_its_face_is_on_screen",
+        "lfw-devtrain",
+    ) else {
+        return;
+    };
+    let photo = |who: &str, n: u32| lfw.join(who).join(format!("{who}_{n:04}.jpg"));
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("library");
+    std::fs::create_dir_all(&lib).unwrap();
+    // Tony Blair from 2 s to 4 s, after someone else.
+    make_clip(
+        &lib.join("clip.mp4"),
+        "640x360",
+        &[
+            (&photo("Colin_Powell", 1), 2.0),
+            (&photo("Tony_Blair", 1), 2.0),
+        ],
+    );
+    let query = std::fs::read(photo("Tony_Blair", 2)).unwrap();
+    let s = start(
+        tmp,
+        Options {
+            libraries: vec![lib],
+            ..Options::default()
+        },
+    );
+    s.indexed(1);
+    let media = s.json("/api/media").await;
+    let video = &media["media"][0];
+    assert_eq!(video["kind"], "video", "{media}");
+    assert!(
+        (video["duration_s"].as_f64().unwrap() - 4.0).abs() < 0.2,
+        "{media}"
+    );
+    let (code, thumb) = s
+        .get(&format!("/api/media/{}/thumbnail", video["id"]))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        is_jpeg_within(&thumb, 320),
+        (320, 180),
+        "a frame of the 640x360 clip"
+    );
+    let (code, answer) = s.search(&query, "?top=1").await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let hit = &answer["results"][0];
+    assert_eq!(hit["kind"], "video");
+    let (start_s, end_s) = (
+        hit["start_s"].as_f64().unwrap(),
+        hit["end_s"].as_f64().unwrap(),
+    );
+    assert!(
+        (start_s - 2.0).abs() < 0.6 && (end_s - 3.5).abs() < 0.6,
+        "{hit}"
+    );
+    let (code, crop) = s.get(&format!("/api/faces/{}/crop", hit["face"])).await;
+    assert_eq!(code, StatusCode::OK);
+    let (w, h) = is_jpeg_within(&crop, 160);
+    assert_eq!(w, h);
 }
