@@ -216,11 +216,11 @@ fn main() {
 
         // The peer: the same work in-process, the matrix already loaded as the service's is.
         let matrix = service.matrix().unwrap();
-        // Both rank and then read the hits' rows on a connection of their own, as the service
-        // does for each request: what is left between the two is HTTP, JSON and tokio.
+        // Both rank and then read the hits' rows on a connection from the service's pool, as
+        // the service does for each request: what is left between the two is HTTP, JSON, tokio.
         let ranked = |query: &[f32]| {
             let hits = matrix.rank_media(query, 20, -1.0);
-            let conn = db::open(&db_path).unwrap();
+            let conn = service.connection().unwrap();
             hits.iter()
                 .all(|h| db::media_path(&conn, h.media_id).is_ok())
         };

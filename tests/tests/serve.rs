@@ -451,6 +451,33 @@ async fn a_token_guards_every_route_and_the_login_sets_a_strict_cookie() {
     let (code, _, body) = s.send(with("/api/status", None)).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     assert!(String::from_utf8_lossy(&body).contains("Authorization: Bearer"));
+    // Every route of the API, whatever it would do, is refused without the token.
+    for (method, uri) in [
+        ("GET", "/api/status"),
+        ("GET", "/api/stats"),
+        ("GET", "/api/index"),
+        ("POST", "/api/index"),
+        ("GET", "/api/media"),
+        ("GET", "/api/media/1"),
+        ("GET", "/api/media/1/thumbnail"),
+        ("GET", "/api/faces/1/crop"),
+        ("POST", "/api/faces/1/move"),
+        ("POST", "/api/search"),
+        ("GET", "/api/search/face/1"),
+        ("GET", "/api/search/person/1"),
+        ("GET", "/api/people"),
+        ("POST", "/api/people/undo"),
+        ("GET", "/api/people/1"),
+        ("POST", "/api/people/1/name"),
+        ("POST", "/api/people/1/merge"),
+        ("POST", "/api/people/1/split"),
+        ("POST", "/api/people/1/reject"),
+        ("POST", "/api/forget"),
+        ("GET", "/api/no-such-route"),
+    ] {
+        let (code, _, _) = s.send(request(method, uri, Body::empty())).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
     let bearer = |t: &str| Some(("authorization", format!("Bearer {t}")));
     assert_eq!(
         s.send(with("/api/status", bearer(TOKEN))).await.0,

@@ -484,7 +484,8 @@ async fn search_upload(
     };
     let embedding = query.embedding.clone();
     blocking(move || {
-        let (searched, results) = rank(&s, &s.connection()?, &embedding, &q)?;
+        let conn = s.connection()?;
+        let (searched, results) = rank(&s, &conn, &embedding, &q)?;
         Ok(Json(json!({
             "faces": found,
             "face": pick,

@@ -111,6 +111,42 @@ pub struct Service {
     /// thrashing and every request's latency stays bounded.
     pub analysis: tokio::sync::Semaphore,
     faces: FaceCache,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle connections kept for the next requests, at most this many.
+const POOLED: usize = 8;
+
+/// A gallery connection borrowed from the service's pool (see [`Service::connection`]).
+pub struct Pooled<'a> {
+    conn: Option<Connection>,
+    pool: &'a Mutex<Vec<Connection>>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        // Every transaction of a request commits or rolls back when its `Transaction` drops, so
+        // a connection comes back in autocommit; one that does not is closed instead.
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.pool.lock()) {
+            if idle.len() < POOLED && conn.is_autocommit() {
+                idle.push(conn);
+            }
+        }
+    }
 }
 
 /// The search matrix, kept in memory and reloaded when the gallery changed. SQLite's
@@ -147,13 +183,24 @@ impl Service {
                 current: RwLock::new(None),
                 reload: Mutex::new(()),
             },
+            idle: Mutex::new(Vec::new()),
             config,
         }))
     }
 
-    /// A connection to the gallery for one request.
-    pub fn connection(&self) -> Result<Connection> {
-        db::open(&self.config.db)
+    /// A connection to the gallery for one request: an idle one from the pool, or a new one.
+    /// It goes back to the pool when dropped, so a request pays for opening the gallery (its
+    /// settings, its schema check) only when all the pooled ones are in use.
+    pub fn connection(&self) -> Result<Pooled<'_>> {
+        let idle = self.idle.lock().expect("not poisoned").pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => db::open(&self.config.db)?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: &self.idle,
+        })
     }
 
     /// The faces to search, current unless an index run is writing: then the last loaded
