@@ -57,11 +57,6 @@ impl Cache {
         }
     }
 
-    /// The cache folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A JPEG of the media row, its longest side the [`snap`]ped `size`: the photo, or for a
     /// video the frame its largest face is best seen in (else the first).
     pub fn thumbnail(
@@ -165,8 +160,8 @@ impl Cache {
         Ok(removed)
     }
 
-    /// The cached file `name` of a media row, made by `make` when missing. Written to a
-    /// temporary name and renamed, so a reader never sees half an image.
+    /// The cached file `name` of a media row, made by `make` when missing. Written atomically
+    /// (`shared::atomic`), so a reader never sees half an image.
     fn cached(
         &self,
         media_id: i64,
@@ -183,13 +178,10 @@ impl Cache {
             return Ok(bytes);
         }
         let jpeg = encode_jpeg(&make()?)?;
-        std::fs::create_dir_all(&folder)
-            .with_context(|| format!("{}: cannot create the cache folder", folder.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&folder)
-            .with_context(|| format!("{}: cannot write to the cache", folder.display()))?;
-        std::io::Write::write_all(&mut tmp, &jpeg).context("cannot write to the cache")?;
-        tmp.persist(&file)
-            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", file.display(), e.error))?;
+        smoothface_shared::atomic::write_atomically(&file, |tmp| {
+            std::io::Write::write_all(tmp, &jpeg)
+        })
+        .with_context(|| format!("{}: cannot write to the cache", file.display()))?;
         Ok(jpeg)
     }
 }

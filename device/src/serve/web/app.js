@@ -48,7 +48,8 @@ function fileName(path) { return path.split("/").pop(); }
 // A photo or video tile; `extra` adds lines under the picture.
 function mediaTile(m, extra = [], cls = "") {
   const badge = m.kind === "video"
-    ? el("span", { class: "badge" }, m.start_s != null ? `▶ ${clock(m.start_s)}–${clock(m.end_s)}` : "▶ video")
+    ? el("span", { class: "badge" }, m.start_s != null ? `▶ ${clock(m.start_s)}–${clock(m.end_s)}`
+      : m.duration_s != null ? `▶ ${clock(m.duration_s)}` : "▶ video")
     : null;
   return el("div", { class: `tile ${cls}`, dataset: { media: m.media ?? m.id, path: m.path } },
     el("a", { href: `#/media/${m.media ?? m.id}` },
