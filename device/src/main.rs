@@ -147,7 +147,7 @@ enum Command {
         --token-file, and every request then carries the token (a bearer header, or the cookie \
         of the login page). --library folders are indexed in the background at start and on \
         request (the page's Index button, POST /api/index) while searches go on. Uploaded \
-        photos are searched in memory and never stored. The first line on stdout says where it \
+        photos are searched in memory and not stored (unless `?keep=true` asks). The first line on stdout says where it \
         listens; Ctrl-C stops it.",
         after_help = "Examples:\n  smoothface serve --library ~/Pictures\n  \
         smoothface serve --listen 0.0.0.0:8080 --token-file ~/.config/smoothface/token --library /photos"

@@ -168,6 +168,11 @@ fn served_library(test: &str, people: usize) -> Option<(Served, Vec<String>, Pat
     Some((s, names, query))
 }
 
+/// The library the service indexes.
+fn lib_of(s: &Served) -> PathBuf {
+    s.service.config.libraries[0].clone()
+}
+
 fn is_jpeg_within(bytes: &[u8], side: u32) -> (u32, u32) {
     let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).unwrap();
     assert!(
@@ -418,6 +423,19 @@ async fn the_api_searches_browses_and_fixes_people_on_real_faces() {
     );
     let (code, _) = s.post("/api/forget", json!({"media": [gone]})).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // An upload is stored only when asked: then it joins the library and is indexed.
+    let uploads = lib_of(&s).join("uploads");
+    assert!(!uploads.exists(), "no upload was stored unasked");
+    let (code, kept) = s.search(&photo, "?keep=true").await;
+    assert_eq!(code, StatusCode::OK, "{kept}");
+    let kept_path = PathBuf::from(kept["kept"].as_str().unwrap());
+    assert!(kept_path.starts_with(&uploads), "{kept}");
+    assert_eq!(std::fs::read(&kept_path).unwrap(), photo);
+    s.indexed(3);
+    // 11, the kept photo, and the forgotten one: forget leaves the file in the library, and the
+    // index run the upload asked for adds it back (as `smoothface index` would).
+    assert_eq!(s.json("/api/media").await["total"], 13);
 
     // The page and its assets.
     let (code, page) = s.get("/").await;
@@ -802,6 +820,9 @@ async fn broken_and_oversized_uploads_get_a_4xx_with_the_cause() {
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(error.contains(cause), "{what}: {answer}");
     }
+    // Without a library there is nowhere to keep an upload.
+    let (code, answer) = s.search(&photo, "?keep=true").await;
+    assert_eq!(code, StatusCode::CONFLICT, "{answer}");
     // The good photo is searched (an empty gallery: no results), and nothing was stored.
     let (code, answer) = s.search(&photo, "").await;
     assert_eq!(code, StatusCode::OK, "{answer}");

@@ -376,6 +376,7 @@ struct SearchQuery {
     face: Option<usize>,
     top: Option<usize>,
     min_score: Option<f32>,
+    keep: Option<bool>,
 }
 
 impl SearchQuery {
@@ -436,8 +437,9 @@ fn upload_error(e: DecodeError) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-/// `POST /api/search?face=N&top=N`, the photo as the body: the gallery ranked by its face N
-/// (0, the largest, unless asked). The upload is analysed in memory and never stored.
+/// `POST /api/search?face=N&top=N&keep=true`, the photo as the body: the gallery ranked by its
+/// face N (0, the largest, unless asked). The upload is analysed in memory and not stored,
+/// unless `keep=true` asks to add it to the library.
 async fn search_upload(
     State(s): State<Arc<Service>>,
     Params(q): Params<SearchQuery>,
@@ -456,6 +458,14 @@ async fn search_upload(
             ApiError::new(e.status(), e.body_text())
         }
     })?;
+    let keep = q.keep.unwrap_or(false);
+    if keep && s.config.libraries.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nowhere to keep the upload: start the service with --library DIR",
+        ));
+    }
+    let upload = body.clone();
     let permit = s
         .analysis
         .acquire()
@@ -486,14 +496,39 @@ async fn search_upload(
     blocking(move || {
         let conn = s.connection()?;
         let (searched, results) = rank(&s, &conn, &embedding, &q)?;
+        let kept = if keep {
+            Some(keep_upload(&s, &upload)?)
+        } else {
+            None
+        };
         Ok(Json(json!({
             "faces": found,
             "face": pick,
             "faces_searched": searched,
             "results": results,
+            "kept": kept,
         })))
     })
     .await
+}
+
+/// `?keep=true`: the upload is written into the first library's `uploads/` folder, named by its
+/// content hash (the same photo kept twice is one file), and an index run is asked for.
+fn keep_upload(s: &Service, bytes: &[u8]) -> Result<std::path::PathBuf, ApiError> {
+    use sha2::{Digest, Sha256};
+    let library = &s.config.libraries[0];
+    let ext = image::guess_format(bytes)
+        .ok()
+        .and_then(|f| f.extensions_str().first().copied())
+        .unwrap_or("img");
+    let name = format!("{}.{ext}", &hex::encode(Sha256::digest(bytes))[..16]);
+    let path = library.join("uploads").join(name);
+    if !path.exists() {
+        smoothface_shared::atomic::write_atomically(&path, |f| std::io::Write::write_all(f, bytes))
+            .map_err(|e| anyhow::anyhow!("{}: cannot keep the upload: {e}", path.display()))?;
+    }
+    s.indexer.request();
+    Ok(path)
 }
 
 /// The gallery ranked by an embedding: how many faces were searched, and the results.

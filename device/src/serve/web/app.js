@@ -162,7 +162,9 @@ function showSearch() {
     results.replaceChildren();
     count.textContent = "Searching…";
     try {
-      const r = await api(`/api/search?face=${face}&top=48`, { method: "POST", body: file });
+      const keep = view.querySelector("#keep").checked;
+      const r = await api(`/api/search?face=${face}&top=48${keep ? "&keep=true" : ""}`, { method: "POST", body: file });
+      if (r.kept) say(`Added to the gallery as ${r.kept}; it is being indexed.`);
       drawFaces(r.faces, face);
       count.textContent = `${r.results.length} best of ${r.faces_searched} faces searched`;
       results.append(...r.results.map(h => mediaTile(h, [el("div", { class: "caption" },
@@ -209,7 +211,7 @@ async function showMedia(id) {
     el("div", { class: "caption" }, f.person_name ?? (f.person ? `person ${f.person}` : "nobody yet"),
       f.start_s != null ? ` · ${clock(f.start_s)}–${clock(f.end_s)}` : ""))));
   view.querySelector(".forget").addEventListener("click", async () => {
-    if (!confirm("Forget this file? Its faces are deleted from the gallery (the file stays).")) return;
+    if (!confirm("Forget this file? Its faces are deleted from the gallery. The file stays where it is, and the next index run of its folder adds it back: move it out of the library to keep it out.")) return;
     try { await post("/api/forget", { media: [Number(id)] }); location.hash = "#/gallery"; }
     catch (e) { say(e.message, true); }
   });
