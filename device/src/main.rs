@@ -586,8 +586,13 @@ impl Global {
         Pipeline::load(&model, &detector, config, self.max_pixels)
     }
 
+    /// The gallery's file: `--db`, else the default.
+    fn db_path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(default_db)
+    }
+
     fn db(&self) -> Result<Connection> {
-        db::open(&self.db.clone().unwrap_or_else(default_db))
+        db::open(&self.db_path())
     }
 
     fn progress(&self) -> bool {
@@ -1190,7 +1195,7 @@ fn cmd_detect(g: &Global, images: &[PathBuf], embeddings: bool, json: bool) -> R
 }
 
 fn cmd_stats(g: &Global, json: bool) -> Result<ExitCode> {
-    let path = g.db.clone().unwrap_or_else(default_db);
+    let path = g.db_path();
     let stats = db::stats(&db::open(&path)?, &path)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -1237,7 +1242,7 @@ fn cmd_serve(
         })
         .collect::<Result<Vec<_>>>()?;
     let config = serve::Config {
-        db: g.db.clone().unwrap_or_else(default_db),
+        db: g.db_path(),
         token,
         libraries,
         max_upload: max_upload_mb.saturating_mul(1024 * 1024),
@@ -1254,16 +1259,16 @@ fn cmd_serve(
                 format!("cannot listen on {listen} (in use? pick another with --listen)")
             })?;
         let at = listener.local_addr()?;
-        let loopback_only = config.token.is_none();
-        let service = serve::Service::start(config, pipeline, loopback_only)?;
+        let token_required = config.token.is_some();
+        let service = serve::Service::start(config, pipeline)?;
         // The first line says where: scripts started with port 0 read it.
         println!("listening on http://{at}/");
         eprintln!(
             "smoothface serve: the gallery is at http://{at}/{}; Ctrl-C stops it",
-            if loopback_only {
-                ""
-            } else {
+            if token_required {
                 " (token required)"
+            } else {
+                ""
             }
         );
         serve::serve(service, listener).await
@@ -1279,7 +1284,7 @@ fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
         .collect::<std::io::Result<_>>()?;
     let r = db::forget(&mut conn, &absolute)?;
     // Their thumbnails and face crops go too.
-    Cache::for_gallery(&g.db.clone().unwrap_or_else(default_db)).sweep(&conn)?;
+    Cache::for_gallery(&g.db_path()).sweep(&conn)?;
     for p in &r.not_found {
         eprintln!("{}: not in the gallery", p.display());
     }

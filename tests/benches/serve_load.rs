@@ -188,7 +188,7 @@ fn main() {
             eligibility: Eligibility::default(),
             linkage: LinkageConfig::default(),
         };
-        let service = Service::start(config, pipeline, true).unwrap();
+        let service = Service::start(config, pipeline).unwrap();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();

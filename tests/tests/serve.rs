@@ -67,8 +67,7 @@ fn start(tmp: tempfile::TempDir, o: Options) -> Served {
         eligibility: Eligibility::default(),
         linkage: LinkageConfig::default(),
     };
-    let loopback_only = config.token.is_none();
-    let service = Service::start(config, pipeline, loopback_only).unwrap();
+    let service = Service::start(config, pipeline).unwrap();
     Served {
         router: serve::router(service.clone()),
         service,

@@ -36,7 +36,8 @@ pub fn routes() -> Router<Arc<Service>> {
 pub async fn guard(State(s): State<Arc<Service>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let path = req.uri().path().to_string();
-    let refused = if s.loopback_only && !loopback_host(headers) {
+    // No token: only loopback names are answered (the guard against DNS rebinding).
+    let refused = if s.config.token.is_none() && !loopback_host(headers) {
         Some(refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "this service answers only to localhost, 127.0.0.1 or [::1] (it has no token); \

@@ -105,8 +105,6 @@ pub struct Service {
     pub cache: Cache,
     /// The background indexer.
     pub indexer: Arc<indexer::Indexer>,
-    /// Whether requests must name a loopback host (no token: the guard against DNS rebinding).
-    pub loopback_only: bool,
     /// Uploads analysed at once: one per core, so that a burst of searches queues rather than
     /// thrashing and every request's latency stays bounded.
     pub analysis: tokio::sync::Semaphore,
@@ -161,7 +159,7 @@ struct FaceCache {
 impl Service {
     /// Opens the gallery, registers the model and starts the background indexer (which indexes
     /// the libraries at once when there are any).
-    pub fn start(config: Config, pipeline: Pipeline, loopback_only: bool) -> Result<Arc<Service>> {
+    pub fn start(config: Config, pipeline: Pipeline) -> Result<Arc<Service>> {
         let conn = db::open(&config.db)?;
         let emb = &pipeline.embedder;
         let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
@@ -176,7 +174,6 @@ impl Service {
             model_id,
             cache,
             indexer,
-            loopback_only,
             analysis: tokio::sync::Semaphore::new(cores),
             faces: FaceCache {
                 watcher: Mutex::new(conn),
