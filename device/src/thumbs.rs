@@ -234,12 +234,10 @@ fn picture(facts: &MediaFacts, at_s: f64, max_pixels: u64) -> Result<RgbImage, T
         |why: String| ThumbError::Unreadable(format!("{}: {why}", facts.path.display()));
     let meta =
         std::fs::metadata(&facts.path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i64);
-    if !meta.is_file() || meta.len() != facts.size || mtime_ns != facts.mtime_ns {
+    if !meta.is_file()
+        || meta.len() != facts.size
+        || crate::gallery::db::mtime_ns(&meta) != facts.mtime_ns
+    {
         return Err(unreadable(
             "changed since it was indexed: index its folder again".into(),
         ));

@@ -271,6 +271,15 @@ pub struct FileFacts {
     pub mtime_ns: i64,
 }
 
+/// A file's modification time as the gallery records it: nanoseconds since the epoch (0 when the
+/// system cannot say).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// Inserts or updates the media row of a path, removing what an earlier version of the file left.
 pub fn upsert_media(tx: &Transaction, f: &FileFacts, error: Option<&str>) -> Result<i64> {
     tx.execute(

@@ -17,7 +17,6 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::UNIX_EPOCH;
 
 /// A file that could not be indexed, and why (the cause alone: the path is its own field).
 #[derive(Debug, Clone, Serialize)]
@@ -183,18 +182,11 @@ fn walk(roots: &[PathBuf]) -> (Vec<Found>, Vec<Failure>) {
                 Ok((e.into_path(), m))
             });
             match meta {
-                Ok((path, m)) if m.is_file() => {
-                    let mtime_ns = m
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_nanos() as i64);
-                    found.push(Found {
-                        path,
-                        size: m.len(),
-                        mtime_ns,
-                    });
-                }
+                Ok((path, m)) if m.is_file() => found.push(Found {
+                    path,
+                    size: m.len(),
+                    mtime_ns: db::mtime_ns(&m),
+                }),
                 Ok(_) => {}
                 Err(e) => failed.push(Failure {
                     path: e

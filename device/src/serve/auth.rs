@@ -107,7 +107,7 @@ fn same_origin(h: &HeaderMap) -> bool {
 
 /// The request carries the token as a bearer header or as the login cookie.
 fn carries(h: &HeaderMap, token: &str) -> bool {
-    let matches = |given: &str| bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+    let matches = |given: &str| same_token(given, token);
     let bearer = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -120,6 +120,11 @@ fn carries(h: &HeaderMap, token: &str) -> bool {
             .flat_map(cookie::Cookie::split_parse)
             .flatten()
             .any(|c| c.name() == COOKIE && matches(c.value()))
+}
+
+/// The one comparison of a given token with the service's, in constant time.
+fn same_token(given: &str, token: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
 fn protect(h: &mut HeaderMap) {
@@ -151,7 +156,7 @@ async fn login(State(s): State<Arc<Service>>, Form(form): Form<Login>) -> Respon
     let Some(token) = &s.config.token else {
         return Redirect::to("/").into_response();
     };
-    if !bool::from(form.token.trim().as_bytes().ct_eq(token.as_bytes())) {
+    if !same_token(form.token.trim(), token) {
         return (
             StatusCode::UNAUTHORIZED,
             Html(login_html("That is not the service's token.")),
