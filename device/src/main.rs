@@ -15,7 +15,7 @@ use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::people::fusion::Fusion;
 use smoothface_device::people::immich::ImmichConfig;
 use smoothface_device::people::linkage::LinkageConfig;
-use smoothface_device::people::store::{self as people_store, Eligibility};
+use smoothface_device::people::store::{self as people_store, Eligibility, Whose};
 use smoothface_device::people::{decisions, evaluation};
 use smoothface_device::pipeline::{FacePick, Pipeline};
 use smoothface_device::serve;
@@ -1407,26 +1407,18 @@ fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
             unassigned: true,
             json,
         } => {
-            let faces: Vec<_> = people_store::faces(&conn, model_id, false)?
-                .0
-                .into_iter()
-                .filter(|f| f.person.is_none())
-                .collect();
+            let (faces, _) = people_store::faces(&conn, model_id, Whose::Nobody, false)?;
             print_faces(&faces, *json)?;
             return Ok(ExitCode::SUCCESS);
         }
         PeopleCommand::Show { person, json } => {
             let id = decisions::resolve(&conn, model_id, person)?;
-            let faces: Vec<_> = people_store::faces(&conn, model_id, false)?
-                .0
-                .into_iter()
-                .filter(|f| f.person == Some(id))
-                .collect();
+            let (faces, _) = people_store::faces(&conn, model_id, Whose::Person(id), false)?;
             print_faces(&faces, *json)?;
             return Ok(ExitCode::SUCCESS);
         }
         PeopleCommand::Faces { embeddings, .. } => {
-            let (faces, damaged) = people_store::faces(&conn, model_id, *embeddings)?;
+            let (faces, damaged) = people_store::faces(&conn, model_id, Whose::All, *embeddings)?;
             if !damaged.is_empty() {
                 eprintln!("warning: damaged faces {damaged:?} left out");
             }

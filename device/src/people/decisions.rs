@@ -723,6 +723,39 @@ mod tests {
     }
 
     #[test]
+    fn a_persons_faces_and_summary_are_those_of_the_whole_lists() {
+        let mut f = Fixture::new(3, 4);
+        f.update();
+        // One face of person 0 made nobody's, so that every pick has something to pick.
+        let p0 = f.person_of(f.faces[0]).unwrap();
+        reject(&mut f.conn, f.model, &p0.to_string(), &[f.faces[0]]).unwrap();
+        let (all, _) = store::faces(&f.conn, f.model, store::Whose::All, false).unwrap();
+        let ids = |rows: &[store::FaceRow]| rows.iter().map(|r| r.face).collect::<Vec<_>>();
+        let people = store::list(&f.conn, f.model).unwrap();
+        for p in &people {
+            let (mine, _) =
+                store::faces(&f.conn, f.model, store::Whose::Person(p.id), false).unwrap();
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|r| r.person == Some(p.id))
+                .cloned()
+                .collect();
+            assert_eq!(ids(&mine), ids(&expected));
+            let one = store::summary(&f.conn, f.model, p.id).unwrap().unwrap();
+            assert_eq!((one.id, one.faces, one.media), (p.id, p.faces, p.media));
+            assert_eq!(
+                one.representative.map(|r| r.face),
+                p.representative.as_ref().map(|r| r.face)
+            );
+        }
+        let (nobody, _) = store::faces(&f.conn, f.model, store::Whose::Nobody, false).unwrap();
+        let expected: Vec<_> = all.iter().filter(|r| r.person.is_none()).cloned().collect();
+        assert_eq!(ids(&nobody), ids(&expected));
+        assert!(ids(&nobody).contains(&f.faces[0]));
+        assert!(store::summary(&f.conn, f.model, 999_999).unwrap().is_none());
+    }
+
+    #[test]
     fn unknown_ambiguous_and_foreign_are_refused_clearly() {
         let mut f = Fixture::new(2, 3);
         f.update();

@@ -118,7 +118,7 @@ pub fn people(
     )?;
     let emb = &pipeline.embedder;
     let model_id = gallery_db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
-    let (faces, damaged) = store::faces(&conn, model_id, true)?;
+    let (faces, damaged) = store::faces(&conn, model_id, store::Whose::All, true)?;
     ensure!(
         damaged.is_empty(),
         "{}: faces {damaged:?} are damaged",

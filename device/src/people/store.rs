@@ -68,20 +68,43 @@ impl FaceRow {
     }
 }
 
-/// Every face of a model (with embeddings when `embeddings`), in face id order. A face whose
+/// Whose faces [`faces`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose {
+    /// Every face of the model.
+    All,
+    /// A person's faces.
+    Person(i64),
+    /// The faces of nobody.
+    Nobody,
+}
+
+/// The faces of a model that `whose` picks (with embeddings when `embeddings`), in face id
+/// order; the pick is the query's, so a person's page reads their faces only. A face whose
 /// embedding blob is damaged is left out and its id returned beside.
 pub fn faces(
     conn: &Connection,
     model_id: i64,
+    whose: Whose,
     embeddings: bool,
 ) -> Result<(Vec<FaceRow>, Vec<i64>)> {
     let dim = db::model_dim(conn, model_id)?;
-    let mut stmt = conn.prepare(
+    let (pick, person) = match whose {
+        Whose::All => ("", None),
+        // `IS`: equal to the id, or NULL for nobody.
+        Whose::Person(id) => (" AND f.person_id IS ?2", Some(id)),
+        Whose::Nobody => (" AND f.person_id IS ?2", None),
+    };
+    let mut stmt = conn.prepare(&format!(
         "SELECT f.id, m.path, f.x1, f.y1, f.x2, f.y2, f.score, f.person_id, f.assigned_by, f.embedding,
                 f.start_s, f.end_s
-         FROM faces f JOIN media m ON m.id = f.media_id WHERE f.model_id = ?1 ORDER BY f.id",
-    )?;
-    let mut rows = stmt.query([model_id])?;
+         FROM faces f JOIN media m ON m.id = f.media_id WHERE f.model_id = ?1{pick} ORDER BY f.id",
+    ))?;
+    let mut rows = if whose == Whose::All {
+        stmt.query([model_id])?
+    } else {
+        stmt.query(params![model_id, person])?
+    };
     let (mut out, mut damaged) = (Vec::new(), Vec::new());
     while let Some(r) = rows.next()? {
         let face: i64 = r.get(0)?;
@@ -151,7 +174,7 @@ impl Loaded {
 /// Loads the faces of a model for grouping.
 pub fn load(conn: &Connection, model_id: i64, e: &Eligibility) -> Result<Loaded> {
     let dim = db::model_dim(conn, model_id)?;
-    let (rows, damaged) = faces(conn, model_id, true)?;
+    let (rows, damaged) = faces(conn, model_id, Whose::All, true)?;
     let mut l = Loaded {
         face_ids: Vec::new(),
         data: Vec::new(),
@@ -297,13 +320,23 @@ pub struct Representative {
 
 /// Every person of a model, most faces first.
 pub fn list(conn: &Connection, model_id: i64) -> Result<Vec<PersonSummary>> {
+    summaries(conn, model_id, None)
+}
+
+/// One person of a model, if there is one of that id.
+pub fn summary(conn: &Connection, model_id: i64, person: i64) -> Result<Option<PersonSummary>> {
+    Ok(summaries(conn, model_id, Some(person))?.pop())
+}
+
+/// The people of a model, or only `only`, most faces first, each with their representative.
+fn summaries(conn: &Connection, model_id: i64, only: Option<i64>) -> Result<Vec<PersonSummary>> {
     let mut stmt = conn.prepare(
         "SELECT p.id, p.name, count(f.id), count(DISTINCT f.media_id) FROM people p
-         LEFT JOIN faces f ON f.person_id = p.id WHERE p.model_id = ?1
+         LEFT JOIN faces f ON f.person_id = p.id WHERE p.model_id = ?1 AND (?2 IS NULL OR p.id = ?2)
          GROUP BY p.id ORDER BY count(f.id) DESC, p.id",
     )?;
     let mut people: Vec<PersonSummary> = stmt
-        .query_map([model_id], |r| {
+        .query_map(params![model_id, only], |r| {
             Ok(PersonSummary {
                 id: r.get(0)?,
                 name: r.get(1)?,

@@ -623,15 +623,10 @@ async fn person(State(s): State<Arc<Service>>, Id(id): Id) -> Answer {
     blocking(move || {
         let conn = s.connection()?;
         let id = decisions::resolve(&conn, s.model_id, &id.to_string()).map_err(refused)?;
-        let summary = people_store::list(&conn, s.model_id)?
-            .into_iter()
-            .find(|p| p.id == id)
+        let summary = people_store::summary(&conn, s.model_id, id)?
             .ok_or_else(|| ApiError::not_found(format!("no person {id} in the gallery")))?;
-        let faces: Vec<_> = people_store::faces(&conn, s.model_id, false)?
-            .0
-            .into_iter()
-            .filter(|f| f.person == Some(id))
-            .collect();
+        let (faces, _) =
+            people_store::faces(&conn, s.model_id, people_store::Whose::Person(id), false)?;
         let mut out = serde_json::to_value(summary).map_err(anyhow::Error::from)?;
         out["face_list"] = serde_json::to_value(faces).map_err(anyhow::Error::from)?;
         Ok(Json(out))
