@@ -368,8 +368,6 @@ fn summaries(conn: &Connection, model_id: i64, only: Option<i64>) -> Result<Vec<
 /// One photo of `search --person`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PersonHit {
-    /// Media row.
-    pub media: i64,
     /// Media path.
     pub path: String,
     /// Fused score of its best face for the person.
@@ -383,7 +381,7 @@ pub struct PersonHit {
 }
 
 /// `search --person`: the photos already the person's, then the `top` best others (0: all), each
-/// list by the fused score of the photo's best face.
+/// list by the fused score of the photo's best face, with their paths and time spans.
 pub fn rank_for_person(
     conn: &Connection,
     matrix: &crate::gallery::search::FaceMatrix,
@@ -392,6 +390,34 @@ pub fn rank_for_person(
     top: usize,
     min_score: f32,
 ) -> Result<Vec<PersonHit>> {
+    let model_id: i64 =
+        conn.query_row("SELECT model_id FROM people WHERE id = ?1", [person], |r| {
+            r.get(0)
+        })?;
+    rank_person(conn, matrix, person, fusion, top, min_score)?
+        .into_iter()
+        .map(|(h, assigned)| {
+            Ok(PersonHit {
+                path: db::media_path(conn, h.media_id)?,
+                score: h.score,
+                face_index: h.face_index,
+                assigned,
+                span: db::face_span(conn, h.media_id, model_id, h.face_index)?,
+            })
+        })
+        .collect()
+}
+
+/// The ranking of [`rank_for_person`] alone: each hit, and whether its photo is already the
+/// person's (those first). Callers read the rows they show themselves.
+pub fn rank_person(
+    conn: &Connection,
+    matrix: &crate::gallery::search::FaceMatrix,
+    person: i64,
+    fusion: super::fusion::Fusion,
+    top: usize,
+    min_score: f32,
+) -> Result<Vec<(crate::gallery::search::Hit, bool)>> {
     let dim = matrix.dim();
     let mut stmt =
         conn.prepare("SELECT id, media_id, embedding FROM faces WHERE person_id = ?1 ORDER BY id")?;
@@ -411,10 +437,6 @@ pub fn rank_for_person(
         !own.is_empty(),
         "person {person} has no faces to search with"
     );
-    let model_id: i64 =
-        conn.query_row("SELECT model_id FROM people WHERE id = ?1", [person], |r| {
-            r.get(0)
-        })?;
     let scores = super::fusion::scores(matrix.embeddings(), &own, dim, fusion);
     let ranked = matrix.rank_scores(&scores, 0, min_score);
     let (mine, others): (Vec<_>, Vec<_>) = ranked
@@ -432,18 +454,9 @@ pub fn rank_for_person(
         .into_iter()
         .filter(|h| !rejected.contains(&(h.media_id, h.face_index)))
         .take(if top == 0 { usize::MAX } else { top });
-    mine.into_iter()
+    Ok(mine
+        .into_iter()
         .map(|h| (h, true))
         .chain(others.map(|h| (h, false)))
-        .map(|(h, assigned)| {
-            Ok(PersonHit {
-                media: h.media_id,
-                path: db::media_path(conn, h.media_id)?,
-                score: h.score,
-                face_index: h.face_index,
-                assigned,
-                span: db::face_span(conn, h.media_id, model_id, h.face_index)?,
-            })
-        })
-        .collect()
+        .collect())
 }

@@ -581,20 +581,14 @@ async fn search_person(
         let conn = s.connection()?;
         let id = decisions::resolve(&conn, s.model_id, &id.to_string()).map_err(refused)?;
         let matrix = s.matrix()?;
-        let hits = people_store::rank_for_person(
-            &conn,
-            &matrix,
-            id,
-            Fusion::DEFAULT,
-            q.top(),
-            q.min_score(),
-        )
-        .map_err(refused)?;
+        let hits =
+            people_store::rank_person(&conn, &matrix, id, Fusion::DEFAULT, q.top(), q.min_score())
+                .map_err(refused)?;
         let results = hits
             .iter()
-            .map(|h| {
-                let mut r = result_json(&conn, s.model_id, h.media, h.face_index, h.score)?;
-                r["assigned"] = json!(h.assigned);
+            .map(|(h, assigned)| {
+                let mut r = result_json(&conn, s.model_id, h.media_id, h.face_index, h.score)?;
+                r["assigned"] = json!(assigned);
                 Ok(r)
             })
             .collect::<Result<Vec<Value>, ApiError>>()?;
