@@ -1,12 +1,17 @@
 //! The contract between the Smoothface trainer and device: face alignment to the ArcFace
 //! template, preprocessing, embedding math, retrieval and verification metrics, clustering quality
-//! metrics, protocol readers and model metadata. Light dependencies only: no tract, no libtorch.
+//! metrics, protocol readers (LFW, folder-per-person), the IJB-B/C evaluation both binaries run,
+//! model metadata, and (feature `plot`) what their PNG plots share. Light dependencies only: no
+//! tract, no libtorch.
 
 pub mod align;
 pub mod atomic;
 pub mod clustering;
 pub mod embedding;
+pub mod ijb;
 pub mod manifest;
 pub mod metrics;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod preprocess;
 pub mod protocol;

@@ -4,22 +4,11 @@ use super::record::EpochRecord;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use smoothface_shared::atomic::write_atomically;
+use smoothface_shared::plot::{register_font, FONT};
 use std::path::Path;
-use std::sync::Once;
 
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 420;
-
-/// plotters draws text only in fonts registered with it; the family name charts ask for.
-const FONT: &str = "sans-serif";
-
-fn register_font() {
-    static REGISTERED: Once = Once::new();
-    REGISTERED.call_once(|| {
-        // The bytes are DejaVu Sans from the dejavu crate: always a valid font.
-        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
-    });
-}
 
 /// The range of `values` widened a little (and made non-empty), for an axis.
 fn axis_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
