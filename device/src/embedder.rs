@@ -104,6 +104,16 @@ impl Embedder {
 
     /// Embeds aligned RGB crops (`size * size * 3` bytes each) into unit vectors, row-major.
     pub fn embed(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
+        let mut v = self.embed_raw(crops)?;
+        v.chunks_exact_mut(self.dim).for_each(|row| {
+            l2_normalize(row);
+        });
+        Ok(v)
+    }
+
+    /// The model's outputs for aligned RGB crops as they are, not normalised: their norm is
+    /// a quality signal that IJB-style template pooling weighs faces by.
+    pub fn embed_raw(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(crops.len() * self.dim);
         for chunk in crops.chunks(self.max_batch.min(64)) {
             out.extend(self.embed_batch(chunk)?);
@@ -139,7 +149,7 @@ impl Embedder {
                 self.dim
             );
         }
-        let mut v = out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let v = out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         // A diverged model gives NaN or infinite outputs: they must never enter a gallery or a
         // metric, where they would rank as nonsense.
         if let Err(e) = smoothface_shared::metrics::check_finite(&v) {
@@ -148,9 +158,6 @@ impl Embedder {
                 self.onnx_path.display()
             );
         }
-        v.chunks_exact_mut(self.dim).for_each(|row| {
-            l2_normalize(row);
-        });
         Ok(v)
     }
 }

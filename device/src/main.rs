@@ -1,10 +1,13 @@
 //! `smoothface`: index a photo library by face and search it, on the device.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rusqlite::Connection;
 use serde_json::json;
 use smoothface_device::bench;
+use smoothface_device::embedder::Embedder;
+use smoothface_device::eval::ijbc;
+use smoothface_device::eval::ijbc_fixture::{self, FixtureOptions};
 use smoothface_device::eval::{self, RECALL_KS};
 use smoothface_device::frames::Sampling;
 use smoothface_device::gallery::db::TrackSpan;
@@ -20,6 +23,9 @@ use smoothface_device::people::{decisions, evaluation};
 use smoothface_device::pipeline::{FacePick, Pipeline};
 use smoothface_device::serve;
 use smoothface_device::thumbs::Cache;
+use smoothface_shared::ijb::features::default_cache_dir;
+use smoothface_shared::ijb::{self, EvalOptions, IjbReport, PoolOptions, Protocol};
+use smoothface_shared::manifest::ModelManifest;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -517,6 +523,87 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// IJB-B/C 1:1 TAR@FAR, 1:N rank-k and TPIR@FPIR, retrieval mAP, as insightface computes them
+    #[command(
+        long_about = "Evaluate the embedder on IJB-C (or IJB-B) in the layout \
+        insightface's tools read: DIR/meta/ijbc_face_tid_mid.txt, ijbc_name_5pts_score.txt, \
+        ijbc_template_pair_label.txt, ijbc_1N_gallery_G1.csv, ijbc_1N_gallery_G2.csv, \
+        ijbc_1N_probe_mixed.csv, and DIR/loose_crop/. Each crop is aligned from its five \
+        points and embedded with its mirror image (flip test); features keep their norm and are \
+        weighted by the faceness score; a media's faces are averaged and a template is the sum \
+        of its media, normalised.\n\n\
+        1:1: TAR at FAR 1e-6 ... 1e-1 at the ROC point nearest each FAR (as insightface's \
+        table), and AUC. 1:N: rank-1/5/10 and TPIR at FPIR 0.01/0.1 of the mixed probes against \
+        G1 and against G2 each on its own (NIST's open-set way), and insightface ijb_1n.py's \
+        joined-gallery figures, labelled as such. map: every template a query against all \
+        others, identities with fewer than 5 templates left out (the Smooth-AP paper).\n\n\
+        Features are cached under --cache by the model's sha256 and each image, so a killed run \
+        resumes and a second protocol embeds nothing. Make a small set in this layout from a \
+        folder-per-person tree with `smoothface eval ijbc-fixture`.\n\n  \
+        smoothface eval ijbc /data/IJB_release/IJBC\n  \
+        smoothface eval ijbc fixture/ --protocol 1:1 --roc roc.csv --json"
+    )]
+    Ijbc {
+        /// The IJB-C (or IJB-B) folder, holding meta/ and loose_crop/
+        dir: PathBuf,
+        /// Add the mirrored crop's feature (the default)
+        #[arg(long, overrides_with = "no_flip")]
+        flip: bool,
+        /// One feature per crop, without the mirrored crop's
+        #[arg(long)]
+        no_flip: bool,
+        /// L2-normalise each face's feature before pooling (drops the norm's quality weighting)
+        #[arg(long)]
+        no_norm_score: bool,
+        /// Do not weight faces by their faceness score
+        #[arg(long)]
+        no_detector_score: bool,
+        /// Which protocols: 1:1, 1:N, map, or all (those whose files are there)
+        #[arg(long, default_value = "all", value_parser = protocol, value_name = "P")]
+        protocol: Protocol,
+        /// Feature cache folder [default: $XDG_CACHE_HOME/smoothface/ijb]
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Embed everything again and write no cache
+        #[arg(long, conflicts_with = "cache")]
+        no_cache: bool,
+        /// Write the 1:1 ROC curve to this CSV (far,tar,threshold) and a PNG plot beside it
+        #[arg(long, value_name = "FILE.csv")]
+        roc: Option<PathBuf>,
+        /// Print JSON (keys: verification.tar_at_far, identification.g1.rank1, retrieval.map ...)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an IJB-C-layout set from a folder-per-person tree, to check a model with `eval ijbc`
+    #[command(
+        long_about = "Make an IJB-C-layout set (meta/ and loose_crop/) from a \
+        folder-per-person tree: the detector finds each photo's largest face (its landmarks and \
+        score become the 5-point file); each person's photos become templates of \
+        --photos-per-template photos, the first two of a template sharing one media as a \
+        video's frames do; every pair of templates is a 1:1 pair; each person's first template \
+        is in gallery G1 or G2 (alternately), the others are mixed probes. People with fewer \
+        than two templates' worth of photos are left out. The photos are copied, not cut.\n\n  \
+        smoothface eval ijbc-fixture ../shared/data/faces/lfw-devtrain /tmp/lfw-ijbc \\\n      \
+        --max-people 50\n  smoothface eval ijbc /tmp/lfw-ijbc"
+    )]
+    IjbcFixture {
+        /// Folder with one sub-folder of photos per person
+        src: PathBuf,
+        /// The new set's folder (must not exist)
+        out: PathBuf,
+        /// Photos per template
+        #[arg(long, default_value_t = FixtureOptions::default().photos_per_template, value_name = "N")]
+        photos_per_template: usize,
+        /// Most templates from one person
+        #[arg(long, default_value_t = FixtureOptions::default().max_templates_per_person, value_name = "N")]
+        max_templates_per_person: usize,
+        /// Most people, in name order
+        #[arg(long, default_value_t = FixtureOptions::default().max_people, value_name = "N")]
+        max_people: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Verification accuracy on LFW-format pairs (10-fold, or threshold chosen on --dev)
     Pairs {
         /// Folder with one sub-folder of photos per person (LFW layout)
@@ -548,6 +635,23 @@ fn main() -> ExitCode {
 
 fn face_pick(s: &str) -> Result<FacePick, String> {
     s.parse()
+}
+
+fn protocol(s: &str) -> Result<Protocol, String> {
+    s.parse()
+}
+
+/// Prints an IJB report as tables, or as JSON.
+fn print_ijb(r: &IjbReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        for m in &r.missing_faces {
+            eprintln!("left out: {}: {}", m.path, m.reason);
+        }
+        print!("{}", r.table());
+    }
+    Ok(())
 }
 
 fn default_db() -> PathBuf {
@@ -919,6 +1023,74 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for (name, map) in &r.pooling_map {
                     println!("  {name:<15} {map:.4}");
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(EvalCommand::Ijbc {
+            dir,
+            flip: _,
+            no_flip,
+            no_norm_score,
+            no_detector_score,
+            protocol,
+            cache,
+            no_cache,
+            roc,
+            json,
+        }) => {
+            let embedder = Embedder::load(&ModelManifest::load(&g.model_dir()?)?)?;
+            let options = EvalOptions {
+                pool: PoolOptions {
+                    flip: !no_flip,
+                    norm_score: !no_norm_score,
+                    detector_score: !no_detector_score,
+                },
+                protocol: *protocol,
+                cache: if *no_cache {
+                    None
+                } else {
+                    cache.clone().or_else(default_cache_dir)
+                },
+            };
+            let r = ijbc::run(&embedder, dir, &options, g.progress())?;
+            if let Some(path) = roc {
+                ijb::write_roc(&r, path, &embedder.name).map_err(|e| anyhow!(e))?;
+            }
+            print_ijb(&r, *json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(EvalCommand::IjbcFixture {
+            src,
+            out,
+            photos_per_template,
+            max_templates_per_person,
+            max_people,
+            json,
+        }) => {
+            let options = FixtureOptions {
+                photos_per_template: *photos_per_template,
+                max_templates_per_person: *max_templates_per_person,
+                max_people: *max_people,
+            };
+            let r = ijbc_fixture::build(&g.pipeline()?, src, out, &options, g.progress())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for m in &r.skipped {
+                    eprintln!("left out: {}: {}", m.path, m.reason);
+                }
+                println!(
+                    "{}: {} people, {} templates, {} faces; {} pairs ({} mated); galleries {} + {}, {} probes",
+                    r.dir.display(),
+                    r.people,
+                    r.templates,
+                    r.faces,
+                    r.pairs,
+                    r.mated_pairs,
+                    r.gallery[0],
+                    r.gallery[1],
+                    r.probes
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1299,7 +1471,7 @@ fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
 /// saying to index first when the gallery has never seen this model.
 fn gallery_model(g: &Global, conn: &Connection) -> Result<(i64, usize)> {
     let dir = g.model_dir()?;
-    let model = smoothface_shared::manifest::ModelManifest::load(&dir)?;
+    let model = ModelManifest::load(&dir)?;
     db::find_model(conn, &model.id)?.with_context(|| {
         format!(
             "the gallery holds no faces of model {} ({}): run `smoothface index DIR` first",

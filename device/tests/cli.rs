@@ -86,6 +86,29 @@ const SURFACE: &[(&[&str], &[&str])] = &[
     ),
     (&["eval", "pairs"], &["--dev", "--face", "--json"]),
     (
+        &["eval", "ijbc"],
+        &[
+            "--flip",
+            "--no-flip",
+            "--no-norm-score",
+            "--no-detector-score",
+            "--protocol",
+            "--json",
+            "--roc",
+            "--cache",
+            "--no-cache",
+        ],
+    ),
+    (
+        &["eval", "ijbc-fixture"],
+        &[
+            "--photos-per-template",
+            "--max-templates-per-person",
+            "--max-people",
+            "--json",
+        ],
+    ),
+    (
         &["eval", "people"],
         &["--face", "--json", "--db", "--link-threshold"],
     ),

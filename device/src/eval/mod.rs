@@ -1,6 +1,9 @@
 //! `smoothface eval`: accuracy of the detector and embedder on labelled photos, with the
 //! shared metrics (the same code the trainer reports).
 
+pub mod ijbc;
+pub mod ijbc_fixture;
+
 use crate::pipeline::{FacePick, Pipeline};
 use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
