@@ -11,6 +11,7 @@
 //! and says what is wrong, naming the file: a truncated or tampered file is an error, never a
 //! panic or an allocation of what a damaged header claims.
 
+use crate::backbone::Arch;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::SafeTensors;
 use serde::Deserialize;
@@ -148,6 +149,22 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
 
 /// Writes `tensors` to `path` (its name must end in `.safetensors`) atomically: `path` is
 /// always either the old file or the whole new one, even if the process is killed while
+/// The architecture whose variables `tensors` holds.
+pub fn arch_of(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
+    Arch::ALL
+        .into_iter()
+        .find(|arch| {
+            let prefix = format!("{}.", arch.name());
+            tensors.keys().any(|k| k.starts_with(&prefix))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: holds no backbone (no mobilefacenet.* or iresnet50.* variables)",
+                path.display()
+            )
+        })
+}
+
 /// writing.
 pub fn write(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     if path.extension().is_none_or(|e| e != "safetensors") {

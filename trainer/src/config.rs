@@ -210,6 +210,42 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+impl DeviceChoice {
+    /// The libtorch device this choice means here.
+    pub fn resolve(self) -> anyhow::Result<tch::Device> {
+        Ok(match self {
+            DeviceChoice::Cpu => tch::Device::Cpu,
+            DeviceChoice::Auto => tch::Device::cuda_if_available(),
+            DeviceChoice::Cuda => {
+                anyhow::ensure!(
+                    tch::Cuda::is_available(),
+                    "device cuda was asked for but libtorch sees no CUDA device (was \
+                     smoothface-train built with --features cuda?)"
+                );
+                tch::Device::Cuda(0)
+            }
+        })
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let all = [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda];
+        crate::parse_choice(
+            s,
+            &all,
+            |d| match d {
+                DeviceChoice::Auto => "auto",
+                DeviceChoice::Cpu => "cpu",
+                DeviceChoice::Cuda => "cuda",
+            },
+            "device",
+        )
+    }
+}
+
 /// Validation after every epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod import;

@@ -50,8 +50,41 @@ fn every_subcommand_has_a_help_page() {
     let subcommands = smoothface_tests::subcommands(&help(&["--help"]));
     assert_eq!(
         subcommands,
-        ["loss", "bench-loss", "import", "fit", "export", "quantize"]
+        [
+            "loss",
+            "bench-loss",
+            "import",
+            "fit",
+            "export",
+            "quantize",
+            "eval"
+        ]
     );
+    assert_eq!(
+        smoothface_tests::subcommands(&help(&["eval", "--help"])),
+        ["ijbc"]
+    );
+    let page = help(&["eval", "ijbc", "--help"]);
+    let flags = smoothface_tests::flags(&page);
+    for flag in [
+        "--checkpoint",
+        "--device",
+        "--batch",
+        "--flip",
+        "--no-flip",
+        "--no-norm-score",
+        "--no-detector-score",
+        "--protocol",
+        "--cache",
+        "--no-cache",
+        "--roc",
+        "--json",
+    ] {
+        assert!(
+            flags.iter().any(|f| f == flag),
+            "eval ijbc: {flag} in {flags:?}"
+        );
+    }
     for sub in &subcommands {
         let page = help(&[sub, "--help"]);
         assert!(

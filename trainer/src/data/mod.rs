@@ -30,11 +30,11 @@ pub fn decode_crop(bytes: &[u8], size: usize, name: &str) -> Result<Vec<u8>> {
 
 /// Stacks crops into one f32 tensor, `[N, 3, size, size]` for an NCHW `spec` (`[N, size, size,
 /// 3]` for NHWC), normalised by `spec` through the device's own [`face_tensor`].
-pub fn crops_to_tensor(crops: &[Vec<u8>], spec: &InputSpec) -> Tensor {
+pub fn crops_to_tensor(crops: &[impl AsRef<[u8]>], spec: &InputSpec) -> Tensor {
     let per = 3 * spec.size * spec.size;
     let mut data = vec![0f32; crops.len() * per];
     for (crop, out) in crops.iter().zip(data.chunks_exact_mut(per)) {
-        face_tensor(crop, spec, out);
+        face_tensor(crop.as_ref(), spec, out);
     }
     let (n, s) = (crops.len() as i64, spec.size as i64);
     let shape = match spec.layout {

@@ -10,10 +10,10 @@ mod tract_graph;
 
 use tract_graph::TractGraph;
 
-use crate::backbone::{input_spec, Arch, Options, EMBEDDING_SIZE};
+use crate::backbone::{input_spec, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
 use crate::onnx_graph::{OnnxGraph, INPUT, OPSET};
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use prost::Message;
 use serde::Serialize;
 use smoothface_shared::manifest::{
@@ -42,22 +42,6 @@ pub struct Exported {
     pub max_abs_diff: f32,
 }
 
-/// The architecture whose variables `tensors` holds.
-fn detect_arch(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
-    Arch::ALL
-        .into_iter()
-        .find(|arch| {
-            let prefix = format!("{}.", arch.name());
-            tensors.keys().any(|k| k.starts_with(&prefix))
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: holds no backbone (no mobilefacenet.* or iresnet50.* variables)",
-                path.display()
-            )
-        })
-}
-
 /// The training configuration saved beside a checkpoint written by `fit`, as JSON, if any.
 fn training_config(checkpoint: &Path) -> Result<Option<serde_json::Value>> {
     let path = checkpoint.with_file_name("config.toml");
@@ -76,7 +60,7 @@ fn training_config(checkpoint: &Path) -> Result<Option<serde_json::Value>> {
 pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Exported> {
     ensure_new_folder(out)?;
     let tensors = checkpoint::read(checkpoint)?;
-    let arch = detect_arch(&tensors, checkpoint)?;
+    let arch = checkpoint::arch_of(&tensors, checkpoint)?;
     let vs = nn::VarStore::new(Device::Cpu);
     let backbone = arch.build(&vs.root(), Options::default());
     checkpoint::load_into(&vs, arch.name(), &tensors, checkpoint)?;

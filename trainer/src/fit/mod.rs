@@ -22,7 +22,7 @@ pub use validation::ValidationSet;
 
 use crate::backbone::{input_spec, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
-use crate::config::{DeviceChoice, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::augment::Augment;
 use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Tensor};
 
 /// How `fit` was asked to run, besides the configuration.
 #[derive(Debug, Clone)]
@@ -106,22 +106,6 @@ fn open_data(config: &TrainConfig) -> Result<(TrainingSet, FaceFolder)> {
     Ok((train, validation))
 }
 
-/// The device the configuration asks for.
-fn device(choice: DeviceChoice) -> Result<Device> {
-    Ok(match choice {
-        DeviceChoice::Cpu => Device::Cpu,
-        DeviceChoice::Auto => Device::cuda_if_available(),
-        DeviceChoice::Cuda => {
-            ensure!(
-                tch::Cuda::is_available(),
-                "[train] device = \"cuda\" but libtorch sees no CUDA device (was smoothface-train \
-                 built with --features cuda?)"
-            );
-            Device::Cuda(0)
-        }
-    })
-}
-
 /// The progress bar over all the steps of the run.
 fn progress_bar(total: usize, done: usize, show: bool) -> ProgressBar {
     if !show {
@@ -152,7 +136,7 @@ pub fn fit(
     if let Some(threads) = config.train.threads {
         tch::set_num_threads(threads);
     }
-    let device = device(config.train.device)?;
+    let device = config.train.device.resolve()?;
     // Random initialisations (a backbone without `init`, the ArcFace head) from the run's seed,
     // so that a run can be repeated.
     tch::manual_seed(config.train.seed as i64);
