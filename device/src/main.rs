@@ -23,8 +23,7 @@ use smoothface_device::people::{decisions, evaluation};
 use smoothface_device::pipeline::{FacePick, Pipeline};
 use smoothface_device::serve;
 use smoothface_device::thumbs::Cache;
-use smoothface_shared::ijb::features::default_cache_dir;
-use smoothface_shared::ijb::{self, EvalOptions, IjbReport, PoolOptions, Protocol};
+use smoothface_shared::ijb::cli::IjbcArgs;
 use smoothface_shared::manifest::ModelManifest;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -544,35 +543,8 @@ enum EvalCommand {
         smoothface eval ijbc fixture/ --protocol 1:1 --roc roc.csv --json"
     )]
     Ijbc {
-        /// The IJB-C (or IJB-B) folder, holding meta/ and loose_crop/
-        dir: PathBuf,
-        /// Add the mirrored crop's feature (the default)
-        #[arg(long, overrides_with = "no_flip")]
-        flip: bool,
-        /// One feature per crop, without the mirrored crop's
-        #[arg(long)]
-        no_flip: bool,
-        /// L2-normalise each face's feature before pooling (drops the norm's quality weighting)
-        #[arg(long)]
-        no_norm_score: bool,
-        /// Do not weight faces by their faceness score
-        #[arg(long)]
-        no_detector_score: bool,
-        /// Which protocols: 1:1, 1:N, map, or all (those whose files are there)
-        #[arg(long, default_value = "all", value_parser = protocol, value_name = "P")]
-        protocol: Protocol,
-        /// Feature cache folder [default: $XDG_CACHE_HOME/smoothface/ijb]
-        #[arg(long, value_name = "DIR")]
-        cache: Option<PathBuf>,
-        /// Embed everything again and write no cache
-        #[arg(long, conflicts_with = "cache")]
-        no_cache: bool,
-        /// Write the 1:1 ROC curve to this CSV (far,tar,threshold) and a PNG plot beside it
-        #[arg(long, value_name = "FILE.csv")]
-        roc: Option<PathBuf>,
-        /// Print JSON (keys: verification.tar_at_far, identification.g1.rank1, retrieval.map ...)
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        args: IjbcArgs,
     },
     /// Make an IJB-C-layout set from a folder-per-person tree, to check a model with `eval ijbc`
     #[command(
@@ -635,23 +607,6 @@ fn main() -> ExitCode {
 
 fn face_pick(s: &str) -> Result<FacePick, String> {
     s.parse()
-}
-
-fn protocol(s: &str) -> Result<Protocol, String> {
-    s.parse()
-}
-
-/// Prints an IJB report as tables, or as JSON.
-fn print_ijb(r: &IjbReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
-    } else {
-        for m in &r.missing_faces {
-            eprintln!("left out: {}: {}", m.path, m.reason);
-        }
-        print!("{}", r.table());
-    }
-    Ok(())
 }
 
 fn default_db() -> PathBuf {
@@ -1026,37 +981,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval(EvalCommand::Ijbc {
-            dir,
-            flip: _,
-            no_flip,
-            no_norm_score,
-            no_detector_score,
-            protocol,
-            cache,
-            no_cache,
-            roc,
-            json,
-        }) => {
+        Command::Eval(EvalCommand::Ijbc { args }) => {
             let embedder = Embedder::load(&ModelManifest::load(&g.model_dir()?)?)?;
-            let options = EvalOptions {
-                pool: PoolOptions {
-                    flip: !no_flip,
-                    norm_score: !no_norm_score,
-                    detector_score: !no_detector_score,
-                },
-                protocol: *protocol,
-                cache: if *no_cache {
-                    None
-                } else {
-                    cache.clone().or_else(default_cache_dir)
-                },
-            };
-            let r = ijbc::run(&embedder, dir, &options, g.progress())?;
-            if let Some(path) = roc {
-                ijb::write_roc(&r, path, &embedder.name).map_err(|e| anyhow!(e))?;
-            }
-            print_ijb(&r, *json)?;
+            let r = ijbc::run(&embedder, &args.dir, &args.options(), g.progress())?;
+            args.finish(&r, &embedder.name).map_err(|e| anyhow!(e))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(EvalCommand::IjbcFixture {

@@ -23,13 +23,23 @@ fn text(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// 6 people with 15 photos and 24 more with 6: 5 templates of 3 photos for the first, 2 for
-/// the others; 232 faces.
-fn source_tree(dir: &Path, lfw: &Path) -> PathBuf {
+/// An IJB-C-layout fixture in `dir/set` from 6 LFW people with 15 photos (5 templates of 3)
+/// and 24 more with 6 (2 templates), about 230 faces; returns it and the command's report.
+fn fixture(dir: &Path, lfw: &Path) -> (PathBuf, serde_json::Value) {
     let src = dir.join("src");
     copy_people(lfw, &src, 30, 6);
     copy_people(lfw, &src, 6, 15);
-    src
+    let set = dir.join("set");
+    let made = json(&succeed(smoothface().args([
+        "eval",
+        "ijbc-fixture",
+        text(&src),
+        text(&set),
+        "--max-templates-per-person",
+        "5",
+        "--json",
+    ])));
+    (set, made)
 }
 
 /// A face row of the fixture: image, template, media, landmarks, faceness.
@@ -202,17 +212,7 @@ fn ijbc_numbers_equal_a_brute_force_recomputation() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let src = source_tree(tmp.path(), &lfw);
-    let set = tmp.path().join("set");
-    let made = json(&succeed(smoothface().args([
-        "eval",
-        "ijbc-fixture",
-        text(&src),
-        text(&set),
-        "--max-templates-per-person",
-        "5",
-        "--json",
-    ])));
+    let (set, made) = fixture(tmp.path(), &lfw);
 
     // The layout, against what the source tree implies.
     let meta = read_meta(&set);
@@ -555,16 +555,7 @@ fn the_trainer_and_the_device_agree_on_the_same_weights() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let src = source_tree(tmp.path(), &lfw);
-    let set = tmp.path().join("set");
-    succeed(smoothface().args([
-        "eval",
-        "ijbc-fixture",
-        text(&src),
-        text(&set),
-        "--max-templates-per-person",
-        "5",
-    ]));
+    let (set, _) = fixture(tmp.path(), &lfw);
     let ckpt = tmp.path().join("mfn.safetensors");
     let model = tmp.path().join("model");
     let train = || Command::new(binary("smoothface-train"));

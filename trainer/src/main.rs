@@ -3,8 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use smoothface_shared::ijb::features::default_cache_dir;
-use smoothface_shared::ijb::{self, EvalOptions, PoolOptions, Protocol};
+use smoothface_shared::ijb::cli::IjbcArgs;
 use smoothface_trainer::backbone::Arch;
 use smoothface_trainer::bench::{self, Form, Setup};
 use smoothface_trainer::config::{DeviceChoice, TrainConfig};
@@ -150,44 +149,17 @@ enum EvalCommand {
 
 #[derive(Args)]
 struct EvalIjbcArgs {
-    /// The IJB-C (or IJB-B) folder, holding meta/ and loose_crop/
-    dir: PathBuf,
+    #[command(flatten)]
+    common: IjbcArgs,
     /// The checkpoint (.safetensors from fit or import)
     #[arg(long, value_name = "CKPT")]
     checkpoint: PathBuf,
     /// Where to run: `auto` (CUDA when available), `cpu` or `cuda`
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
-    /// Crops per forward pass (with --flip each face is two crops)
+    /// Crops per forward pass (with the flip test each face is two crops)
     #[arg(long, default_value_t = 128, value_name = "N")]
     batch: usize,
-    /// Add the mirrored crop's feature (the default)
-    #[arg(long, overrides_with = "no_flip")]
-    flip: bool,
-    /// One feature per crop, without the mirrored crop's
-    #[arg(long)]
-    no_flip: bool,
-    /// L2-normalise each face's feature before pooling (drops the norm's quality weighting)
-    #[arg(long)]
-    no_norm_score: bool,
-    /// Do not weight faces by their faceness score
-    #[arg(long)]
-    no_detector_score: bool,
-    /// Which protocols: 1:1, 1:N, map, or all (those whose files are there)
-    #[arg(long, default_value = "all", value_name = "P")]
-    protocol: Protocol,
-    /// Feature cache folder [default: $XDG_CACHE_HOME/smoothface/ijb]
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
-    /// Embed everything again and write no cache
-    #[arg(long, conflicts_with = "cache")]
-    no_cache: bool,
-    /// Write the 1:1 ROC curve to this CSV (far,tar,threshold) and a PNG plot beside it
-    #[arg(long, value_name = "FILE.csv")]
-    roc: Option<PathBuf>,
-    /// Print JSON (keys: verification.tar_at_far, identification.g1.rank1, retrieval.map ...)
-    #[arg(long)]
-    json: bool,
     /// No progress bar
     #[arg(long, short)]
     quiet: bool,
@@ -195,34 +167,11 @@ struct EvalIjbcArgs {
 
 fn eval_ijbc(args: &EvalIjbcArgs) -> Result<()> {
     let model = TorchEmbedder::load(&args.checkpoint, args.device.resolve()?, args.batch)?;
-    let options = EvalOptions {
-        pool: PoolOptions {
-            flip: !args.no_flip,
-            norm_score: !args.no_norm_score,
-            detector_score: !args.no_detector_score,
-        },
-        protocol: args.protocol,
-        cache: if args.no_cache {
-            None
-        } else {
-            args.cache.clone().or_else(default_cache_dir)
-        },
-    };
     let progress = !args.quiet && std::io::stderr().is_terminal();
-    let report = smoothface_trainer::eval::ijbc(&model, &args.dir, &options, progress)?;
-    if let Some(path) = &args.roc {
-        let name = args.checkpoint.display().to_string();
-        ijb::write_roc(&report, path, &name).map_err(|e| anyhow!(e))?;
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for m in &report.missing_faces {
-            eprintln!("left out: {}: {}", m.path, m.reason);
-        }
-        print!("{}", report.table());
-    }
-    Ok(())
+    let c = &args.common;
+    let report = smoothface_trainer::eval::ijbc(&model, &c.dir, &c.options(), progress)?;
+    c.finish(&report, &args.checkpoint.display().to_string())
+        .map_err(|e| anyhow!(e))
 }
 
 /// The losses `loss` can compute.

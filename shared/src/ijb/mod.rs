@@ -5,6 +5,8 @@
 //! them ([`report`]). The device (tract) and the trainer (libtorch) each bring only their
 //! embedder.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod features;
 pub mod meta;
 #[cfg(feature = "plot")]
