@@ -468,4 +468,61 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn an_ijbb_folder_is_read_with_its_own_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("meta");
+        fs::create_dir_all(&meta).unwrap();
+        write(&meta, "ijbb_face_tid_mid.txt", "1.jpg 7 70\n2.jpg 8 80\n");
+        write(&meta, "ijbb_name_5pts_score.txt", POINTS);
+        write(&meta, "ijbb_template_pair_label.txt", "7 8 0\n");
+        let header = "TEMPLATE_ID,SUBJECT_ID,FILENAME\n";
+        write(
+            &meta,
+            "ijbb_1N_gallery_S1.csv",
+            &format!("{header}7,1,1.jpg\n"),
+        );
+        write(
+            &meta,
+            "ijbb_1N_gallery_S2.csv",
+            &format!("{header}8,2,2.jpg\n"),
+        );
+        // Without the probe list the 1:N protocol is absent, not an error.
+        let set = IjbSet::open(dir.path()).unwrap();
+        assert_eq!(set.benchmark, Benchmark::IjbB);
+        assert_eq!(set.faces.len(), 2);
+        assert_eq!(
+            set.pairs.as_deref(),
+            Some(
+                &[TemplatePair {
+                    a: 7,
+                    b: 8,
+                    same: false
+                }][..]
+            )
+        );
+        assert!(set.identification.is_none());
+        write(
+            &meta,
+            "ijbb_1N_probe_mixed.csv",
+            &format!("{header}7,1,1.jpg\n"),
+        );
+        let id = IjbSet::open(dir.path()).unwrap().identification.unwrap();
+        assert_eq!(
+            id.g2,
+            [SubjectTemplate {
+                template: 8,
+                subject: 2
+            }]
+        );
+        assert_eq!(
+            set.image_path(&set.faces[1]),
+            dir.path().join("loose_crop").join("2.jpg")
+        );
+        // No face list at all: the error names the file looked for.
+        let empty = tempfile::tempdir().unwrap();
+        let e = IjbSet::open(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("ijbc_face_tid_mid.txt"), "{e}");
+    }
 }
