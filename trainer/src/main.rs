@@ -157,16 +157,21 @@ struct EvalIjbcArgs {
     /// Where to run: `auto` (CUDA when available), `cpu` or `cuda`
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
-    /// Crops per forward pass (with the flip test each face is two crops)
-    #[arg(long, default_value_t = 128, value_name = "N")]
-    batch: usize,
+    /// Crops per forward pass (with the flip test each face is two crops) [default: 128 on a
+    /// GPU, 16 on the CPU, where larger batches ran slower: see hardware.md]
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
     /// No progress bar
     #[arg(long, short)]
     quiet: bool,
 }
 
 fn eval_ijbc(args: &EvalIjbcArgs) -> Result<()> {
-    let model = TorchEmbedder::load(&args.checkpoint, args.device.resolve()?, args.batch)?;
+    let device = args.device.resolve()?;
+    let batch = args
+        .batch
+        .unwrap_or(if device.is_cuda() { 128 } else { 16 });
+    let model = TorchEmbedder::load(&args.checkpoint, device, batch)?;
     let progress = !args.quiet && std::io::stderr().is_terminal();
     let c = &args.common;
     let report = smoothface_trainer::eval::ijbc(&model, &c.dir, &c.options(), progress)?;
