@@ -11,7 +11,7 @@
 //! and says what is wrong, naming the file: a truncated or tampered file is an error, never a
 //! panic or an allocation of what a damaged header claims.
 
-use crate::backbone::Arch;
+use crate::backbone::{Arch, Backbone, Options};
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::SafeTensors;
 use serde::Deserialize;
@@ -147,10 +147,33 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `tensors` to `path` (its name must end in `.safetensors`) atomically: `path` is
-/// always either the old file or the whole new one, even if the process is killed while
+/// A checkpoint's backbone, built on the CPU with the checkpoint's weights.
+pub struct LoadedBackbone {
+    /// The variables the backbone's layers hold (keep it alive; move it with `set_device`).
+    pub vars: nn::VarStore,
+    /// The backbone.
+    pub backbone: Box<dyn Backbone>,
+    /// Its architecture, read from the checkpoint's variable names.
+    pub arch: Arch,
+}
+
+/// Reads `path` and builds the backbone it holds (default [`Options`]: evaluation and export
+/// need no training choices) with its weights.
+pub fn load_backbone(path: &Path) -> Result<LoadedBackbone> {
+    let tensors = read(path)?;
+    let arch = arch_of(&tensors, path)?;
+    let vars = nn::VarStore::new(tch::Device::Cpu);
+    let backbone = arch.build(&vars.root(), Options::default());
+    load_into(&vars, arch.name(), &tensors, path)?;
+    Ok(LoadedBackbone {
+        vars,
+        backbone,
+        arch,
+    })
+}
+
 /// The architecture whose variables `tensors` holds.
-pub fn arch_of(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
+fn arch_of(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
     Arch::ALL
         .into_iter()
         .find(|arch| {
@@ -165,6 +188,8 @@ pub fn arch_of(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
         })
 }
 
+/// Writes `tensors` to `path` (its name must end in `.safetensors`) atomically: `path` is
+/// always either the old file or the whole new one, even if the process is killed while
 /// writing.
 pub fn write(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     if path.extension().is_none_or(|e| e != "safetensors") {

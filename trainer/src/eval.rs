@@ -3,7 +3,7 @@
 //! checkpoint is judged without exporting it (and gives the numbers its export gives on the
 //! device).
 
-use crate::backbone::{input_spec, Backbone, Options};
+use crate::backbone::{input_spec, Backbone};
 use crate::checkpoint;
 use crate::data::crops_to_tensor;
 use anyhow::{anyhow, Result};
@@ -32,11 +32,11 @@ pub struct TorchEmbedder {
 impl TorchEmbedder {
     /// Loads the backbone of `checkpoint` onto `device`, to embed `batch` crops a pass.
     pub fn load(checkpoint: &Path, device: Device, batch: usize) -> Result<TorchEmbedder> {
-        let tensors = checkpoint::read(checkpoint)?;
-        let arch = checkpoint::arch_of(&tensors, checkpoint)?;
-        let mut vars = nn::VarStore::new(Device::Cpu);
-        let backbone = arch.build(&vars.root(), Options::default());
-        checkpoint::load_into(&vars, arch.name(), &tensors, checkpoint)?;
+        let checkpoint::LoadedBackbone {
+            mut vars,
+            backbone,
+            arch,
+        } = checkpoint::load_backbone(checkpoint)?;
         vars.set_device(device);
         Ok(TorchEmbedder {
             backbone: Mutex::new(backbone),

@@ -10,7 +10,7 @@ mod tract_graph;
 
 use tract_graph::TractGraph;
 
-use crate::backbone::{input_spec, Options, EMBEDDING_SIZE};
+use crate::backbone::{input_spec, EMBEDDING_SIZE};
 use crate::checkpoint;
 use crate::onnx_graph::{OnnxGraph, INPUT, OPSET};
 use anyhow::{bail, ensure, Context, Result};
@@ -20,7 +20,7 @@ use smoothface_shared::manifest::{
     sha256_file, ModelFile, ModelKind, ModelManifest, MANIFEST_FILE,
 };
 use std::path::{Path, PathBuf};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Name of the graph in an exported model folder.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -59,11 +59,11 @@ fn training_config(checkpoint: &Path) -> Result<Option<serde_json::Value>> {
 /// the architecture and the start of the checkpoint's hash).
 pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Exported> {
     ensure_new_folder(out)?;
-    let tensors = checkpoint::read(checkpoint)?;
-    let arch = checkpoint::arch_of(&tensors, checkpoint)?;
-    let vs = nn::VarStore::new(Device::Cpu);
-    let backbone = arch.build(&vs.root(), Options::default());
-    checkpoint::load_into(&vs, arch.name(), &tensors, checkpoint)?;
+    let checkpoint::LoadedBackbone {
+        backbone,
+        arch,
+        vars: _vars,
+    } = checkpoint::load_backbone(checkpoint)?;
 
     let spec = input_spec(arch);
     let size = spec.size as i64;
