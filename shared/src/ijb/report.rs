@@ -217,12 +217,21 @@ pub fn evaluate(
     if wants(Protocol::Identification) {
         match &set.identification {
             Some(id) => {
-                let g1 = ScoreMatrix::compute(&templates, &id.probes, &id.g1, "gallery 1")?;
-                let g2 = ScoreMatrix::compute(&templates, &id.probes, &id.g2, "gallery 2")?;
-                let mut joined: Vec<SubjectTemplate> =
-                    id.g1.iter().chain(&id.g2).copied().collect();
-                joined.sort();
+                // One score matrix against both galleries joined (sorted by template, as
+                // ijb_1n.py orders them); each gallery's is its columns, in its own order.
+                let mut tagged: Vec<(SubjectTemplate, usize)> = (id.g1.iter().map(|t| (*t, 0)))
+                    .chain(id.g2.iter().map(|t| (*t, 1)))
+                    .collect();
+                tagged.sort();
+                let joined: Vec<SubjectTemplate> = tagged.iter().map(|t| t.0).collect();
                 let all = ScoreMatrix::compute(&templates, &id.probes, &joined, "the galleries")?;
+                let of = |gallery: usize| {
+                    let cols: Vec<usize> = (0..tagged.len())
+                        .filter(|&j| tagged[j].1 == gallery)
+                        .collect();
+                    all.columns(&cols)
+                };
+                let (g1, g2) = (of(0), of(1));
                 identification = Some(IdentificationReport {
                     g1: scores::search_gallery(&g1, &id.probes, &id.g1),
                     g2: scores::search_gallery(&g2, &id.probes, &id.g2),

@@ -209,6 +209,17 @@ impl ScoreMatrix {
         })
     }
 
+    /// The matrix of the given gallery columns, in that order.
+    pub fn columns(&self, cols: &[usize]) -> ScoreMatrix {
+        ScoreMatrix {
+            probes: self.probes,
+            gallery: cols.len(),
+            scores: (0..self.probes)
+                .flat_map(|i| cols.iter().map(move |&j| self.row(i)[j]))
+                .collect(),
+        }
+    }
+
     fn row(&self, i: usize) -> &[f32] {
         &self.scores[i * self.gallery..(i + 1) * self.gallery]
     }
@@ -351,21 +362,29 @@ pub fn search_joined(
         .map(|i| rank_of(matrix.row(i), mask[i]))
         .collect();
     let positives: Vec<f32> = (0..probes.len()).map(|i| matrix.row(i)[mask[i]]).collect();
-    let mut negatives: Vec<f32> = (0..probes.len())
-        .flat_map(|i| {
-            let (row, mate) = (matrix.row(i), mask[i]);
-            (0..row.len())
-                .filter(move |&j| j != mate)
-                .map(move |j| row[j])
-        })
-        .collect();
-    negatives.sort_unstable_by(|a, b| b.total_cmp(a));
+    let required = |far: f64| ((probes.len() as f64 * far).ceil() as usize).max(1);
+    // Only the highest non-mated scores are ever thresholds (`heapq.nlargest` in ijb_1n.py):
+    // IJB-C has 69 million of them, so they are never all held.
+    let wanted = FPIRS.iter().map(|&f| required(f)).max().unwrap_or(1);
+    let mut top = std::collections::BinaryHeap::with_capacity(wanted + 1);
+    for (i, &mate) in mask.iter().enumerate() {
+        for (j, &score) in matrix.row(i).iter().enumerate() {
+            if j != mate {
+                top.push(std::cmp::Reverse(TotalOrder(score)));
+                if top.len() > wanted {
+                    top.pop();
+                }
+            }
+        }
+    }
+    // Highest first.
+    let negatives: Vec<f32> = top.into_sorted_vec().into_iter().map(|r| r.0 .0).collect();
     let n = probes.len().max(1) as f64;
     let within = |k: usize| ranks.iter().filter(|&&r| r <= k).count() as f64 / n;
     let tpir = FPIRS
         .iter()
         .map(|&far| {
-            let required = ((probes.len() as f64 * far).ceil() as usize).max(1);
+            let required = required(far);
             let threshold = negatives
                 .get(required - 1)
                 .or(negatives.last())
@@ -381,6 +400,24 @@ pub fn search_joined(
         rank10: within(10),
         tpir_at_fpir: tpir,
     })
+}
+
+/// An `f32` ordered by [`f32::total_cmp`], for a heap of scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TotalOrder(f32);
+
+impl Eq for TotalOrder {}
+
+impl PartialOrd for TotalOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TotalOrder {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 #[cfg(test)]
