@@ -22,6 +22,7 @@ use crate::loss::{
     Mode, DEFAULT_ARCFACE_MARGIN, DEFAULT_ARCFACE_SCALE, DEFAULT_CONTRASTIVE_MARGIN, DEFAULT_TAU,
     DEFAULT_TRIPLET_MARGIN,
 };
+use crate::precision::Precision;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -195,6 +196,13 @@ pub struct TrainingConfig {
     /// `cpu`, `cuda`, or `auto` (CUDA when available).
     #[serde(default)]
     pub device: DeviceChoice,
+    /// The arithmetic of the forward and backward passes: `f32`, `bf16` (CPU or GPU) or `f16`
+    /// (GPU, with a dynamic loss scale); weights, Adam and the loss stay in float32.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Threads that decode and augment batches ahead of the step.
+    #[serde(default = "default_loader_workers")]
+    pub loader_workers: usize,
 }
 
 /// Where training runs.
@@ -312,6 +320,9 @@ fn default_shift() -> usize {
 fn default_flip() -> f64 {
     0.5
 }
+fn default_loader_workers() -> usize {
+    2
+}
 fn default_recall_at() -> Vec<usize> {
     vec![1, 4, 16]
 }
@@ -391,6 +402,10 @@ impl TrainConfig {
             t.per_class
         );
         ensure!(t.epochs > 0, "[train] epochs must be positive");
+        ensure!(
+            t.loader_workers > 0,
+            "[train] loader_workers must be at least 1"
+        );
         ensure!(t.max_steps != Some(0), "[train] max_steps must be positive");
         ensure!(
             (0.0..=1.0).contains(&t.flip),

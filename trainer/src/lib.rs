@@ -14,6 +14,7 @@ pub mod loss;
 pub mod npy;
 pub mod onnx_graph;
 pub mod optim;
+pub mod precision;
 
 /// The choice among `all` whose `name` is `s`, for the `FromStr` of the library's enums (the
 /// command line parses its flags with them); the error lists every accepted name.

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use smoothface_shared::ijb::cli::IjbcArgs;
 use smoothface_trainer::backbone::Arch;
+use smoothface_trainer::bench::step::{self, DeviceName};
 use smoothface_trainer::bench::{self, Form, Setup};
 use smoothface_trainer::config::{DeviceChoice, TrainConfig};
 use smoothface_trainer::eval::TorchEmbedder;
@@ -15,6 +16,7 @@ use smoothface_trainer::loss::{
     DEFAULT_TRIPLET_MARGIN,
 };
 use smoothface_trainer::npy;
+use smoothface_trainer::precision::Precision;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +66,11 @@ enum Command {
         smoothface-train bench-loss --batches 224,384 --threads 1 --json"
     )]
     BenchLoss(BenchArgs),
+    /// Benchmark a whole training step (forward, loss, backward, Adam) against PyTorch's
+    #[command(
+        long_about = "Benchmark a whole training step of MobileFaceNet and IResNet-50 (forward         in the chosen precision, Smooth-AP in float32, backward, Adam), this trainer beside         PyTorch's own step in Python on the same architecture, weights and batch, side by side         in one run. For each model and batch the weights and a batch are drawn once and written         as safetensors; each configuration then runs in a fresh child process per         implementation: this binary again, and bench/torch_step.py (built into this binary)         under --python. Both report the loss of their warm-up step, which must agree. Prints a         markdown table (or --json).\n\n        With --faces, also measures the data loader alone (decode, augment, stack; pinned         memory for a GPU) on that folder of aligned crops at each --loader-workers count: the         ceiling of images per second that the loader can feed a step.\n\n          smoothface-train bench-step\n          smoothface-train bench-step --arch mobilefacenet --batches 64 --threads 2 --precision f32,bf16\n          smoothface-train bench-step --device cuda --threads 8 --precision f32,bf16,f16 --json\n          smoothface-train bench-step --arch mobilefacenet --batches 224 --faces ../shared/data/faces/glint-aligned12"
+    )]
+    BenchStep(BenchStepArgs),
     /// Build a checkpoint from a pretrained ONNX embedder
     #[command(
         long_about = "Build a checkpoint (safetensors) from a pretrained ONNX embedder, to \
@@ -405,6 +412,208 @@ fn bench_loss(args: &BenchArgs) -> Result<()> {
 }
 
 #[derive(Args)]
+struct BenchStepArgs {
+    /// Backbones, comma-separated: `mobilefacenet`, `iresnet50`
+    #[arg(long, value_name = "ARCH,...", value_delimiter = ',', value_parser = Arch::from_str,
+          default_values_t = Arch::ALL)]
+    arch: Vec<Arch>,
+    /// Batch sizes, comma-separated; each a multiple of 4 (faces per person)
+    #[arg(long, value_name = "B,...", value_delimiter = ',', default_values_t = [64, 224])]
+    batches: Vec<i64>,
+    /// libtorch CPU thread counts, comma-separated [default: 1 and every hardware thread]
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(i32).range(1..))]
+    threads: Vec<i32>,
+    /// Devices, comma-separated: `cpu`, `cuda`
+    #[arg(long, value_name = "DEVICE,...", value_delimiter = ',', value_parser = DeviceName::from_str,
+          default_values_t = [DeviceName::Cpu])]
+    device: Vec<DeviceName>,
+    /// Precisions, comma-separated: `f32`, `bf16`, `f16` (f16 on cuda only)
+    #[arg(long, value_name = "P,...", value_delimiter = ',', value_parser = Precision::from_str,
+          default_values_t = [Precision::F32])]
+    precision: Vec<Precision>,
+    /// Steps timed after the warm-up step, at most
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    steps: u32,
+    /// No new step is timed after this many seconds in a configuration (one is, at least)
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    max_seconds: f64,
+    /// The Python with torch (2.13, the trainer's libtorch) and safetensors that runs the peer
+    /// [default: $SMOOTHFACE_TORCH_PYTHON, else .venv-torch/bin/python when it exists here, else
+    /// python3]
+    #[arg(long, value_name = "PYTHON")]
+    python: Option<PathBuf>,
+    /// Measure this trainer only
+    #[arg(long)]
+    no_peer: bool,
+    /// Also measure the data loader alone on this folder of aligned crops (a folder per person)
+    #[arg(long, value_name = "DIR")]
+    faces: Option<PathBuf>,
+    /// Loader thread counts for --faces, comma-separated
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1, 2])]
+    loader_workers: Vec<usize>,
+    /// Print the configurations and measurements as JSON instead of markdown tables
+    #[arg(long)]
+    json: bool,
+    /// Measure one configuration (the first value of each list) in this process on the weights
+    /// and batch in DIR, and print it as JSON: what the benchmark runs in each child
+    #[arg(long, hide = true, value_name = "DIR")]
+    child: Option<PathBuf>,
+}
+
+/// The Python that runs bench-step's PyTorch peer.
+fn torch_python(flag: Option<&PathBuf>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.clone();
+    }
+    if let Some(p) = std::env::var_os("SMOOTHFACE_TORCH_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(".venv-torch/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+fn bench_step(args: &BenchStepArgs) -> Result<()> {
+    let timing = step::Timing {
+        steps: args.steps as usize,
+        budget: std::time::Duration::from_secs_f64(args.max_seconds.max(0.0)),
+    };
+    let threads = if args.threads.is_empty() {
+        let all = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+        if all > 1 {
+            vec![1, all]
+        } else {
+            vec![1]
+        }
+    } else {
+        args.threads.clone()
+    };
+    if let Some(dir) = &args.child {
+        // The step as `fit` takes it, with its allocator settings.
+        keep_freed_memory();
+        let config = step::Config {
+            arch: args.arch[0],
+            batch: args.batches[0],
+            threads: threads[0],
+            device: args.device[0],
+            precision: args.precision[0],
+        };
+        let m = step::measure(dir, &config, &timing)?;
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(());
+    }
+    if let Some(b) = args
+        .batches
+        .iter()
+        .find(|&&b| b < 2 * step::PER_CLASS || b % step::PER_CLASS != 0)
+    {
+        anyhow::bail!(
+            "--batches: {b} is not a multiple of {0} holding two people",
+            step::PER_CLASS
+        );
+    }
+    let exe = std::env::current_exe().context("finding this binary to run the children")?;
+    let python = torch_python(args.python.as_ref());
+    let mut rows = Vec::new();
+    for &arch in &args.arch {
+        for &batch in &args.batches {
+            let dir = tempfile::tempdir().context("creating a folder for the weights and batch")?;
+            step::prepare(dir.path(), arch, batch)?;
+            for &device in &args.device {
+                for &precision in &args.precision {
+                    for &threads in &threads {
+                        let config = step::Config {
+                            arch,
+                            batch,
+                            threads,
+                            device,
+                            precision,
+                        };
+                        let mut ours = std::process::Command::new(&exe);
+                        ours.arg("bench-step").arg("--child").arg(dir.path());
+                        for (flag, value) in [
+                            ("--arch", arch.name().to_string()),
+                            ("--batches", batch.to_string()),
+                            ("--threads", threads.to_string()),
+                            ("--device", device.name().to_string()),
+                            ("--precision", precision.name().to_string()),
+                            ("--steps", args.steps.to_string()),
+                            ("--max-seconds", args.max_seconds.to_string()),
+                        ] {
+                            ours.args([flag, &value]);
+                        }
+                        let smoothface = step::run_child(ours);
+                        let pytorch = if args.no_peer {
+                            None
+                        } else {
+                            let peer = step::peer_command(&python, dir.path(), &config, &timing)?;
+                            Some(step::run_child(peer))
+                        };
+                        let row = step::StepRow {
+                            config,
+                            smoothface,
+                            pytorch,
+                        };
+                        eprintln!("bench-step: {}", serde_json::to_string(&row)?);
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+    }
+    let mut loader = Vec::new();
+    if let Some(faces) = &args.faces {
+        let folder =
+            smoothface_trainer::data::folder::FaceFolder::open(faces, step::PER_CLASS as usize)?;
+        let set = smoothface_trainer::data::loader::TrainingSet::Folder(folder);
+        let device = args.device[0].resolve()?;
+        for &workers in &args.loader_workers {
+            let batch = args.batches[0] as usize;
+            let speed = step::loader_speed(
+                &set,
+                batch,
+                workers.max(1),
+                device,
+                std::time::Duration::from_secs(10),
+            )?;
+            eprintln!("bench-step: loader, {workers} workers, batch {batch}: {speed:.0} images/s");
+            loader.push(serde_json::json!({ "workers": workers, "batch": batch, "images_per_second": speed }));
+        }
+    }
+    if args.json {
+        let report =
+            serde_json::json!({ "machine": bench::machine(), "rows": rows, "loader": loader });
+        println!("{report}");
+    } else {
+        print!("{}", step::markdown(&rows, &timing));
+        if !loader.is_empty() {
+            println!(
+                "\nLoader alone on {} (decode, augment, stack{}):\n",
+                args.faces.as_ref().expect("measured").display(),
+                if args.device[0] == DeviceName::Cuda {
+                    ", pinned"
+                } else {
+                    ""
+                }
+            );
+            println!("| loader workers | batch | images/s |\n|---:|---:|---:|");
+            for l in &loader {
+                println!(
+                    "| {} | {} | {:.0} |",
+                    l["workers"],
+                    l["batch"],
+                    l["images_per_second"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 struct ImportArgs {
     /// The ONNX model
     #[arg(value_name = "MODEL.onnx")]
@@ -563,6 +772,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Loss(args) => loss(args),
         Command::BenchLoss(args) => bench_loss(args),
+        Command::BenchStep(args) => bench_step(args),
         Command::Import(args) => import(args),
         Command::Fit(args) => fit(args),
         Command::Export(args) => export(args),

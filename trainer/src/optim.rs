@@ -51,6 +51,15 @@ impl Adam {
         self.step
     }
 
+    /// The gradients the last backward pass left, one per variable it reached (sharing their
+    /// storage: changing one in place changes the gradient [`Adam::step`] uses).
+    pub fn gradients(&self) -> impl Iterator<Item = Tensor> + '_ {
+        self.params
+            .iter()
+            .map(|(_, p, _, _)| p.grad())
+            .filter(Tensor::defined)
+    }
+
     /// Clears every variable's gradient; call before each backward pass.
     pub fn zero_grad(&mut self) {
         for (_, p, _, _) in &mut self.params {

@@ -147,6 +147,67 @@ fn a_run_records_every_epoch_learns_and_leaves_its_files() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
 }
 
+/// The loader's worker threads change the speed only: runs with 1 and 3 workers end with the
+/// same weights (each batch's augmentation is seeded by its position, not by who made it).
+#[test]
+fn loader_workers_change_nothing_but_the_speed() {
+    let (dir, one) = faces_and_config("epochs = 2\nloader_workers = 1\n[optimizer]\nlr = 1e-3\n");
+    run(&mut fit(&one, &dir.path().join("one"), &["--quiet"]));
+    let three = write_config(
+        dir.path(),
+        &dir.path().join("faces"),
+        "epochs = 2\nloader_workers = 3\n[optimizer]\nlr = 1e-3\n",
+    );
+    run(&mut fit(&three, &dir.path().join("three"), &["--quiet"]));
+    let (a, b) = (
+        backbone(&dir.path().join("one/last.safetensors")),
+        backbone(&dir.path().join("three/last.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x.equal(y), "{name} differs");
+    }
+    let losses = |run: &str| -> Vec<Option<f64>> {
+        records(&dir.path().join(run))
+            .iter()
+            .map(|r| r.train_loss)
+            .collect()
+    };
+    assert_eq!(losses("one"), losses("three"));
+}
+
+/// `precision = "bf16"` trains on the CPU (the loss falls, nothing is skipped: bfloat16 needs
+/// no loss scaling); `"f16"` is refused there, saying what to use instead.
+#[test]
+fn bf16_trains_on_the_cpu_and_f16_is_refused_there() {
+    let (dir, config) = faces_and_config(
+        "epochs = 4\nprecision = \"bf16\"\ndevice = \"cpu\"\n[optimizer]\nlr = 1e-3\n",
+    );
+    let out = dir.path().join("bf16");
+    run(&mut fit(&config, &out, &["--quiet"]));
+    let logged = records(&out);
+    let (first, last) = (logged[1].train_loss.unwrap(), logged[4].train_loss.unwrap());
+    assert!(
+        last < first,
+        "bf16 training loss went from {first} to {last}"
+    );
+    assert!(logged.iter().all(|r| r.skipped_steps == 0));
+
+    let f16 = write_config(
+        dir.path(),
+        &dir.path().join("faces"),
+        "precision = \"f16\"\ndevice = \"cpu\"\n",
+    );
+    let out = fit(&f16, &dir.path().join("f16"), &["--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("needs a CUDA device") && stderr.contains("bf16"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let (dir, config) = faces_and_config(

@@ -53,6 +53,7 @@ fn every_subcommand_has_a_help_page() {
         [
             "loss",
             "bench-loss",
+            "bench-step",
             "import",
             "fit",
             "export",
@@ -110,6 +111,19 @@ fn enum_flags_list_their_values_and_refuse_others() {
             "--mode",
             &["paper", "official"],
             "Smooth-AP mode",
+        ),
+        (
+            "bench-step",
+            "--precision",
+            &["f32", "bf16", "f16"],
+            "precision",
+        ),
+        ("bench-step", "--device", &["cpu", "cuda"], "device"),
+        (
+            "bench-step",
+            "--arch",
+            &["mobilefacenet", "iresnet50"],
+            "architecture",
         ),
         (
             "import",

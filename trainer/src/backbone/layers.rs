@@ -2,6 +2,7 @@
 //! hyper-parameters a graph node must agree with, so that the ONNX importer can check every node
 //! it maps onto a layer and name the layer when they disagree.
 
+use crate::precision::cast;
 use tch::{nn, Tensor};
 
 /// The full name of a var-store path, as the checkpoint spells it (`layer1.0.conv1`).
@@ -99,11 +100,12 @@ impl Conv {
 }
 
 impl nn::Module for Conv {
+    /// In the compute kind of the [`autocast`](crate::precision::autocast) region.
     fn forward(&self, xs: &Tensor) -> Tensor {
         let s = &self.spec;
-        xs.conv2d(
-            &self.weight,
-            self.bias.as_ref(),
+        cast(xs).conv2d(
+            &cast(&self.weight),
+            self.bias.as_ref().map(cast).as_ref(),
             [s.stride, s.stride],
             [s.padding, s.padding],
             [1, 1],
@@ -132,8 +134,13 @@ impl PRelu {
 }
 
 impl nn::Module for PRelu {
+    /// In its input's kind (the slopes are cast to it).
     fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.prelu(&self.slope)
+        if xs.kind() == self.slope.kind() {
+            xs.prelu(&self.slope)
+        } else {
+            xs.prelu(&self.slope.to_kind(xs.kind()))
+        }
     }
 }
 
@@ -216,8 +223,9 @@ impl Linear {
 }
 
 impl nn::Module for Linear {
+    /// In the compute kind of the [`autocast`](crate::precision::autocast) region.
     fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, Some(&self.bias))
+        cast(xs).linear(&cast(&self.weight), Some(&cast(&self.bias)))
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod authors;
 mod memory;
+pub mod step;
 
 use crate::loss::{Mode, SmoothAp};
 use anyhow::{bail, Context, Result};

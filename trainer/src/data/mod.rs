@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod folder;
+pub mod loader;
 pub mod recordio;
 pub mod sampler;
 

@@ -14,30 +14,32 @@
 mod objective;
 mod plot;
 mod record;
+mod step;
 mod validation;
 
 pub use objective::{Objective, HEAD};
 pub use record::{read_all as read_records, EpochRecord};
+pub use step::{StepOutcome, Trainee};
 pub use validation::ValidationSet;
 
 use crate::backbone::{input_spec, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::data::augment::Augment;
-use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
+use crate::data::loader::{load_epoch, LoaderSettings, TrainingSet};
 use crate::data::recordio::RecordIo;
 use crate::data::sampler::PkSampler;
 use crate::optim::Adam;
+use crate::precision::LossScaler;
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use smoothface_shared::atomic::write_atomically;
-use smoothface_shared::manifest::InputSpec;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// How `fit` was asked to run, besides the configuration.
 #[derive(Debug, Clone)]
@@ -48,28 +50,6 @@ pub struct FitOptions {
     pub resume: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
-}
-
-/// The training faces: a folder per person or a RecordIO pack.
-enum TrainingSet {
-    Folder(FaceFolder),
-    Pack(RecordIo, Vec<i64>),
-}
-
-impl TrainingSet {
-    fn labels(&self) -> &[i64] {
-        match self {
-            TrainingSet::Folder(f) => &f.labels,
-            TrainingSet::Pack(_, labels) => labels,
-        }
-    }
-
-    fn crop(&self, i: usize, size: usize) -> Result<Vec<u8>> {
-        match self {
-            TrainingSet::Folder(f) => f.crop(i, size),
-            TrainingSet::Pack(p, _) => Ok(p.crop(i, size)?.1),
-        }
-    }
 }
 
 /// Opens the training and validation faces the configuration names.
@@ -137,6 +117,7 @@ pub fn fit(
         tch::set_num_threads(threads);
     }
     let device = config.train.device.resolve()?;
+    config.train.precision.check(device)?;
     // Random initialisations (a backbone without `init`, the ArcFace head) from the run's seed,
     // so that a run can be repeated.
     tch::manual_seed(config.train.seed as i64);
@@ -169,6 +150,7 @@ pub fn fit(
         )?;
     }
     let mut adam = Adam::new(&vs, &config.optimizer);
+    let mut scaler = LossScaler::new(config.train.precision);
 
     let t = &config.train;
     let sampler = PkSampler::new(train.labels(), t.per_class, t.batch_size, t.seed)?;
@@ -187,6 +169,9 @@ pub fn fit(
         checkpoint::load_into(&vs, "", &state, &last_path)?;
         adam.load_state(&state)
             .with_context(|| format!("{}: cannot restore the optimiser", last_path.display()))?;
+        scaler
+            .load_state(&state)
+            .with_context(|| format!("{}: cannot restore the loss scale", last_path.display()))?;
         let position = |key: &str| -> Result<usize> {
             let t = state
                 .get(key)
@@ -232,6 +217,7 @@ pub fn fit(
             val_recall: report.recall_at.into_iter().collect::<BTreeMap<_, _>>(),
             val_queries: report.queries,
             elapsed_seconds: started.elapsed().as_secs_f64(),
+            skipped_steps: 0,
         })
     };
     if records.is_empty() {
@@ -248,48 +234,82 @@ pub fn fit(
         .filter(|r| r.epoch > 0)
         .map(|r| r.val_map)
         .fold(f64::NEG_INFINITY, f64::max);
+    let trainee = Trainee {
+        backbone: backbone.as_ref(),
+        objective: &objective,
+        precision: t.precision,
+    };
+    let loader = LoaderSettings {
+        workers: t.loader_workers,
+        shift: t.shift,
+        flip: t.flip,
+        device,
+    };
     while epoch < t.epochs && step < total_steps {
         let epoch_started = Instant::now();
-        let mut augment = Augment::new(spec.size, t.shift, t.flip, epoch_seed(t.seed, epoch));
-        let (mut loss_sum, mut batches, mut images) = (0.0, 0, 0);
-        for batch in sampler.epoch(epoch) {
-            if step >= total_steps {
-                break;
-            }
-            let (input, labels) = load_batch(&train, &batch, &spec, &mut augment);
-            let embeddings = backbone.forward_t(&input.to_device(device), true);
-            let loss = objective
-                .loss(&embeddings, &labels.to_device(device))
-                .with_context(|| format!("epoch {} step {}", epoch + 1, step + 1))?;
-            adam.zero_grad();
-            loss.backward();
-            adam.step();
-            let value = loss.double_value(&[]);
-            ensure!(
-                value.is_finite(),
-                "epoch {} step {}: the loss is {value}; lower [optimizer] lr",
-                epoch + 1,
-                step + 1
-            );
-            (loss_sum, batches, images) = (loss_sum + value, batches + 1, images + batch.len());
-            step += 1;
-            bar.set_position(step as u64);
-            let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "epoch {}/{}  loss {:.4}  {speed:.1} img/s",
-                epoch + 1,
-                t.epochs,
-                loss_sum / batches as f64
-            ));
+        let mut batches = sampler.epoch(epoch);
+        batches.truncate(total_steps - step);
+        let (mut loss_sum, mut losses, mut images, mut skipped) = (0.0, 0, 0, 0);
+        let failed = load_epoch(
+            &train,
+            &spec,
+            &batches,
+            epoch_seed(t.seed, epoch),
+            &loader,
+            |batch| {
+                let where_ = || format!("epoch {} step {}", epoch + 1, step + 1);
+                // Asynchronous from pinned memory on a GPU; the step waits for it.
+                let input = batch.input.to_device_(device, Kind::Float, true, false);
+                let outcome = match trainee.step(
+                    &mut adam,
+                    &mut scaler,
+                    &input,
+                    &batch.labels.to_device(device),
+                ) {
+                    Ok(outcome) => outcome,
+                    Err(e) => return ControlFlow::Break(anyhow::Error::new(e).context(where_())),
+                };
+                if outcome.loss.is_finite() {
+                    (loss_sum, losses) = (loss_sum + outcome.loss, losses + 1);
+                } else if !scaler.enabled() {
+                    // Without a loss scaler nothing skips the step: the weights are now NaN.
+                    return ControlFlow::Break(anyhow::anyhow!(
+                        "{}: the loss is {}; lower [optimizer] lr",
+                        where_(),
+                        outcome.loss
+                    ));
+                }
+                skipped += usize::from(!outcome.taken);
+                images += batch.images;
+                step += 1;
+                bar.set_position(step as u64);
+                let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
+                let skips = if skipped > 0 {
+                    format!("  {skipped} skipped (loss scale {})", scaler.scale())
+                } else {
+                    String::new()
+                };
+                bar.set_message(format!(
+                    "epoch {}/{}  loss {:.4}  {speed:.1} img/s{skips}",
+                    epoch + 1,
+                    t.epochs,
+                    loss_sum / losses.max(1) as f64
+                ));
+                ControlFlow::Continue(())
+            },
+        );
+        if let Some(e) = failed {
+            return Err(e);
         }
         epoch += 1;
         let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
-        let record = evaluate(
+        let mut record = evaluate(
             epoch,
             step,
-            Some(loss_sum / batches.max(1) as f64),
+            Some(loss_sum / losses.max(1) as f64),
             Some(speed),
         )?;
+        record.skipped_steps = skipped;
         // The record first and the state last: a run killed in between redoes the epoch, and
         // its resumption drops the record of the epoch it redoes.
         let improved = record.val_map > best;
@@ -297,7 +317,7 @@ pub fn fit(
         records.push(record);
         record::write_all(&records, &records_path)?;
         plot::draw(&records, &out.join("metrics.png"))?;
-        let state = run_state(&vs, &adam, epoch, step);
+        let state = run_state(&vs, &adam, &scaler, epoch, step);
         if improved {
             checkpoint::write(&state, &best_path)?;
         }
@@ -346,31 +366,17 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// Decodes and augments the faces `indices` of `train` into a model input and its labels; a
-/// face that cannot be read is reported on stderr and left out of the batch.
-fn load_batch(
-    train: &TrainingSet,
-    indices: &[usize],
-    spec: &InputSpec,
-    augment: &mut Augment,
-) -> (Tensor, Tensor) {
-    let (mut crops, mut labels) = (Vec::new(), Vec::new());
-    for &i in indices {
-        match train.crop(i, spec.size) {
-            Ok(crop) => {
-                crops.push(augment.apply(&crop));
-                labels.push(train.labels()[i]);
-            }
-            Err(e) => eprintln!("smoothface-train: warning: training face left out: {e:#}"),
-        }
-    }
-    (crops_to_tensor(&crops, spec), Tensor::from_slice(&labels))
-}
-
 /// Everything a resumed run needs, as named tensors.
-fn run_state(vs: &nn::VarStore, adam: &Adam, epoch: usize, step: usize) -> Vec<(String, Tensor)> {
+fn run_state(
+    vs: &nn::VarStore,
+    adam: &Adam,
+    scaler: &LossScaler,
+    epoch: usize,
+    step: usize,
+) -> Vec<(String, Tensor)> {
     let mut state = checkpoint::variables(vs, "");
     state.extend(adam.state());
+    state.extend(scaler.state());
     state.push(("train.epoch".into(), Tensor::from_slice(&[epoch as i64])));
     state.push(("train.step".into(), Tensor::from_slice(&[step as i64])));
     state

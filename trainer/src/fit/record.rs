@@ -26,6 +26,9 @@ pub struct EpochRecord {
     pub val_queries: usize,
     /// Seconds since the run (or its resumption) started.
     pub elapsed_seconds: f64,
+    /// Steps of the epoch that the float16 loss scaler skipped for an overflowing gradient.
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// Reads the records of `path` (none when it does not exist); a line that is not a record is an

@@ -1,0 +1,508 @@
+//! `smoothface-train bench-step`: images per second of a whole training step (forward in the
+//! run's precision, Smooth-AP in float32, backward, Adam) of MobileFaceNet and IResNet-50, the
+//! trainer's [`Trainee::step`] beside PyTorch's own step in Python (`bench/torch_step.py`, built
+//! into this binary) on the same architecture, weights and batch.
+//!
+//! For each architecture and batch size the parent draws the weights and a batch once and writes
+//! them to a temporary folder as safetensors; every configuration (threads, device, precision)
+//! then runs in a fresh child process per implementation (this binary again, or the Python
+//! script), so that each has its own libtorch thread pool and its own peak memory. Both take
+//! one warm-up step, whose loss they report (the two must agree: the same model, weights,
+//! batch and loss), then time up to `steps` steps within a time budget and report the median.
+
+use super::{bytes_text, machine, memory};
+use crate::backbone::{Arch, Options, EMBEDDING_SIZE};
+use crate::checkpoint;
+use crate::config::{LossConfig, OptimizerConfig};
+use crate::data::loader::{load_epoch, LoaderSettings, TrainingSet};
+use crate::data::sampler::PkSampler;
+use crate::fit::{Objective, Trainee};
+use crate::optim::Adam;
+use crate::precision::{LossScaler, Precision};
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tch::{nn, Device, Kind, Tensor};
+
+/// The PyTorch peer, written next to the weights and batch for each run.
+pub const TORCH_STEP_PY: &str = include_str!("../../../bench/torch_step.py");
+
+/// Photos of each person in a batch, as `fit` trains by default.
+pub const PER_CLASS: i64 = 4;
+
+/// Which implementation a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Implementation {
+    /// This trainer (tch).
+    Smoothface,
+    /// PyTorch in Python.
+    PyTorch,
+}
+
+impl fmt::Display for Implementation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Implementation::Smoothface => "smoothface",
+            Implementation::PyTorch => "pytorch",
+        })
+    }
+}
+
+/// One configuration: what both implementations run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Config {
+    /// The backbone.
+    pub arch: Arch,
+    /// Faces per step.
+    pub batch: i64,
+    /// libtorch CPU threads.
+    pub threads: i32,
+    /// `cpu` or `cuda`.
+    pub device: DeviceName,
+    /// Arithmetic of the forward and backward passes.
+    pub precision: Precision,
+}
+
+/// A device by name, as the command line and the Python peer spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceName {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA device.
+    Cuda,
+}
+
+impl DeviceName {
+    /// Both, in the order the command line lists them.
+    pub const ALL: [DeviceName; 2] = [DeviceName::Cpu, DeviceName::Cuda];
+
+    /// `cpu` or `cuda`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceName::Cpu => "cpu",
+            DeviceName::Cuda => "cuda",
+        }
+    }
+
+    /// The libtorch device; an error for CUDA when libtorch sees none.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceName::Cpu => Ok(Device::Cpu),
+            DeviceName::Cuda => {
+                ensure!(
+                    tch::Cuda::is_available(),
+                    "libtorch sees no CUDA device (was smoothface-train built with --features cuda?)"
+                );
+                Ok(Device::Cuda(0))
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::parse_choice(s, &DeviceName::ALL, DeviceName::name, "device")
+    }
+}
+
+/// What one implementation measured in one configuration (what a child prints as JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepMeasurement {
+    /// Median wall time of a step, seconds.
+    pub seconds_per_step: f64,
+    /// Batch size over that time.
+    pub images_per_second: f64,
+    /// The loss of the warm-up step, from the written weights and batch.
+    pub first_loss: f64,
+    /// Steps timed.
+    pub steps: usize,
+    /// The process's peak resident size (`VmHWM`), bytes.
+    pub peak_bytes: u64,
+}
+
+/// What became of one implementation in one configuration.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum StepOutcome {
+    /// It ran.
+    Measured(StepMeasurement),
+    /// It did not (the reason: the child's exit status and the end of its error output).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One configuration, both implementations.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    /// The configuration.
+    #[serde(flatten)]
+    pub config: Config,
+    /// The trainer's step.
+    pub smoothface: StepOutcome,
+    /// PyTorch's step; absent when the peer was not run.
+    pub pytorch: Option<StepOutcome>,
+}
+
+/// How long each child measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Steps timed after the warm-up step, at most.
+    pub steps: usize,
+    /// No new step is started after this long (one at least is timed).
+    pub budget: Duration,
+}
+
+/// The labels of a batch of `batch` faces: consecutive groups of [`PER_CLASS`].
+fn labels(batch: i64) -> Tensor {
+    Tensor::arange(batch, (Kind::Int64, Device::Cpu)).floor_divide_scalar(PER_CLASS)
+}
+
+/// Writes `weights.safetensors` (a freshly initialised `arch`, seeded) and `batch.safetensors`
+/// (`input`: `batch` faces of uniform noise in the normalised range [-1, 1]; `labels`) to `dir`.
+pub fn prepare(dir: &Path, arch: Arch, batch: i64) -> Result<()> {
+    ensure!(
+        batch >= 2 * PER_CLASS && batch % PER_CLASS == 0,
+        "a batch of {batch} cannot hold two people of {PER_CLASS} faces"
+    );
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _backbone = arch.build(&vs.root(), Options::default());
+    checkpoint::write(
+        &checkpoint::variables(&vs, ""),
+        &dir.join("weights.safetensors"),
+    )?;
+    let input = Tensor::rand([batch, 3, 112, 112], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    checkpoint::write(
+        &[("input".into(), input), ("labels".into(), labels(batch))],
+        &dir.join("batch.safetensors"),
+    )
+}
+
+/// The child's side: loads what [`prepare`] wrote in `dir` and times [`Trainee::step`] in
+/// `config` (whose batch must be the written one's).
+pub fn measure(dir: &Path, config: &Config, timing: &Timing) -> Result<StepMeasurement> {
+    tch::set_num_threads(config.threads);
+    let device = config.device.resolve()?;
+    config.precision.check(device)?;
+    let vs = nn::VarStore::new(device);
+    let backbone = config.arch.build(&vs.root(), Options::default());
+    let weights = dir.join("weights.safetensors");
+    checkpoint::load_into(&vs, "", &checkpoint::read(&weights)?, &weights)?;
+    let loss = LossConfig::default();
+    let objective = Objective::new(&loss, &vs.root(), 1, EMBEDDING_SIZE)?;
+    let mut adam = Adam::new(&vs, &OptimizerConfig::default());
+    let mut scaler = LossScaler::new(config.precision);
+    let batch_path = dir.join("batch.safetensors");
+    let batch = checkpoint::read(&batch_path)?;
+    let (Some(input), Some(labels)) = (batch.get("input"), batch.get("labels")) else {
+        bail!("{}: no `input` or `labels`", batch_path.display());
+    };
+    ensure!(
+        input.size()[0] == config.batch,
+        "{}: a batch of {}, the configuration says {}",
+        batch_path.display(),
+        input.size()[0],
+        config.batch
+    );
+    let (input, labels) = (input.to_device(device), labels.to_device(device));
+    let trainee = Trainee {
+        backbone: backbone.as_ref(),
+        objective: &objective,
+        precision: config.precision,
+    };
+    // Each step ends with the loss read back to the host: the device has finished the step.
+    let first_loss = trainee.step(&mut adam, &mut scaler, &input, &labels)?.loss;
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < timing.steps.max(1) {
+        let t = Instant::now();
+        trainee.step(&mut adam, &mut scaler, &input, &labels)?;
+        times.push(t.elapsed().as_secs_f64());
+        if started.elapsed() > timing.budget {
+            break;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let seconds_per_step = times[times.len() / 2];
+    Ok(StepMeasurement {
+        seconds_per_step,
+        images_per_second: config.batch as f64 / seconds_per_step,
+        first_loss,
+        steps: times.len(),
+        peak_bytes: memory::peak_bytes()?,
+    })
+}
+
+/// The PyTorch peer's command line for `config` on what [`prepare`] wrote in `dir` (where the
+/// script is written too), run by `python`.
+pub fn peer_command(
+    python: &Path,
+    dir: &Path,
+    config: &Config,
+    timing: &Timing,
+) -> Result<Command> {
+    let script = dir.join("torch_step.py");
+    std::fs::write(&script, TORCH_STEP_PY)
+        .with_context(|| format!("{}: cannot write the PyTorch peer", script.display()))?;
+    let (loss, optimizer) = (LossConfig::default(), OptimizerConfig::default());
+    let mut command = Command::new(python);
+    // The allocator settings `fit` gives itself (mallopt in the trainer's main.rs), as glibc
+    // tunables: without them PyTorch, on the same glibc, would lose time to page faults that the
+    // trainer does not, and the comparison would measure the allocator.
+    command.env(
+        "GLIBC_TUNABLES",
+        "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647",
+    );
+    command.arg(&script);
+    command.arg("--input").arg(dir);
+    for (flag, value) in [
+        ("--arch", config.arch.name().to_string()),
+        ("--threads", config.threads.to_string()),
+        ("--device", config.device.name().to_string()),
+        ("--precision", config.precision.name().to_string()),
+        ("--steps", timing.steps.to_string()),
+        ("--max-seconds", timing.budget.as_secs_f64().to_string()),
+        ("--lr", optimizer.lr.to_string()),
+        ("--weight-decay", optimizer.weight_decay.to_string()),
+        ("--tau", loss.tau.to_string()),
+    ] {
+        command.args([flag, &value]);
+    }
+    Ok(command)
+}
+
+/// Runs a child and reads the [`StepMeasurement`] it prints.
+pub fn run_child(mut command: Command) -> StepOutcome {
+    let out = match command.output() {
+        Ok(out) => out,
+        Err(e) => {
+            return StepOutcome::Failed {
+                reason: format!("cannot start {:?}: {e}", command.get_program()),
+            }
+        }
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return StepOutcome::Failed {
+            reason: format!("{}: {}", out.status, tail.join(" / ")),
+        };
+    }
+    match serde_json::from_slice(&out.stdout) {
+        Ok(m) => StepOutcome::Measured(m),
+        Err(e) => StepOutcome::Failed {
+            reason: format!("unreadable measurement ({e})"),
+        },
+    }
+}
+
+/// The rows as a markdown table, each configuration's two implementations side by side.
+pub fn markdown(rows: &[StepRow], timing: &Timing) -> String {
+    let mut out = format!(
+        "Training step (forward, Smooth-AP paper mode in float32 at tau 0.01, backward, Adam), \
+         {PER_CLASS} faces per person, images per second over the median of up to {} steps \
+         after one warm-up step; peak is the process's peak resident size. Machine: {}.\n\n\
+         | model | batch | threads | device | precision | smoothface img/s | PyTorch img/s | \
+         ratio | peak smoothface / PyTorch | first loss smoothface / PyTorch |\n\
+         |---|---:|---:|---|---|---:|---:|---:|---|---|\n",
+        timing.steps,
+        machine()
+    );
+    let speed = |o: &StepOutcome| match o {
+        StepOutcome::Measured(m) => format!("{:.1}", m.images_per_second),
+        StepOutcome::Failed { reason } => format!("failed ({reason})"),
+    };
+    let measured = |o: &Option<StepOutcome>| match o {
+        Some(StepOutcome::Measured(m)) => Some(*m),
+        _ => None,
+    };
+    for row in rows {
+        let c = &row.config;
+        let ours = measured(&Some(row.smoothface.clone()));
+        let theirs = measured(&row.pytorch);
+        let peer = row.pytorch.as_ref().map_or("not run".into(), speed);
+        let (ratio, peak, loss) = match (ours, theirs) {
+            (Some(a), Some(b)) => (
+                format!("{:.2}x", a.images_per_second / b.images_per_second),
+                format!(
+                    "{} / {}",
+                    bytes_text(a.peak_bytes),
+                    bytes_text(b.peak_bytes)
+                ),
+                format!("{:.6} / {:.6}", a.first_loss, b.first_loss),
+            ),
+            (Some(a), None) => (
+                "-".into(),
+                format!("{} / -", bytes_text(a.peak_bytes)),
+                format!("{:.6} / -", a.first_loss),
+            ),
+            _ => ("-".into(), "-".into(), "-".into()),
+        };
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {peer} | {ratio} | {peak} | {loss} |\n",
+            c.arch,
+            c.batch,
+            c.threads,
+            c.device.name(),
+            c.precision,
+            speed(&row.smoothface)
+        );
+    }
+    out
+}
+
+/// What the loader alone sustains: batches of `batch` faces of `folder` decoded, augmented and
+/// stacked by `workers` threads (pinned for `device` when it is a GPU), nothing consuming them,
+/// for about `budget`. Returns images per second.
+pub fn loader_speed(
+    set: &TrainingSet,
+    batch: usize,
+    workers: usize,
+    device: Device,
+    budget: Duration,
+) -> Result<f64> {
+    let sampler = PkSampler::new(set.labels(), PER_CLASS as usize, batch, 0)?;
+    let spec = crate::backbone::input_spec(Arch::MobileFaceNet);
+    let settings = LoaderSettings {
+        workers,
+        shift: 4,
+        flip: 0.5,
+        device,
+    };
+    let started = Instant::now();
+    let mut images = 0;
+    let mut epoch = 0;
+    while started.elapsed() < budget {
+        let batches = sampler.epoch(epoch);
+        ensure!(!batches.is_empty(), "too few people for a batch of {batch}");
+        load_epoch(set, &spec, &batches, epoch as u64, &settings, |b| {
+            images += b.images;
+            if started.elapsed() < budget {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        epoch += 1;
+    }
+    Ok(images as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child's measurement on a small MobileFaceNet batch: the loss of the warm-up step is
+    /// the loss of the written weights and batch (computed here independently, without the
+    /// step), and the step really trains (a second measurement from the same files starts
+    /// from the same loss: nothing is carried over through the files).
+    #[test]
+    fn measures_a_step_from_the_written_weights_and_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path(), Arch::MobileFaceNet, 8).unwrap();
+        let config = Config {
+            arch: Arch::MobileFaceNet,
+            batch: 8,
+            threads: 1,
+            device: DeviceName::Cpu,
+            precision: Precision::F32,
+        };
+        let timing = Timing {
+            steps: 2,
+            budget: Duration::from_secs(30),
+        };
+        let m = measure(dir.path(), &config, &timing).unwrap();
+        assert!(m.steps == 2 && m.seconds_per_step > 0.0 && m.peak_bytes > 1 << 20);
+        assert!((m.images_per_second - 8.0 / m.seconds_per_step).abs() < 1e-9);
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let backbone = Arch::MobileFaceNet.build(&vs.root(), Options::default());
+        let weights = dir.path().join("weights.safetensors");
+        checkpoint::load_into(&vs, "", &checkpoint::read(&weights).unwrap(), &weights).unwrap();
+        let batch = checkpoint::read(&dir.path().join("batch.safetensors")).unwrap();
+        let embeddings = tch::no_grad(|| backbone.forward_t(&batch["input"], true));
+        let expected = crate::loss::SmoothAp::new(crate::loss::Mode::Paper, 0.01)
+            .unwrap()
+            .loss(&embeddings, &batch["labels"])
+            .unwrap()
+            .double_value(&[]);
+        assert!(
+            (m.first_loss - expected).abs() < 1e-6,
+            "{m:?} vs {expected}"
+        );
+        let again = measure(dir.path(), &config, &timing).unwrap();
+        assert_eq!(again.first_loss, m.first_loss);
+
+        let wrong = Config {
+            batch: 16,
+            ..config
+        };
+        assert!(measure(dir.path(), &wrong, &timing).is_err());
+        assert!(prepare(dir.path(), Arch::MobileFaceNet, 6).is_err());
+    }
+
+    #[test]
+    fn the_table_puts_the_peer_beside_each_row() {
+        let m = |ips: f64, loss| {
+            StepOutcome::Measured(StepMeasurement {
+                seconds_per_step: 64.0 / ips,
+                images_per_second: ips,
+                first_loss: loss,
+                steps: 3,
+                peak_bytes: 3 << 30,
+            })
+        };
+        let config = Config {
+            arch: Arch::MobileFaceNet,
+            batch: 64,
+            threads: 2,
+            device: DeviceName::Cpu,
+            precision: Precision::Bf16,
+        };
+        let rows = [
+            StepRow {
+                config,
+                smoothface: m(60.0, 0.5),
+                pytorch: Some(m(40.0, 0.5)),
+            },
+            StepRow {
+                config: Config {
+                    threads: 1,
+                    ..config
+                },
+                smoothface: m(30.0, 0.25),
+                pytorch: None,
+            },
+        ];
+        let timing = Timing {
+            steps: 3,
+            budget: Duration::from_secs(60),
+        };
+        let table = markdown(&rows, &timing);
+        assert!(
+            table.contains("| mobilefacenet | 64 | 2 | cpu | bf16 | 60.0 | 40.0 | 1.50x | 3.00 GiB / 3.00 GiB | 0.500000 / 0.500000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| mobilefacenet | 64 | 1 | cpu | bf16 | 30.0 | not run | - | 3.00 GiB / - | 0.250000 / - |"),
+            "{table}"
+        );
+    }
+}
