@@ -570,8 +570,10 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
             smoothface_trainer::data::folder::FaceFolder::open(faces, step::PER_CLASS as usize)?;
         let set = smoothface_trainer::data::loader::TrainingSet::Folder(folder);
         let device = args.device[0].resolve()?;
+        // The first batch size, or as many people as the folder has when they are fewer.
+        let people = set.labels().iter().max().map_or(0, |&l| l as usize + 1);
+        let batch = (args.batches[0] as usize).min(people * step::PER_CLASS as usize);
         for &workers in &args.loader_workers {
-            let batch = args.batches[0] as usize;
             let speed = step::loader_speed(
                 &set,
                 batch,
@@ -663,13 +665,17 @@ struct FitArgs {
 /// freed, so every step faulted in tens of GB of zeroed pages again: with batch 224 on
 /// MobileFaceNet, 60% of the time went to the kernel. Reusing the heap made training 2.2x
 /// faster on this machine (8.4 -> 18.9 images/s), at the cost of keeping the peak allocated.
+/// The trim threshold is -1 (never trim), not the largest `int`: a step frees more than 2 GB at
+/// once at batch 224, and a 2 GB threshold still gave it back to the kernel every step (17% of
+/// a step's time zeroing pages again, measured with `bench-step`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     // SAFETY: mallopt only sets allocator parameters; it is called before any worker thread
-    // exists. Failures (return 0) leave the defaults, which are only slower.
+    // exists. Failures (return 0) leave the defaults, which are only slower. glibc reads the
+    // threshold as a size_t: -1 is "never".
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
     }
 }
 

@@ -267,7 +267,7 @@ pub fn peer_command(
     // trainer does not, and the comparison would measure the allocator.
     command.env(
         "GLIBC_TUNABLES",
-        "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647",
+        "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615",
     );
     command.arg(&script);
     command.arg("--input").arg(dir);
