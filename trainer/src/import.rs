@@ -374,3 +374,22 @@ impl Weight<'_> {
         )
     }
 }
+
+/// What several crates' tests start from.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// The pretrained MobileFaceNet (`models/mobilefacenet/fr_feature.onnx`), imported into a
+    /// checkpoint in `dir` and loaded into a fresh var store on the CPU.
+    pub fn pretrained_mobilefacenet(dir: &Path) -> (nn::VarStore, Box<dyn Backbone>) {
+        let ckpt = dir.join("mobilefacenet.safetensors");
+        let onnx = smoothface_tests::models().join("mobilefacenet/fr_feature.onnx");
+        import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
+        let tensors = checkpoint::read(&ckpt).unwrap();
+        checkpoint::load_into(&vs, "mobilefacenet", &tensors, &ckpt).unwrap();
+        (vs, net)
+    }
+}

@@ -339,6 +339,19 @@ struct BenchArgs {
     child: Option<Form>,
 }
 
+/// The benchmarks' thread counts: those given, else 1 and every hardware thread.
+fn thread_counts(given: &[i32]) -> Vec<i32> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+    if all > 1 {
+        vec![1, all]
+    } else {
+        vec![1]
+    }
+}
+
 fn bench_loss(args: &BenchArgs) -> Result<()> {
     SmoothAp::new(args.mode, args.tau)?;
     let setup = Setup {
@@ -363,16 +376,7 @@ fn bench_loss(args: &BenchArgs) -> Result<()> {
             args.per_identity
         );
     }
-    let threads = if args.threads.is_empty() {
-        let all = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-        if all > 1 {
-            vec![1, all]
-        } else {
-            vec![1]
-        }
-    } else {
-        args.threads.clone()
-    };
+    let threads = thread_counts(&args.threads);
     let exe = std::env::current_exe().context("finding this binary to run the children")?;
     let child = |form: Form, batch: i64, threads: i32| {
         let mut command = std::process::Command::new(&exe);
@@ -481,16 +485,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         steps: args.steps as usize,
         budget: std::time::Duration::from_secs_f64(args.max_seconds.max(0.0)),
     };
-    let threads = if args.threads.is_empty() {
-        let all = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-        if all > 1 {
-            vec![1, all]
-        } else {
-            vec![1]
-        }
-    } else {
-        args.threads.clone()
-    };
+    let threads = thread_counts(&args.threads);
     if let Some(dir) = &args.child {
         // The step as `fit` takes it, with its allocator settings.
         keep_freed_memory();

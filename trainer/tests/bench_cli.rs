@@ -1,5 +1,5 @@
-//! `smoothface-train bench-loss` end to end: the children's memory measurement in processes of
-//! their own, and the table.
+//! `smoothface-train bench-loss` end to end (the children's memory measurement in processes of
+//! their own, and the table) and `bench-step` beside its PyTorch peer.
 
 use std::process::Command;
 
@@ -83,4 +83,72 @@ fn table_and_json() {
     );
     assert_eq!(rows[3]["status"], "skipped");
     assert_eq!(json["setup"]["mode"], "official");
+}
+
+/// `bench-step` end to end, with its PyTorch peer (`bench/torch_step.py` in `.venv-torch`, which
+/// `scripts/setup --trainer` installs): for both backbones the peer loads the trainer's weights
+/// by name (it refuses weights that do not fit its model) and its warm-up step computes the
+/// trainer's loss on the same batch, which holds only if the two are the same network with the
+/// same Smooth-AP. The JSON has a row per configuration with both measurements.
+#[test]
+fn bench_step_runs_the_same_step_as_pytorch() {
+    let python = smoothface_tests::repo().join(".venv-torch/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup --trainer (scripts/test does)",
+        python.display()
+    );
+    let python = python.to_string_lossy().into_owned();
+    let report: serde_json::Value = serde_json::from_str(&run(&[
+        "bench-step",
+        "--batches",
+        "8",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--max-seconds",
+        "0",
+        "--python",
+        &python,
+        "--json",
+    ]))
+    .unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let archs: Vec<&str> = rows.iter().map(|r| r["arch"].as_str().unwrap()).collect();
+    assert_eq!(archs, ["mobilefacenet", "iresnet50"]);
+    for row in rows {
+        let (ours, peer) = (&row["smoothface"], &row["pytorch"]);
+        assert_eq!(ours["status"], "measured", "{row}");
+        assert_eq!(peer["status"], "measured", "{row}");
+        let (a, b) = (
+            ours["first_loss"].as_f64().unwrap(),
+            peer["first_loss"].as_f64().unwrap(),
+        );
+        assert!(a > 0.0 && a < 1.0 && (a - b).abs() < 1e-5, "{row}");
+        assert_eq!(ours["steps"], 1);
+        let ips = ours["images_per_second"].as_f64().unwrap();
+        let seconds = ours["seconds_per_step"].as_f64().unwrap();
+        assert!((ips * seconds - 8.0).abs() < 1e-6, "{row}");
+    }
+
+    // A peer that cannot start is a failed row, not a failed benchmark.
+    let report: serde_json::Value = serde_json::from_str(&run(&[
+        "bench-step",
+        "--arch",
+        "mobilefacenet",
+        "--batches",
+        "8",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--python",
+        "/nonexistent/python",
+        "--json",
+    ]))
+    .unwrap();
+    let row = &report["rows"][0];
+    assert_eq!(row["smoothface"]["status"], "measured");
+    assert_eq!(row["pytorch"]["status"], "failed", "{row}");
 }

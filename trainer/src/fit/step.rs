@@ -56,10 +56,10 @@ impl Trainee<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::{Arch, Options, EMBEDDING_SIZE};
+    use crate::backbone::{Arch, EMBEDDING_SIZE};
     use crate::config::{LossConfig, OptimizerConfig};
     use crate::precision::cast;
-    use tch::{nn, Device};
+    use tch::nn;
 
     /// Every trainable variable of `vs`, flattened and concatenated, in name order.
     fn flat(vs: &nn::VarStore, of: impl Fn(&Tensor) -> Tensor) -> Tensor {
@@ -82,25 +82,17 @@ mod tests {
         (a.dot(b) / (a.norm() * b.norm())).double_value(&[])
     }
 
-    /// The pretrained MobileFaceNet (imported into `ckpt`) and Smooth-AP at τ = 0.1, one step
+    /// The pretrained MobileFaceNet (imported into `dir`) and Smooth-AP at τ = 0.1, one step
     /// in `precision` on `input` (16 faces of 4 people); returns the loss, the gradient and the
     /// weights' change (flattened), and the embeddings of the starting weights as the backbone
     /// computes them in `precision`.
     fn one_step(
         precision: Precision,
-        ckpt: &std::path::Path,
+        dir: &std::path::Path,
         input: &Tensor,
         labels: &Tensor,
     ) -> (f64, Tensor, Tensor, Tensor) {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let backbone = Arch::MobileFaceNet.build(&vs.root(), Options::default());
-        crate::checkpoint::load_into(
-            &vs,
-            "mobilefacenet",
-            &crate::checkpoint::read(ckpt).unwrap(),
-            ckpt,
-        )
-        .unwrap();
+        let (vs, backbone) = crate::import::testing::pretrained_mobilefacenet(dir);
         let loss = LossConfig {
             tau: 0.1,
             ..LossConfig::default()
@@ -143,9 +135,6 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let ckpt = dir.path().join("m.safetensors");
-        let onnx = smoothface_tests::models().join("mobilefacenet/fr_feature.onnx");
-        crate::import::import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
         let folder = crate::data::folder::FaceFolder::open(&faces, 4).unwrap();
         // 4 photos of each of the first 4 people.
         let order: Vec<usize> = (0..4)
@@ -158,8 +147,10 @@ mod tests {
         let input = folder.load_batch(&order, &spec).unwrap();
         let labels =
             Tensor::from_slice(&order.iter().map(|&i| folder.labels[i]).collect::<Vec<_>>());
-        let (loss32, grad32, delta32, emb32) = one_step(Precision::F32, &ckpt, &input, &labels);
-        let (loss16, grad16, delta16, emb16) = one_step(Precision::Bf16, &ckpt, &input, &labels);
+        let (loss32, grad32, delta32, emb32) =
+            one_step(Precision::F32, dir.path(), &input, &labels);
+        let (loss16, grad16, delta16, emb16) =
+            one_step(Precision::Bf16, dir.path(), &input, &labels);
         assert_eq!((emb32.kind(), emb16.kind()), (Kind::Float, Kind::BFloat16));
         let emb_diff = (emb16.to_kind(Kind::Float) - &emb32)
             .abs()

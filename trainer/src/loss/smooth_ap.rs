@@ -411,7 +411,7 @@ mod tests {
     /// uneven classes. Skipped, saying so, without the faces.
     #[test]
     fn matches_the_naive_definition_on_real_embeddings() {
-        use crate::backbone::{Arch, Options};
+        use crate::backbone::Arch;
         use crate::data::folder::FaceFolder;
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
@@ -420,13 +420,7 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let ckpt = dir.path().join("m.safetensors");
-        let onnx = smoothface_tests::models().join("mobilefacenet/fr_feature.onnx");
-        crate::import::import(&onnx, Arch::MobileFaceNet, &ckpt).unwrap();
-        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
-        let tensors = crate::checkpoint::read(&ckpt).unwrap();
-        crate::checkpoint::load_into(&vs, "mobilefacenet", &tensors, &ckpt).unwrap();
+        let (_vs, net) = crate::import::testing::pretrained_mobilefacenet(dir.path());
 
         let folder = FaceFolder::open(&faces, 1).unwrap();
         let mut order: Vec<usize> = (0..folder.len()).collect();
