@@ -85,6 +85,26 @@ fn table_and_json() {
     assert_eq!(json["setup"]["mode"], "official");
 }
 
+/// `bench-step --json` of one timed step at batch 8 on one thread, its peer run by `python`.
+fn bench_step(python: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench-step",
+        "--batches",
+        "8",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--max-seconds",
+        "0",
+        "--python",
+        python,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&run(&args)).unwrap()
+}
+
 /// `bench-step` end to end, with its PyTorch peer (`bench/torch_step.py` in `.venv-torch`, which
 /// `scripts/setup --trainer` installs): for both backbones the peer loads the trainer's weights
 /// by name (it refuses weights that do not fit its model) and its warm-up step computes the
@@ -99,21 +119,7 @@ fn bench_step_runs_the_same_step_as_pytorch() {
         python.display()
     );
     let python = python.to_string_lossy().into_owned();
-    let report: serde_json::Value = serde_json::from_str(&run(&[
-        "bench-step",
-        "--batches",
-        "8",
-        "--threads",
-        "1",
-        "--steps",
-        "1",
-        "--max-seconds",
-        "0",
-        "--python",
-        &python,
-        "--json",
-    ]))
-    .unwrap();
+    let report = bench_step(&python, &[]);
     let rows = report["rows"].as_array().unwrap();
     let archs: Vec<&str> = rows.iter().map(|r| r["arch"].as_str().unwrap()).collect();
     assert_eq!(archs, ["mobilefacenet", "iresnet50"]);
@@ -133,21 +139,7 @@ fn bench_step_runs_the_same_step_as_pytorch() {
     }
 
     // A peer that cannot start is a failed row, not a failed benchmark.
-    let report: serde_json::Value = serde_json::from_str(&run(&[
-        "bench-step",
-        "--arch",
-        "mobilefacenet",
-        "--batches",
-        "8",
-        "--threads",
-        "1",
-        "--steps",
-        "1",
-        "--python",
-        "/nonexistent/python",
-        "--json",
-    ]))
-    .unwrap();
+    let report = bench_step("/nonexistent/python", &["--arch", "mobilefacenet"]);
     let row = &report["rows"][0];
     assert_eq!(row["smoothface"]["status"], "measured");
     assert_eq!(row["pytorch"]["status"], "failed", "{row}");
