@@ -68,7 +68,21 @@ enum Command {
     BenchLoss(BenchArgs),
     /// Benchmark a whole training step (forward, loss, backward, Adam) against PyTorch's
     #[command(
-        long_about = "Benchmark a whole training step of MobileFaceNet and IResNet-50 (forward         in the chosen precision, Smooth-AP in float32, backward, Adam), this trainer beside         PyTorch's own step in Python on the same architecture, weights and batch, side by side         in one run. For each model and batch the weights and a batch are drawn once and written         as safetensors; each configuration then runs in a fresh child process per         implementation: this binary again, and bench/torch_step.py (built into this binary)         under --python. Both report the loss of their warm-up step, which must agree. Prints a         markdown table (or --json).\n\n        With --faces, also measures the data loader alone (decode, augment, stack; pinned         memory for a GPU) on that folder of aligned crops at each --loader-workers count: the         ceiling of images per second that the loader can feed a step.\n\n          smoothface-train bench-step\n          smoothface-train bench-step --arch mobilefacenet --batches 64 --threads 2 --precision f32,bf16\n          smoothface-train bench-step --device cuda --threads 8 --precision f32,bf16,f16 --json\n          smoothface-train bench-step --arch mobilefacenet --batches 224 --faces ../shared/data/faces/glint-aligned12"
+        long_about = "Benchmark a whole training step of MobileFaceNet and IResNet-50 (forward \
+        in the chosen precision, Smooth-AP in float32, backward, Adam), this trainer beside \
+        PyTorch's own step in Python on the same architecture, weights and batch, side by side \
+        in one run. For each model and batch the weights and a batch are drawn once and written \
+        as safetensors; each configuration then runs in a fresh child process per \
+        implementation: this binary again, and bench/torch_step.py (built into this binary) \
+        under --python. Both report the loss of their warm-up step, which must agree. Prints a \
+        markdown table (or --json).\n\n\
+        With --faces, also measures the data loader alone (decode, augment, stack; pinned \
+        memory for a GPU) on that folder of aligned crops at each --loader-workers count: the \
+        ceiling of images per second that the loader can feed a step.\n\n  \
+        smoothface-train bench-step\n  \
+        smoothface-train bench-step --arch mobilefacenet --batches 64 --threads 2 --precision f32,bf16\n  \
+        smoothface-train bench-step --device cuda --threads 8 --precision f32,bf16,f16 --json\n  \
+        smoothface-train bench-step --arch mobilefacenet --batches 224 --faces ../shared/data/faces/glint-aligned12"
     )]
     BenchStep(BenchStepArgs),
     /// Build a checkpoint from a pretrained ONNX embedder
