@@ -541,26 +541,20 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
                             device,
                             precision,
                         };
-                        let mut ours = std::process::Command::new(&exe);
-                        ours.arg("bench-step").arg("--child").arg(dir.path());
-                        for (flag, value) in [
-                            ("--arch", arch.name().to_string()),
-                            ("--batches", batch.to_string()),
-                            ("--threads", threads.to_string()),
-                            ("--device", device.name().to_string()),
-                            ("--precision", precision.name().to_string()),
-                            ("--steps", args.steps.to_string()),
-                            ("--max-seconds", args.max_seconds.to_string()),
-                        ] {
-                            ours.args([flag, &value]);
-                        }
-                        let smoothface = step::run_child(ours);
-                        let pytorch = if args.no_peer {
-                            None
-                        } else {
-                            let peer = step::peer_command(&python, dir.path(), &config, &timing)?;
-                            Some(step::run_child(peer))
-                        };
+                        let smoothface = step::run_child(step::child_command(
+                            &exe,
+                            dir.path(),
+                            &config,
+                            &timing,
+                        ));
+                        let pytorch = (!args.no_peer).then(|| {
+                            step::run_child(step::peer_command(
+                                &python,
+                                dir.path(),
+                                &config,
+                                &timing,
+                            ))
+                        });
                         let row = step::StepRow {
                             config,
                             smoothface,
@@ -591,7 +585,11 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
                 std::time::Duration::from_secs(10),
             )?;
             eprintln!("bench-step: loader, {workers} workers, batch {batch}: {speed:.0} images/s");
-            loader.push(serde_json::json!({ "workers": workers, "batch": batch, "images_per_second": speed }));
+            loader.push(step::LoaderRow {
+                workers,
+                batch,
+                images_per_second: speed,
+            });
         }
     }
     if args.json {
@@ -600,25 +598,9 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         println!("{report}");
     } else {
         print!("{}", step::markdown(&rows, &timing));
-        if !loader.is_empty() {
-            println!(
-                "\nLoader alone on {} (decode, augment, stack{}):\n",
-                args.faces.as_ref().expect("measured").display(),
-                if args.device[0] == DeviceName::Cuda {
-                    ", pinned"
-                } else {
-                    ""
-                }
-            );
-            println!("| loader workers | batch | images/s |\n|---:|---:|---:|");
-            for l in &loader {
-                println!(
-                    "| {} | {} | {:.0} |",
-                    l["workers"],
-                    l["batch"],
-                    l["images_per_second"].as_f64().unwrap_or(0.0)
-                );
-            }
+        if let Some(faces) = &args.faces {
+            let pinned = args.device[0] == DeviceName::Cuda;
+            print!("\n{}", step::loader_markdown(faces, pinned, &loader));
         }
     }
     Ok(())

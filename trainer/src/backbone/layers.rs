@@ -136,11 +136,8 @@ impl PRelu {
 impl nn::Module for PRelu {
     /// In its input's kind (the slopes are cast to it).
     fn forward(&self, xs: &Tensor) -> Tensor {
-        if xs.kind() == self.slope.kind() {
-            xs.prelu(&self.slope)
-        } else {
-            xs.prelu(&self.slope.to_kind(xs.kind()))
-        }
+        // `to_kind` to the slopes' own kind is the slopes themselves, no copy.
+        xs.prelu(&self.slope.to_kind(xs.kind()))
     }
 }
 

@@ -225,16 +225,21 @@ fn run_child(mut command: Command) -> Result<Outcome> {
         .output()
         .with_context(|| format!("starting {command:?}"))?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Ok(Outcome::Failed {
-            reason: format!("{}: {}", out.status, tail.join(" / ")),
+            reason: failure(&out),
         });
     }
     let measurement = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("reading the measurement of {command:?}"))?;
     Ok(Outcome::Measured(measurement))
+}
+
+/// Why a child failed, for a table cell: its exit status and the last lines of its error output.
+fn failure(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!("{}: {}", out.status, tail.join(" / "))
 }
 
 fn time_text(seconds: f64) -> String {

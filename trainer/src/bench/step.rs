@@ -10,10 +10,10 @@
 //! one warm-up step, whose loss they report (the two must agree: the same model, weights,
 //! batch and loss), then time up to `steps` steps within a time budget and report the median.
 
-use super::{bytes_text, machine, memory};
+use super::{bytes_text, failure, machine, memory};
 use crate::backbone::{Arch, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
-use crate::config::{LossConfig, OptimizerConfig};
+use crate::config::{DeviceChoice, LossConfig, OptimizerConfig};
 use crate::data::loader::{load_epoch, LoaderSettings, TrainingSet};
 use crate::data::sampler::PkSampler;
 use crate::fit::{Objective, Trainee};
@@ -28,30 +28,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
 
-/// The PyTorch peer, written next to the weights and batch for each run.
+/// The PyTorch peer, written next to the weights and batch by [`prepare`].
 pub const TORCH_STEP_PY: &str = include_str!("../../../bench/torch_step.py");
+
+/// The peer's file name in the folder [`prepare`] writes.
+const PEER_SCRIPT: &str = "torch_step.py";
 
 /// Photos of each person in a batch, as `fit` trains by default.
 pub const PER_CLASS: i64 = 4;
-
-/// Which implementation a row measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Implementation {
-    /// This trainer (tch).
-    Smoothface,
-    /// PyTorch in Python.
-    PyTorch,
-}
-
-impl fmt::Display for Implementation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Implementation::Smoothface => "smoothface",
-            Implementation::PyTorch => "pytorch",
-        })
-    }
-}
 
 /// One configuration: what both implementations run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -93,15 +77,10 @@ impl DeviceName {
     /// The libtorch device; an error for CUDA when libtorch sees none.
     pub fn resolve(self) -> Result<Device> {
         match self {
-            DeviceName::Cpu => Ok(Device::Cpu),
-            DeviceName::Cuda => {
-                ensure!(
-                    tch::Cuda::is_available(),
-                    "libtorch sees no CUDA device (was smoothface-train built with --features cuda?)"
-                );
-                Ok(Device::Cuda(0))
-            }
+            DeviceName::Cpu => DeviceChoice::Cpu,
+            DeviceName::Cuda => DeviceChoice::Cuda,
         }
+        .resolve()
     }
 }
 
@@ -173,8 +152,9 @@ fn labels(batch: i64) -> Tensor {
     Tensor::arange(batch, (Kind::Int64, Device::Cpu)).floor_divide_scalar(PER_CLASS)
 }
 
-/// Writes `weights.safetensors` (a freshly initialised `arch`, seeded) and `batch.safetensors`
-/// (`input`: `batch` faces of uniform noise in the normalised range [-1, 1]; `labels`) to `dir`.
+/// Writes `weights.safetensors` (a freshly initialised `arch`, seeded), `batch.safetensors`
+/// (`input`: `batch` faces of uniform noise in the normalised range [-1, 1]; `labels`) and the
+/// PyTorch peer `torch_step.py` to `dir`.
 pub fn prepare(dir: &Path, arch: Arch, batch: i64) -> Result<()> {
     ensure!(
         batch >= 2 * PER_CLASS && batch % PER_CLASS == 0,
@@ -191,7 +171,10 @@ pub fn prepare(dir: &Path, arch: Arch, batch: i64) -> Result<()> {
     checkpoint::write(
         &[("input".into(), input), ("labels".into(), labels(batch))],
         &dir.join("batch.safetensors"),
-    )
+    )?;
+    let script = dir.join(PEER_SCRIPT);
+    std::fs::write(&script, TORCH_STEP_PY)
+        .with_context(|| format!("{}: cannot write the PyTorch peer", script.display()))
 }
 
 /// The child's side: loads what [`prepare`] wrote in `dir` and times [`Trainee::step`] in
@@ -249,17 +232,28 @@ pub fn measure(dir: &Path, config: &Config, timing: &Timing) -> Result<StepMeasu
     })
 }
 
-/// The PyTorch peer's command line for `config` on what [`prepare`] wrote in `dir` (where the
-/// script is written too), run by `python`.
-pub fn peer_command(
-    python: &Path,
-    dir: &Path,
-    config: &Config,
-    timing: &Timing,
-) -> Result<Command> {
-    let script = dir.join("torch_step.py");
-    std::fs::write(&script, TORCH_STEP_PY)
-        .with_context(|| format!("{}: cannot write the PyTorch peer", script.display()))?;
+/// This binary's child command line for `config` on what [`prepare`] wrote in `dir`: `exe
+/// bench-step --child DIR ...`, which calls [`measure`].
+pub fn child_command(exe: &Path, dir: &Path, config: &Config, timing: &Timing) -> Command {
+    let mut command = Command::new(exe);
+    command.arg("bench-step").arg("--child").arg(dir);
+    for (flag, value) in [
+        ("--arch", config.arch.name().to_string()),
+        ("--batches", config.batch.to_string()),
+        ("--threads", config.threads.to_string()),
+        ("--device", config.device.name().to_string()),
+        ("--precision", config.precision.name().to_string()),
+        ("--steps", timing.steps.to_string()),
+        ("--max-seconds", timing.budget.as_secs_f64().to_string()),
+    ] {
+        command.args([flag, &value]);
+    }
+    command
+}
+
+/// The PyTorch peer's command line for `config` on what [`prepare`] wrote in `dir`, run by
+/// `python`.
+pub fn peer_command(python: &Path, dir: &Path, config: &Config, timing: &Timing) -> Command {
     let (loss, optimizer) = (LossConfig::default(), OptimizerConfig::default());
     let mut command = Command::new(python);
     // The allocator settings `fit` gives itself (mallopt in the trainer's main.rs), as glibc
@@ -269,7 +263,7 @@ pub fn peer_command(
         "GLIBC_TUNABLES",
         "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615",
     );
-    command.arg(&script);
+    command.arg(dir.join(PEER_SCRIPT));
     command.arg("--input").arg(dir);
     for (flag, value) in [
         ("--arch", config.arch.name().to_string()),
@@ -284,7 +278,7 @@ pub fn peer_command(
     ] {
         command.args([flag, &value]);
     }
-    Ok(command)
+    command
 }
 
 /// Runs a child and reads the [`StepMeasurement`] it prints.
@@ -298,11 +292,8 @@ pub fn run_child(mut command: Command) -> StepOutcome {
         }
     };
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         return StepOutcome::Failed {
-            reason: format!("{}: {}", out.status, tail.join(" / ")),
+            reason: failure(&out),
         };
     }
     match serde_json::from_slice(&out.stdout) {
@@ -329,14 +320,14 @@ pub fn markdown(rows: &[StepRow], timing: &Timing) -> String {
         StepOutcome::Measured(m) => format!("{:.1}", m.images_per_second),
         StepOutcome::Failed { reason } => format!("failed ({reason})"),
     };
-    let measured = |o: &Option<StepOutcome>| match o {
+    let measured = |o: Option<&StepOutcome>| match o {
         Some(StepOutcome::Measured(m)) => Some(*m),
         _ => None,
     };
     for row in rows {
         let c = &row.config;
-        let ours = measured(&Some(row.smoothface.clone()));
-        let theirs = measured(&row.pytorch);
+        let ours = measured(Some(&row.smoothface));
+        let theirs = measured(row.pytorch.as_ref());
         let peer = row.pytorch.as_ref().map_or("not run".into(), speed);
         let (ratio, peak, loss) = match (ours, theirs) {
             (Some(a), Some(b)) => (
@@ -363,6 +354,35 @@ pub fn markdown(rows: &[StepRow], timing: &Timing) -> String {
             c.device.name(),
             c.precision,
             speed(&row.smoothface)
+        );
+    }
+    out
+}
+
+/// One loader measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LoaderRow {
+    /// Worker threads.
+    pub workers: usize,
+    /// Faces per batch.
+    pub batch: usize,
+    /// Images per second, nothing consuming them.
+    pub images_per_second: f64,
+}
+
+/// The loader's rows as a markdown table, under a line naming `folder` and whether the batches
+/// were `pinned`.
+pub fn loader_markdown(folder: &Path, pinned: bool, rows: &[LoaderRow]) -> String {
+    let mut out = format!(
+        "Loader alone on {} (decode, augment, stack{}):\n\n\
+         | loader workers | batch | images/s |\n|---:|---:|---:|\n",
+        folder.display(),
+        if pinned { ", pinned" } else { "" }
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {:.0} |\n",
+            r.workers, r.batch, r.images_per_second
         );
     }
     out
@@ -496,6 +516,17 @@ mod tests {
             budget: Duration::from_secs(60),
         };
         let table = markdown(&rows, &timing);
+        let loader = [LoaderRow {
+            workers: 2,
+            batch: 48,
+            images_per_second: 4254.4,
+        }];
+        let loader_table = loader_markdown(Path::new("faces"), true, &loader);
+        assert!(
+            loader_table.starts_with("Loader alone on faces (decode, augment, stack, pinned):\n\n")
+                && loader_table.ends_with("|---:|---:|---:|\n| 2 | 48 | 4254 |\n"),
+            "{loader_table}"
+        );
         assert!(
             table.contains("| mobilefacenet | 64 | 2 | cpu | bf16 | 60.0 | 40.0 | 1.50x | 3.00 GiB / 3.00 GiB | 0.500000 / 0.500000 |"),
             "{table}"
