@@ -258,7 +258,7 @@ enum Command {
     /// Measure accuracy on labelled photos
     #[command(subcommand)]
     Eval(EvalCommand),
-    /// Measure speed, each stage beside a peer (onnxruntime, numpy) in the same run
+    /// Measure speed, each stage beside a peer (onnxruntime, faiss, numpy) in the same run
     Bench {
         /// Folder of face photos [default: $SMOOTHFACE_FACES/lfw-devtrain]
         #[arg(long, value_name = "DIR")]
@@ -269,7 +269,8 @@ enum Command {
         /// Photos indexed for the end-to-end rate
         #[arg(long, default_value_t = 200, value_name = "N")]
         e2e_photos: usize,
-        /// Gallery sizes for the search timing
+        /// Gallery sizes for the search timing: the real faces of --search-photos, then
+        /// synthetic faces drawn to match their statistics
         #[arg(
             long,
             value_delimiter = ',',
@@ -277,6 +278,16 @@ enum Command {
             value_name = "N,N,..."
         )]
         search_sizes: Vec<usize>,
+        /// Photos of --photos embedded for the search timing's real faces and queries
+        #[arg(long, default_value_t = 2000, value_name = "N")]
+        search_photos: usize,
+        /// Queries timed at each gallery size: held-out photos of people with another photo in
+        /// the gallery
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        search_queries: usize,
+        /// Only the search timing (exact and compact, beside faiss and numpy)
+        #[arg(long)]
+        search_only: bool,
         /// Another embedder folder timed beside --model, each as written and as the device runs
         /// it, in tract and onnxruntime (repeat: an export, its int8 quantization)
         #[arg(long, value_name = "DIR")]
@@ -287,8 +298,8 @@ enum Command {
         /// Also time every operator of each embedder graph, in tract and onnxruntime
         #[arg(long)]
         profile: bool,
-        /// Python with onnxruntime and numpy [default: .venv-bench/bin/python in the current
-        /// folder, made by `scripts/setup --bench` in the source tree]
+        /// Python with onnxruntime, faiss and numpy [default: .venv-bench/bin/python in the
+        /// current folder, made by `scripts/setup --bench` in the source tree]
         #[arg(long, value_name = "PYTHON")]
         python: Option<PathBuf>,
         /// Faces grouped into people from scratch, ours beside the Immich rule (synthetic
@@ -826,6 +837,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             faces,
             e2e_photos,
             search_sizes,
+            search_photos,
+            search_queries,
+            search_only,
             compare,
             rounds,
             profile,
@@ -866,6 +880,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|f| Path::new(&f).join("lfw-devtrain"))
                     .context("no photos to time: pass --photos DIR or set SMOOTHFACE_FACES")?,
             };
+            let search = bench::search::SearchOptions {
+                sizes: search_sizes.clone(),
+                real_photos: *search_photos,
+                queries: *search_queries,
+                python: python.clone(),
+            };
+            if *search_only {
+                let r = bench::search::run(&g.pipeline()?, &photos, &search)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print_search(&r);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let opts = bench::BenchOptions {
                 model: g.model_dir()?,
                 compare: compare.clone(),
@@ -874,7 +903,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 photos,
                 faces: *faces,
                 e2e_photos: *e2e_photos,
-                search_sizes: search_sizes.clone(),
+                search,
                 python,
                 grouping_faces: *grouping_faces,
                 grouping_add: *grouping_add,
@@ -1707,6 +1736,51 @@ fn print_bench(r: &bench::BenchReport) {
     println!(
         "| index end to end, {} threads | {:.1} photos/s | | |",
         r.threads, r.photos_per_second
+    );
+    println!();
+    print_search(&r.search);
+}
+
+/// The search table in Markdown.
+fn print_search(r: &bench::search::SearchReport) {
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+    println!(
+        "Search, one query at a time, top 10, {} threads; {} real faces of {} people, the rest synthetic; {} queries (median); {}:\n",
+        r.threads,
+        r.real_faces,
+        r.people,
+        r.queries,
+        r.peers.as_deref().unwrap_or("peers not run")
+    );
+    println!("| faces | exact, ours | faiss IndexFlatIP | faiss, 1 thread | numpy | ours / faiss's best | faiss's top 10 = ours | compact, ours | compact recall@10 | compact / faiss's best | memory a face: codes + float32 | codes built in |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &r.rows {
+        let best = row
+            .faiss_ms
+            .zip(row.faiss_one_thread_ms)
+            .map(|(a, b)| a.min(b));
+        let ratio = |ours: f64| best.map_or("-".into(), |f| format!("{:.2}", ours / f));
+        println!(
+            "| {} | {:.2} ms | {} | {} | {} | {} | {} | {:.2} ms | {:.4} | {} | {} + {} B | {:.0} ms |",
+            row.faces,
+            row.exact_ms,
+            ms(row.faiss_ms),
+            ms(row.faiss_one_thread_ms),
+            ms(row.numpy_ms),
+            ratio(row.exact_ms),
+            row.faiss_agreement
+                .map_or("-".into(), |a| format!("{:.1}%", 100.0 * a)),
+            row.compact_ms,
+            row.compact_recall_at_10,
+            ratio(row.compact_ms),
+            row.compact_bytes_per_face,
+            row.float_bytes_per_face,
+            row.compact_build_ms,
+        );
+    }
+    println!(
+        "\nCosine of random pairs: real faces {:.3} ± {:.3}, synthetic {:.3} ± {:.3}.",
+        r.real_pairs.mean, r.real_pairs.sd, r.synthetic_pairs.mean, r.synthetic_pairs.sd
     );
 }
 

@@ -279,7 +279,9 @@ pub fn watch(
     let emb = &pipeline.embedder;
     let (model_id, dim) = db::find_model(conn, &emb.model_id)?.unwrap_or((-1, emb.dim()));
     let known = known_people(conn, model_id, dim)?;
-    let gallery = FaceMatrix::load(conn, model_id, dim)?;
+    let mut gallery = FaceMatrix::load(conn, model_id, dim)?;
+    // Every frame's faces query the gallery: large galleries scan compact codes.
+    gallery.compact_when_large();
     let mut tracker = Tracker::new(TrackerConfig::DEFAULT);
     let mut matched: std::collections::HashMap<usize, Option<String>> = Default::default();
     let mut report = WatchReport::default();

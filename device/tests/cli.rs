@@ -483,7 +483,11 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
         "--e2e-photos",
         "2",
         "--search-sizes",
-        "100",
+        "300",
+        "--search-photos",
+        "40",
+        "--search-queries",
+        "3",
         "--rounds",
         "1",
         "--profile",
@@ -517,6 +521,12 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
     for row in grouping {
         assert!(row["ours_ms"].as_f64().unwrap() > 0.0 && row["peer_ms"].as_f64().unwrap() > 0.0);
     }
+    // 300 faces are fewer than the compact search's candidates: it re-ranks them all, exactly.
+    let search = &r["search"];
+    assert_eq!(search["queries"], 3, "{search}");
+    assert_eq!(search["rows"][0]["faces"], 300);
+    assert_eq!(search["rows"][0]["compact_recall_at_10"], 1.0);
+    assert!(search["rows"][0]["faiss_ms"].is_null());
     let forms: Vec<&str> = rows.iter().map(|e| e["graph"].as_str().unwrap()).collect();
     assert_eq!(forms, ["as_written", "as_run", "as_written", "as_run"]);
     for e in rows {
@@ -534,4 +544,76 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
             "most expensive first: {times:?}"
         );
     }
+}
+
+/// The benchmark virtualenv's Python (`scripts/setup --bench`, which `scripts/test` runs).
+fn bench_python() -> PathBuf {
+    let python = smoothface_tests::repo().join(".venv-bench/bin/python");
+    assert!(
+        python.exists(),
+        "no {}: run scripts/setup --bench (scripts/test does)",
+        python.display()
+    );
+    python
+}
+
+/// The search timing beside faiss on the same vectors: faiss's exact top 10s are ours, the
+/// compact search finds them, and the synthetic faces look like the real ones to a random pair.
+#[test]
+fn bench_search_agrees_with_faiss_on_the_exact_top_ten() {
+    let Some(photos) = faces(
+        "bench_search_agrees_with_faiss_on_the_exact_top_ten",
+        "lfw-devtrain",
+    ) else {
+        return;
+    };
+    let python = bench_python();
+    let o = smoothface(&[
+        "bench",
+        "--search-only",
+        "--photos",
+        s(&photos),
+        "--search-photos",
+        "120",
+        "--search-queries",
+        "8",
+        "--search-sizes",
+        "500,5000",
+        "--python",
+        s(&python),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["queries"], 8, "{r}");
+    assert!(
+        r["peers"]
+            .as_str()
+            .unwrap()
+            .starts_with("faiss 1.15.1, numpy"),
+        "{r}"
+    );
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["faiss_agreement"], 1.0, "{row}");
+        assert!(
+            row["compact_recall_at_10"].as_f64().unwrap() >= 0.95,
+            "{row}"
+        );
+        for key in ["faiss_ms", "faiss_one_thread_ms", "numpy_ms"] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key}: {row}");
+        }
+        assert_eq!(row["compact_bytes_per_face"], 256);
+        assert_eq!(row["float_bytes_per_face"], 2048);
+    }
+    // Strangers' faces: near-orthogonal on average, with the same spread for both kinds.
+    let (real, synthetic) = (&r["real_pairs"], &r["synthetic_pairs"]);
+    let close = |k: &str, within: f64| {
+        (real[k].as_f64().unwrap() - synthetic[k].as_f64().unwrap()).abs() < within
+    };
+    assert!(
+        close("mean", 0.05) && close("sd", 0.05),
+        "{real} vs {synthetic}"
+    );
 }

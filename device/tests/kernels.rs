@@ -2,7 +2,7 @@
 //! reach every tail of their tiling (channel counts off the vector width, pixel counts off the
 //! tile height, padding on every side, strides, kernels as large as the image).
 
-use smoothface_device::kernels::{self, depthwise, pointwise};
+use smoothface_device::kernels::{self, depthwise, nibble, pointwise};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::EvalOp;
 
@@ -165,5 +165,52 @@ fn pointwise_op_matches_the_definition() {
         }
         let diff = max_abs_diff(y.as_slice().unwrap(), &expected);
         assert!(diff < 1e-4, "{pixels}x{ci}->{co}: off by {diff}");
+    }
+}
+
+/// The compact search's scan against `sum over d of code * weight`, with the codes packed two to
+/// a byte by the kernel's own layout and the weights at their extremes (-128, 127) so that any
+/// saturation of its 16-bit sums would show: dimensions from one to past two blocks, with tails.
+#[test]
+fn nibble_dots_match_the_definition() {
+    for (case, dims) in [1usize, 31, 64, 65, 100, 130, 512].into_iter().enumerate() {
+        let rows = 9;
+        let padded = nibble::padded(dims);
+        let v = values(rows * dims + padded, case as u64 + 300);
+        let codes: Vec<Vec<u8>> = (0..rows)
+            .map(|r| {
+                (0..dims)
+                    .map(|d| ((v[r * dims + d] + 1.0) * 8.0).min(15.0) as u8)
+                    .collect()
+            })
+            .collect();
+        let mut weights: Vec<i8> = v[rows * dims..]
+            .iter()
+            .map(|x| (x * 128.0).clamp(-128.0, 127.0) as i8)
+            .collect();
+        weights[dims..].iter_mut().for_each(|w| *w = 0);
+        // The worst case for a 16-bit pair sum: the largest codes times the largest weights.
+        extreme_weights(&mut weights[..dims.min(8)]);
+        let mut codes = codes;
+        codes[0].iter_mut().for_each(|c| *c = 15);
+        let mut packed = vec![0u8; rows * padded / 2];
+        for (r, c) in codes.iter().enumerate() {
+            nibble::pack(c, &mut packed[r * padded / 2..][..padded / 2]);
+        }
+        let mut out = vec![0i32; rows];
+        nibble::dots(&packed, &weights, &mut out);
+        for (r, c) in codes.iter().enumerate() {
+            let expect: i32 = (0..dims)
+                .map(|d| i32::from(c[d]) * i32::from(weights[d]))
+                .sum();
+            assert_eq!(out[r], expect, "{dims} dimensions, row {r}");
+        }
+    }
+}
+
+/// -128 and 127 in turn.
+fn extreme_weights(weights: &mut [i8]) {
+    for (i, w) in weights.iter_mut().enumerate() {
+        *w = if i % 2 == 0 { -128 } else { 127 };
     }
 }

@@ -1,5 +1,7 @@
 //! The photo gallery: SQLite storage, the indexer and face search.
 
+pub mod compact;
 pub mod db;
 pub mod index;
 pub mod search;
+pub mod top;

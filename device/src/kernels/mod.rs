@@ -8,8 +8,12 @@
 //! They run on x86-64 CPUs with AVX2 and FMA, checked at run time ([`available`]): a build for the
 //! x86-64 baseline stays correct on older CPUs, where tract's own kernels run. On aarch64 tract's
 //! NEON kernels run; these have no NEON form, and boards' speeds cannot be measured here.
+//!
+//! [`nibble`] is the compact search's scan (4-bit codes against 8-bit weights), not a tract op:
+//! AVX2 where the CPU has it, plain Rust elsewhere.
 
 pub mod depthwise;
+pub mod nibble;
 pub mod pointwise;
 
 use tract_onnx::prelude::*;

@@ -237,11 +237,10 @@ impl Service {
             }
         }
         let conn = self.connection()?;
-        let matrix = Arc::new(FaceMatrix::load(
-            &conn,
-            self.model_id,
-            self.pipeline.embedder.dim(),
-        )?);
+        let mut matrix = FaceMatrix::load(&conn, self.model_id, self.pipeline.embedder.dim())?;
+        // The service answers many queries from one load: large galleries scan compact codes.
+        matrix.compact_when_large();
+        let matrix = Arc::new(matrix);
         *self.faces.current.write().expect("not poisoned") = Some((version, matrix.clone()));
         Ok(matrix)
     }

@@ -7,14 +7,16 @@
 //!   `--profile`, the time of every operator in both runtimes;
 //! - detection: per-photo time on the photos as they are (250x250 for LFW) and resized to 500x400;
 //! - end to end: photos per second of `index` on all cores, into a fresh gallery;
-//! - search: one query against 10k, 100k and 1M random unit vectors, against numpy's
-//!   matrix-vector product;
+//! - search: one query at a time against 10k, 100k and 1M faces (real ones padded with synthetic
+//!   ones), exact and compact, beside faiss and numpy ([`search`]);
 //! - grouping: faces into people from scratch and incrementally, ours beside the Immich rule on
 //!   the same synthetic vectors ([`grouping`]).
 
 use crate::embedder::Embedder;
 use crate::frames::Sampling;
-use crate::gallery::{db, index, search::FaceMatrix};
+pub mod search;
+
+use crate::gallery::{db, index};
 use crate::onnx;
 use crate::pipeline::Pipeline;
 use anyhow::{bail, Context, Result};
@@ -38,9 +40,9 @@ pub struct BenchOptions {
     pub faces: usize,
     /// Photos for the end-to-end timing.
     pub e2e_photos: usize,
-    /// Gallery sizes for the search timing.
-    pub search_sizes: Vec<usize>,
-    /// Python with onnxruntime and numpy; `None` skips the peers.
+    /// The search timing (its `python` the same as this one's).
+    pub search: search::SearchOptions,
+    /// Python with onnxruntime, faiss and numpy; `None` skips the peers.
     pub python: Option<PathBuf>,
     /// Embedder model folders timed beside the pipeline's (an export, its int8 quantization).
     pub compare: Vec<PathBuf>,
@@ -120,8 +122,10 @@ pub struct EmbedRow {
 /// The benchmark's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// Detection and search timings.
+    /// Detection and grouping timings.
     pub rows: Vec<Row>,
+    /// Search timings, ours beside faiss's and numpy's.
+    pub search: search::SearchReport,
     /// Embedding timings, every graph beside onnxruntime.
     pub embedding: Vec<EmbedRow>,
     /// onnxruntime's version, when it ran.
@@ -228,24 +232,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     drop(conn);
     std::fs::remove_dir_all(&tmp).ok();
 
-    // Search over synthetic galleries.
-    let peer_search = match &opts.python {
-        Some(python) => Some(numpy_search(python, &opts.search_sizes)?),
-        None => None,
-    };
-    for (i, &n) in opts.search_sizes.iter().enumerate() {
-        let m = random_matrix(n, pipeline.embedder.dim());
-        let query = m_row(pipeline.embedder.dim(), 0);
-        let times: Vec<f64> = (0..5)
-            .map(|_| time_ms(|| m.rank_media(&query, 20, -1.0)).0)
-            .collect();
-        rows.push(Row {
-            what: format!("search {n} faces, top 20"),
-            ours_ms: median(times),
-            peer_ms: peer_search.as_ref().map(|p| p.1[i]),
-            peer: peer_search.as_ref().map(|p| p.0.clone()),
-        });
-    }
+    let search = search::run(pipeline, &opts.photos, &opts.search)?;
     if opts.grouping_faces > 0 {
         rows.extend(grouping(
             opts.grouping_faces,
@@ -255,6 +242,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     }
     Ok(BenchReport {
         rows,
+        search,
         embedding,
         onnxruntime,
         photos_per_second,
@@ -289,7 +277,7 @@ fn photo_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Row `i` of the synthetic gallery: a deterministic pseudo-random unit vector.
+/// Vector `i` of the grouping's synthetic faces: a deterministic pseudo-random unit vector.
 fn m_row(dim: usize, i: usize) -> Vec<f32> {
     let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut v: Vec<f32> = (0..dim)
@@ -303,14 +291,6 @@ fn m_row(dim: usize, i: usize) -> Vec<f32> {
         .collect();
     l2_normalize(&mut v);
     v
-}
-
-fn random_matrix(n: usize, dim: usize) -> FaceMatrix {
-    let mut m = FaceMatrix::new(dim);
-    for i in 0..n {
-        m.push(i as i64, 0, &m_row(dim, i));
-    }
-    m
 }
 
 /// One graph of the embedding table while it is being measured.
@@ -502,9 +482,11 @@ struct PeerEmbed {
 
 /// The peer's script, part of the binary so that `bench` runs outside the source tree; it is
 /// handed to Python on standard input.
-const PEER_SCRIPT: &str = include_str!("../../bench/ort_peer.py");
+const PEER_SCRIPT: &str = include_str!("../../../bench/ort_peer.py");
 
-fn run_python(python: &Path, args: &[String]) -> Result<serde_json::Value> {
+/// Runs the peer script with `args` (and the environment variables `env`), returning the JSON
+/// object it prints.
+fn run_python(python: &Path, args: &[String], env: &[(&str, String)]) -> Result<serde_json::Value> {
     let cannot = || {
         format!(
             "{}: cannot run the peer (run scripts/setup --bench)",
@@ -514,6 +496,7 @@ fn run_python(python: &Path, args: &[String]) -> Result<serde_json::Value> {
     let mut child = Command::new(python)
         .arg("-")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -560,28 +543,12 @@ fn ort_embed(
     if profile {
         args.push("--profile".into());
     }
-    let peer: PeerEmbed = serde_json::from_value(run_python(python, &args)?)
+    let peer: PeerEmbed = serde_json::from_value(run_python(python, &args, &[])?)
         .context("the peer's output is not what this version of smoothface expects")?;
     if peer.models.len() != models.len() || peer.models.iter().any(|m| m.embeddings.len() != n) {
         bail!("the peer did not report every model and face");
     }
     Ok(peer)
-}
-
-fn numpy_search(python: &Path, sizes: &[usize]) -> Result<(String, Vec<f64>)> {
-    let sizes = sizes
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let v = run_python(python, &["search".into(), "--sizes".into(), sizes])?;
-    let times = v["search"]
-        .as_array()
-        .context("peer output")?
-        .iter()
-        .filter_map(|r| r["median_ms"].as_f64())
-        .collect();
-    Ok((v["runtime"].as_str().unwrap_or("numpy").into(), times))
 }
 
 /// Grouping on synthetic faces: `people` people of `faces / people` faces each, 512-d (the
