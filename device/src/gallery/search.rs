@@ -170,18 +170,18 @@ impl FaceMatrix {
     /// kept as the scan goes, as many as `top` media need (more when some media have several).
     pub fn rank_media_exact(&self, query: &[f32], top: usize, min_score: f32) -> Vec<Hit> {
         assert_eq!(query.len(), self.dim, "query size");
-        let mut keep = 2 * top + 16;
+        let mut keep = top.saturating_mul(2).saturating_add(16).min(self.len());
         loop {
             let faces = self.best_faces(query, keep);
             let hits = self.media_of(&faces);
             // Enough media, or no face left unseen that could add one above min_score.
             let done = hits.len() >= top
-                || faces.len() < keep
+                || keep >= self.len()
                 || faces.last().is_some_and(|f| f.0 < min_score);
             if done {
                 return finish(hits, top, min_score);
             }
-            keep *= 4;
+            keep = keep.saturating_mul(4).min(self.len());
         }
     }
 
@@ -192,7 +192,9 @@ impl FaceMatrix {
         let Some(codes) = &self.codes else {
             return self.rank_media_exact(query, top, min_score);
         };
-        let keep = COMPACT_CANDIDATES.max(4 * top);
+        let keep = COMPACT_CANDIDATES
+            .max(top.saturating_mul(4))
+            .min(self.len());
         let mut faces: Vec<(f32, u32)> = codes
             .candidates(query, keep)
             .into_iter()
@@ -200,7 +202,7 @@ impl FaceMatrix {
             .collect();
         faces.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let hits = self.media_of(&faces);
-        if hits.len() < top && faces.len() == keep {
+        if hits.len() < top && keep < self.len() {
             return self.rank_media_exact(query, top, min_score);
         }
         finish(hits, top, min_score)
@@ -378,7 +380,14 @@ mod tests {
     fn exact_ranking_equals_ranking_every_score() {
         let (m, queries) = face_like(3 * CHUNK_ROWS + 77, 64, 1);
         for q in &queries {
-            for (top, min_score) in [(1, -1.0), (10, -1.0), (50, 0.2), (500, -1.0)] {
+            // usize::MAX: a top past the gallery keeps every media, allocating for the gallery.
+            for (top, min_score) in [
+                (1, -1.0),
+                (10, -1.0),
+                (50, 0.2),
+                (500, -1.0),
+                (usize::MAX, 0.3),
+            ] {
                 let reference = m.rank_scores(&m.scores(q), top, min_score);
                 assert_eq!(
                     m.rank_media_exact(q, top, min_score),
@@ -415,6 +424,9 @@ mod tests {
         let hits = m.rank_media(q, 5, -1.0);
         assert_eq!(hits.iter().filter(|h| h.media_id == 7).count(), 1);
         assert_eq!(hits, m.rank_media_exact(q, 5, -1.0));
+        let all = m.rank_scores(&m.scores(q), 0, 0.3);
+        assert_eq!(m.rank_media_compact(q, usize::MAX, 0.3), all);
+        assert!(FaceMatrix::new(512).rank_media(q, 10, -1.0).is_empty());
     }
 
     #[test]
