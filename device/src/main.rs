@@ -884,10 +884,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 sizes: search_sizes.clone(),
                 real_photos: *search_photos,
                 queries: *search_queries,
-                python: python.clone(),
             };
             if *search_only {
-                let r = bench::search::run(&g.pipeline()?, &photos, &search)?;
+                let r = bench::search::run(&g.pipeline()?, &photos, &search, python.as_deref())?;
                 if *json {
                     println!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
@@ -1686,9 +1685,13 @@ fn cmd_models_install(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A table cell of milliseconds, `-` where nothing was timed.
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2} ms"))
+}
+
 /// Prints the benchmark's tables in Markdown.
 fn print_bench(r: &bench::BenchReport) {
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
     let ort = r.onnxruntime.as_deref().unwrap_or("onnxruntime (not run)");
     println!("Embedding one face on one thread, tract beside {ort}:\n");
     println!("| model | graph | tract | onnxruntime | tract / onnxruntime | cosine to the first model, tract | same, onnxruntime | cosine tract vs onnxruntime |");
@@ -1743,7 +1746,6 @@ fn print_bench(r: &bench::BenchReport) {
 
 /// The search table in Markdown.
 fn print_search(r: &bench::search::SearchReport) {
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
     println!(
         "Search, one query at a time, top 10, {} threads; {} real faces of {} people, the rest synthetic; {} queries (median); {}:\n",
         r.threads,
@@ -1838,7 +1840,7 @@ fn print_rows(rows: &[bench::Row]) {
             row.what,
             row.ours_ms,
             row.peer.as_deref().unwrap_or("-"),
-            row.peer_ms.map_or("-".into(), |v| format!("{v:.2} ms"))
+            ms(row.peer_ms)
         );
     }
 }

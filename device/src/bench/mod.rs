@@ -12,10 +12,10 @@
 //! - grouping: faces into people from scratch and incrementally, ours beside the Immich rule on
 //!   the same synthetic vectors ([`grouping`]).
 
-use crate::embedder::Embedder;
-use crate::frames::Sampling;
 pub mod search;
 
+use crate::embedder::Embedder;
+use crate::frames::Sampling;
 use crate::gallery::{db, index};
 use crate::onnx;
 use crate::pipeline::Pipeline;
@@ -40,7 +40,7 @@ pub struct BenchOptions {
     pub faces: usize,
     /// Photos for the end-to-end timing.
     pub e2e_photos: usize,
-    /// The search timing (its `python` the same as this one's).
+    /// The search timing.
     pub search: search::SearchOptions,
     /// Python with onnxruntime, faiss and numpy; `None` skips the peers.
     pub python: Option<PathBuf>,
@@ -232,7 +232,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     drop(conn);
     std::fs::remove_dir_all(&tmp).ok();
 
-    let search = search::run(pipeline, &opts.photos, &opts.search)?;
+    let search = search::run(pipeline, &opts.photos, &opts.search, opts.python.as_deref())?;
     if opts.grouping_faces > 0 {
         rows.extend(grouping(
             opts.grouping_faces,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use smoothface_shared::embedding::{dot, l2_normalize};
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// Results per query kept and compared.
@@ -37,8 +37,6 @@ pub struct SearchOptions {
     pub real_photos: usize,
     /// Queries timed at each size.
     pub queries: usize,
-    /// Python with faiss and numpy; `None` skips the peers.
-    pub python: Option<PathBuf>,
 }
 
 /// One gallery size: our exact and compact searches beside the peers'.
@@ -199,6 +197,7 @@ struct PeerSearch {
     search: Vec<PeerSize>,
 }
 
+/// `values` as little-endian floats, streamed: `db::to_blob` would copy a 2 GB gallery first.
 fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     for v in values {
@@ -208,8 +207,14 @@ fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the search timing on the faces of the photos under `photos`.
-pub fn run(pipeline: &Pipeline, photos: &Path, opts: &SearchOptions) -> Result<SearchReport> {
+/// Runs the search timing on the faces of the photos under `photos`, beside the peers when
+/// `python` (with faiss and numpy) is given.
+pub fn run(
+    pipeline: &Pipeline,
+    photos: &Path,
+    opts: &SearchOptions,
+    python: Option<&Path>,
+) -> Result<SearchReport> {
     let dim = pipeline.embedder.dim();
     let faces = real_faces(pipeline, photos, opts.real_photos)?;
     // Hold out one photo of each person with two or more as a query.
@@ -250,7 +255,7 @@ pub fn run(pipeline: &Pipeline, photos: &Path, opts: &SearchOptions) -> Result<S
     gallery.extend_from_slice(&extra);
     drop(extra);
 
-    let peer = match &opts.python {
+    let peer = match python {
         Some(python) => Some(peer_search(python, &gallery, &queries, dim, &opts.sizes)?),
         None => None,
     };

@@ -8,7 +8,7 @@
 
 use super::compact::Codes;
 use super::db;
-use super::top::Best;
+use super::top::{best_first, Best};
 use anyhow::Result;
 use rayon::prelude::*;
 use rusqlite::Connection;
@@ -200,7 +200,7 @@ impl FaceMatrix {
             .into_iter()
             .map(|row| (dot(query, self.row(row)), row))
             .collect();
-        faces.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        faces.sort_by(best_first);
         let hits = self.media_of(&faces);
         if hits.len() < top && keep < self.len() {
             return self.rank_media_exact(query, top, min_score);

@@ -13,7 +13,7 @@ pub struct Best<S> {
 }
 
 /// Best first; equal scores by row, so a result does not depend on how a scan was split.
-fn best_first<S: PartialOrd>(a: &(S, u32), b: &(S, u32)) -> Ordering {
+pub fn best_first<S: PartialOrd>(a: &(S, u32), b: &(S, u32)) -> Ordering {
     b.0.partial_cmp(&a.0)
         .unwrap_or(Ordering::Equal)
         .then(a.1.cmp(&b.1))
