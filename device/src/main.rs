@@ -263,9 +263,27 @@ enum Command {
         /// Folder of face photos [default: $SMOOTHFACE_FACES/lfw-devtrain]
         #[arg(long, value_name = "DIR")]
         photos: Option<PathBuf>,
-        /// Faces timed for detection and embedding
+        /// Faces timed for embedding
         #[arg(long, default_value_t = 50, value_name = "N")]
         faces: usize,
+        /// Photo sizes timed for decode + detect, one row each: `as-taken` (the files of
+        /// --photos) or WIDTHxHEIGHT (those photos resized and written as JPEG once)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "as-taken,500x400,4032x3024",
+            value_name = "SIZE,SIZE,..."
+        )]
+        detect_sizes: Vec<bench::detect::PhotoSize>,
+        /// Photos timed for decode + detect at each size up to 2 megapixels
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        detect_photos: usize,
+        /// Photos timed at larger sizes (the reference MTCNN takes seconds for each)
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        detect_large_photos: usize,
+        /// Only the detection timing (ours beside the reference MTCNN)
+        #[arg(long)]
+        detect_only: bool,
         /// Photos indexed for the end-to-end rate
         #[arg(long, default_value_t = 200, value_name = "N")]
         e2e_photos: usize,
@@ -835,6 +853,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench {
             photos,
             faces,
+            detect_sizes,
+            detect_photos,
+            detect_large_photos,
+            detect_only,
             e2e_photos,
             search_sizes,
             search_photos,
@@ -885,6 +907,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 real_photos: *search_photos,
                 queries: *search_queries,
             };
+            let detect = bench::detect::DetectOptions {
+                sizes: detect_sizes.clone(),
+                photos: *detect_photos,
+                large_photos: *detect_large_photos,
+                rounds: *rounds,
+            };
+            if *detect_only {
+                let wanted = (*detect_photos).max(*detect_large_photos);
+                let files = bench::photo_files(&photos, wanted)?;
+                let r = bench::detect::run(&g.pipeline()?, &files, &detect, python.as_deref())?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print_detect(&r);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if *search_only {
                 let r = bench::search::run(&g.pipeline()?, &photos, &search, python.as_deref())?;
                 if *json {
@@ -902,6 +941,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 photos,
                 faces: *faces,
                 e2e_photos: *e2e_photos,
+                detect,
                 search,
                 python,
                 grouping_faces: *grouping_faces,
@@ -1735,6 +1775,8 @@ fn print_bench(r: &bench::BenchReport) {
         }
     }
     println!();
+    print_detect(&r.detection);
+    println!();
     print_rows(&r.rows);
     println!(
         "| index end to end, {} threads | {:.1} photos/s | | |",
@@ -1742,6 +1784,49 @@ fn print_bench(r: &bench::BenchReport) {
     );
     println!();
     print_search(&r.search);
+}
+
+/// The detection table in Markdown.
+fn print_detect(r: &bench::detect::DetectReport) {
+    let peer = r
+        .reference
+        .as_deref()
+        .unwrap_or("the reference MTCNN (not run)");
+    println!(
+        "Decode + detect, one photo at a time on one thread, beside {peer} on the same files:\n"
+    );
+    println!("| photos | ours | reference | ours / reference | our decode | pyramid | P-Net | crops | R-Net | O-Net | plans | rest | faces: ours / reference | reference's found by ours | ours found by reference |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let share = |s: Option<f64>| s.map_or("-".into(), |s| format!("{:.1}%", 100.0 * s));
+    for d in &r.rows {
+        let size = match d.size {
+            bench::detect::PhotoSize::AsTaken => {
+                format!("{} as taken ({}x{})", d.photos, d.width, d.height)
+            }
+            bench::detect::PhotoSize::Scaled { width, height } => {
+                format!("{} at {width}x{height}", d.photos)
+            }
+        };
+        let st = &d.ours_stages;
+        println!(
+            "| {size} | {:.1} ms | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {} | {} |",
+            d.ours_ms,
+            ms(d.reference_ms),
+            d.reference_ms.map_or("-".into(), |p| format!("{:.2}", d.ours_ms / p)),
+            d.ours_decode_ms,
+            st.pyramid,
+            st.pnet,
+            st.crops,
+            st.rnet,
+            st.onet,
+            st.plans,
+            st.rest,
+            d.ours_faces,
+            d.reference_faces.map_or("-".into(), |f| f.to_string()),
+            share(d.reference_found_by_ours),
+            share(d.ours_found_by_reference),
+        );
+    }
 }
 
 /// The search table in Markdown.

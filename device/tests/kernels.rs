@@ -2,7 +2,7 @@
 //! reach every tail of their tiling (channel counts off the vector width, pixel counts off the
 //! tile height, padding on every side, strides, kernels as large as the image).
 
-use smoothface_device::kernels::{self, depthwise, nibble, pointwise};
+use smoothface_device::kernels::{self, depthwise, direct, nibble, pointwise};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::EvalOp;
 
@@ -165,6 +165,95 @@ fn pointwise_op_matches_the_definition() {
         }
         let diff = max_abs_diff(y.as_slice().unwrap(), &expected);
         assert!(diff < 1e-4, "{pixels}x{ci}->{co}: off by {diff}");
+    }
+}
+
+/// `y[n, oy, ox, o] = prelu(bias[o] + sum over ky, kx, i of x[n, oy + ky, ox + kx, i] w[o, i, ky, kx])`.
+fn direct_reference(
+    g: &direct::Geometry,
+    w: &[f32],
+    bias: &[f32],
+    slope: Option<&[f32]>,
+    x: &[f32],
+) -> Vec<f32> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut y = vec![0f32; g.batch * oh * ow * g.co];
+    for n in 0..g.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..g.co {
+                    let mut acc = bias[o];
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            for i in 0..g.ci {
+                                let v = x[((n * g.h + oy + ky) * g.w + ox + kx) * g.ci + i];
+                                acc += v * w[((o * g.ci + i) * g.kh + ky) * g.kw + kx];
+                            }
+                        }
+                    }
+                    if let Some(s) = slope {
+                        acc = prelu(acc, s[o]);
+                    }
+                    y[((n * oh + oy) * ow + ox) * g.co + o] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// MTCNN's convolutions and every tail: output rows off the 6-pixel tile, channel counts off
+/// the 16-channel panel (10, 28, 5), one input channel, kernels as large as the image, batches.
+#[test]
+fn direct_convolution_matches_the_definition() {
+    if skip_without_kernels() {
+        return;
+    }
+    // (batch, h, w, ci, co, kh, kw)
+    let cases = [
+        (1, 150, 150, 3, 10, 3, 3),
+        (3, 11, 11, 28, 48, 3, 3),
+        (2, 4, 4, 48, 64, 2, 2),
+        (1, 5, 9, 1, 5, 5, 1),
+        (2, 3, 3, 7, 33, 3, 3),
+        (1, 1, 13, 4, 16, 1, 2),
+    ];
+    for (case, &(batch, h, w, ci, co, kh, kw)) in cases.iter().enumerate() {
+        let g = direct::Geometry {
+            batch,
+            h,
+            w,
+            ci,
+            co,
+            kh,
+            kw,
+        };
+        let seed = case as u64 * 10 + 400;
+        let x = values(batch * h * w * ci, seed);
+        let weights = values(co * ci * kh * kw, seed + 1);
+        let bias = values(co, seed + 2);
+        let slope = values(co, seed + 3);
+        let (panels, padded_bias) = direct::pack(&g, &weights, &bias);
+        let mut padded_slope = vec![0f32; padded_bias.len()];
+        padded_slope[..co].copy_from_slice(&slope);
+        for with_prelu in [false, true] {
+            let packed = direct::Packed {
+                panels: &panels,
+                bias: &padded_bias,
+                prelu: with_prelu.then_some(padded_slope.as_slice()),
+            };
+            let mut y = vec![f32::NAN; batch * g.oh() * g.ow() * co];
+            direct::run(&g, &packed, &x, &mut y);
+            let expected = direct_reference(
+                &g,
+                &weights,
+                &bias,
+                with_prelu.then_some(slope.as_slice()),
+                &x,
+            );
+            let diff = max_abs_diff(&y, &expected);
+            assert!(diff < 1e-4, "{g:?} PRelu {with_prelu}: off by {diff}");
+        }
     }
 }
 

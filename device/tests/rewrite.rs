@@ -110,17 +110,62 @@ fn every_convolution_of_the_embedder_runs_channels_last_in_the_device_s_kernels(
     assert_eq!(count("MoveAxis"), 1);
 }
 
+/// MTCNN's networks run channels-last from their input on: every convolution with its PRelu in
+/// the device's dense kernel (P-Net's two 1x1 heads as matrix products), every max-pool
+/// channels-last in tract, and no transposition left but the pair after the input.
 #[test]
-fn models_without_depthwise_convolutions_keep_their_layout() {
-    let path = model("mtcnn/rnet.onnx");
-    let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &[3, 24, 24, 3]).unwrap();
-    let convs: Vec<&Conv> = typed
-        .nodes()
-        .iter()
-        .filter_map(|n| n.op_as::<Conv>())
-        .collect();
-    assert!(!convs.is_empty());
-    assert!(convs.iter().all(|c| !c.pool_spec.data_format.c_is_last()));
+fn every_convolution_of_the_detector_runs_channels_last_in_the_device_s_kernels() {
+    if !kernels::available() {
+        eprintln!("skipped: no AVX2/FMA here, so tract plans the layout for its own kernels");
+        return;
+    }
+    use tract_onnx::tract_core::ops::cnn::MaxPool;
+    // (network, input, dense convolutions, 1x1 ones, max-pools)
+    for (net, shape, dense, pointwise, pools) in [
+        ("pnet", [1, 40, 30, 3], 3, 2, 1),
+        ("rnet", [3, 24, 24, 3], 3, 0, 2),
+        ("onet", [2, 48, 48, 3], 4, 0, 3),
+    ] {
+        let path = model(&format!("mtcnn/{net}.onnx"));
+        let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &shape).unwrap();
+        let count = |name: &str| {
+            typed
+                .nodes()
+                .iter()
+                .filter(|n| n.op().name() == name)
+                .count()
+        };
+        assert_eq!(count("SmoothfaceConv"), dense, "{net}");
+        assert_eq!(count("SmoothfacePointwise"), pointwise, "{net}");
+        assert!(
+            typed.nodes().iter().all(|n| n.op_as::<Conv>().is_none()),
+            "{net}"
+        );
+        let max_pools: Vec<&MaxPool> = typed
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<MaxPool>())
+            .collect();
+        assert_eq!(max_pools.len(), pools, "{net}");
+        assert!(
+            max_pools
+                .iter()
+                .all(|p| p.pool_spec.data_format.c_is_last()),
+            "{net}"
+        );
+        // The convolutions' PRelus are inside the kernel; the dense layer's stays in tract.
+        let dense_prelus = usize::from(net != "pnet");
+        assert_eq!(
+            count("Min"),
+            dense_prelus,
+            "{net}: a convolution's PRelu is left outside"
+        );
+        assert!(
+            count("MoveAxis") <= 2,
+            "{net}: {} transpositions",
+            count("MoveAxis")
+        );
+    }
 }
 
 #[test]
@@ -139,4 +184,50 @@ fn the_embedder_s_rewritten_slopes_are_shaped_like_its_activations() {
         assert_eq!(t.dims.len(), 4, "{}: {:?}", t.name, t.dims);
         assert_eq!((t.dims[0], t.dims[2], t.dims[3]), (1, 1, 1), "{}", t.name);
     }
+}
+
+/// On real photos (the first 60 of `lfw-devtrain`, and the same photos at 500x400, where the
+/// pyramid is deeper and more candidates reach R- and O-Net), the detector as the device runs it
+/// finds the faces the unmodified networks find: the same number, boxes and landmarks within a
+/// hundredth of a pixel, scores within 1e-5.
+#[test]
+fn the_rewritten_detector_finds_what_the_unmodified_networks_find() {
+    use smoothface_device::mtcnn::{Mtcnn, MtcnnConfig};
+    use smoothface_shared::manifest::ModelManifest;
+    let test = "the_rewritten_detector_finds_what_the_unmodified_networks_find";
+    let Some(lfw) = smoothface_tests::faces(test, "lfw-devtrain") else {
+        return;
+    };
+    let manifest = ModelManifest::load(&model("mtcnn")).unwrap();
+    let ours = Mtcnn::load(&manifest, MtcnnConfig::default()).unwrap();
+    let unmodified = Mtcnn::load_as_written(&manifest, MtcnnConfig::default()).unwrap();
+    let photos: Vec<PathBuf> = walkdir::WalkDir::new(&lfw)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    let (mut faces, mut worst_px, mut worst_score) = (0, 0f32, 0f32);
+    for path in photos.iter().take(60) {
+        let img = image::open(path).unwrap().to_rgb8();
+        let large = image::imageops::resize(&img, 500, 400, image::imageops::FilterType::Triangle);
+        for img in [img, large] {
+            let (a, b) = (ours.detect(&img).unwrap(), unmodified.detect(&img).unwrap());
+            assert_eq!(a.len(), b.len(), "{}: {a:?} vs {b:?}", path.display());
+            for (a, b) in a.iter().zip(&b) {
+                let points = a.bbox.iter().zip(&b.bbox).chain(
+                    a.landmarks
+                        .iter()
+                        .flatten()
+                        .zip(b.landmarks.iter().flatten()),
+                );
+                worst_px = points.fold(worst_px, |w, (x, y)| w.max((x - y).abs()));
+                worst_score = worst_score.max((a.score - b.score).abs());
+            }
+            faces += a.len();
+        }
+    }
+    assert!(faces >= 100, "only {faces} faces in 120 photos");
+    assert!(worst_px < 0.01, "a box or landmark moved by {worst_px} px");
+    assert!(worst_score < 1e-5, "a score moved by {worst_score}");
 }

@@ -5,13 +5,15 @@
 //!   tract and in onnxruntime (`bench/ort_peer.py`, run with the benchmark virtualenv's Python)
 //!   on the same input tensors, with the embeddings compared across graphs and runtimes; with
 //!   `--profile`, the time of every operator in both runtimes;
-//! - detection: per-photo time on the photos as they are (250x250 for LFW) and resized to 500x400;
+//! - detection: decode and detect per photo on one thread, on the photos as they are (250x250 for
+//!   LFW) and resized (500x400, 12 megapixels), beside the reference MTCNN ([`detect`]);
 //! - end to end: photos per second of `index` on all cores, into a fresh gallery;
 //! - search: one query at a time against 10k, 100k and 1M faces (real ones padded with synthetic
 //!   ones), exact and compact, beside faiss and numpy ([`search`]);
 //! - grouping: faces into people from scratch and incrementally, ours beside the Immich rule on
 //!   the same synthetic vectors ([`grouping`]).
 
+pub mod detect;
 pub mod search;
 
 use crate::embedder::Embedder;
@@ -20,7 +22,6 @@ use crate::gallery::{db, index};
 use crate::onnx;
 use crate::pipeline::Pipeline;
 use anyhow::{bail, Context, Result};
-use image::imageops;
 use serde::{Deserialize, Serialize};
 use smoothface_shared::embedding::{cosine, l2_normalize};
 use smoothface_shared::manifest::{InputSpec, Layout, ModelManifest};
@@ -40,6 +41,8 @@ pub struct BenchOptions {
     pub faces: usize,
     /// Photos for the end-to-end timing.
     pub e2e_photos: usize,
+    /// The detection timing.
+    pub detect: detect::DetectOptions,
     /// The search timing.
     pub search: search::SearchOptions,
     /// Python with onnxruntime, faiss and numpy; `None` skips the peers.
@@ -122,8 +125,10 @@ pub struct EmbedRow {
 /// The benchmark's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// Detection and grouping timings.
+    /// Grouping timings.
     pub rows: Vec<Row>,
+    /// Detection timings, ours beside the reference MTCNN's.
+    pub detection: detect::DetectReport,
     /// Search timings, ours beside faiss's and numpy's.
     pub search: search::SearchReport,
     /// Embedding timings, every graph beside onnxruntime.
@@ -164,21 +169,22 @@ fn time_ms<T>(f: impl FnOnce() -> T) -> (f64, T) {
 /// Runs the benchmark. Embedding and detection run on this thread alone; end to end and search
 /// use the global thread pool.
 pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
-    let files = photo_files(&opts.photos, opts.faces.max(opts.e2e_photos))?;
+    let wanted = [
+        opts.faces,
+        opts.e2e_photos,
+        opts.detect.photos,
+        opts.detect.large_photos,
+    ];
+    let files = photo_files(&opts.photos, wanted.into_iter().max().unwrap_or(1))?;
     let mut rows = Vec::new();
 
-    // Detection and aligned crops.
+    let detection = detect::run(pipeline, &files, &opts.detect, opts.python.as_deref())?;
+
+    // Aligned crops for the embedding timing.
     let mut crops = Vec::new();
-    let (mut det_native, mut det_large) = (Vec::new(), Vec::new());
-    let mut native_size = (0, 0);
     for path in files.iter().take(opts.faces) {
         let img = pipeline.decode(path)?;
-        native_size = img.dimensions();
-        let (ms, faces) = time_ms(|| pipeline.detector.detect(&img));
-        det_native.push(ms);
-        let large = imageops::resize(&img, 500, 400, imageops::FilterType::Triangle);
-        det_large.push(time_ms(|| pipeline.detector.detect(&large)).0);
-        if let Some(face) = faces?.into_iter().next() {
+        if let Some(face) = pipeline.detector.detect(&img)?.into_iter().next() {
             let (w, h) = (img.width() as usize, img.height() as usize);
             if let Some(c) =
                 smoothface_shared::align::align_face(img.as_raw(), w, h, &face.landmarks)
@@ -193,19 +199,6 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
             opts.photos.display()
         );
     }
-    let (w, h) = native_size;
-    rows.push(Row {
-        what: format!("detect, {w}x{h} photo"),
-        ours_ms: median(det_native),
-        peer_ms: None,
-        peer: None,
-    });
-    rows.push(Row {
-        what: "detect, 500x400 photo".into(),
-        ours_ms: median(det_large),
-        peer_ms: None,
-        peer: None,
-    });
 
     let (embedding, onnxruntime) = embed_table(opts, &crops)?;
 
@@ -242,6 +235,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     }
     Ok(BenchReport {
         rows,
+        detection,
         search,
         embedding,
         onnxruntime,
@@ -257,7 +251,7 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 /// The first `n` files under a folder, in name order.
-fn photo_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
+pub fn photo_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
     let files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()

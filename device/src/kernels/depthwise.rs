@@ -180,7 +180,7 @@ fn preceding_prelu(
 
 /// The PRelu `Add(y, Mul(Min(y, 0), s))` fed by `y` alone, with a per-channel (or single) constant
 /// `s` over `c` channels last: `s` as `[c]`, and the Add's outlet.
-fn following_prelu(
+pub(super) fn following_prelu(
     model: &TypedModel,
     y: OutletId,
     c: usize,

