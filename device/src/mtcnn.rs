@@ -25,6 +25,11 @@ pub struct MtcnnConfig {
     pub scale_factor: f32,
     /// Score thresholds of P-, R- and O-Net.
     pub thresholds: [f32; 3],
+    /// Longest side of the copy a larger image is detected on (`None`: every image at its own
+    /// size). The faces come back in the image's own pixels, `min_face` means the image's own
+    /// pixels too, and a face smaller than `12 / (max_side / longest side)` of them is too small
+    /// for P-Net's window in the copy: the price of a faster detection.
+    pub max_side: Option<u32>,
 }
 
 impl Default for MtcnnConfig {
@@ -33,9 +38,16 @@ impl Default for MtcnnConfig {
             min_face: 20.0,
             scale_factor: 0.709,
             thresholds: [0.6, 0.7, 0.7],
+            max_side: Some(DEFAULT_MAX_SIDE),
         }
     }
 }
+
+/// [`MtcnnConfig::max_side`]'s default: a 12-megapixel photo (4032x3024) is detected on an
+/// 800x600 copy, where faces of 61 of its pixels and more are found, in the 150 ms a photo that
+/// detection may take (`hardware.md`, "Large photos", has the time at other sides). Photos of
+/// up to 800 pixels a side are detected as they are.
+pub const DEFAULT_MAX_SIDE: u32 = 800;
 
 /// One detected face.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,6 +61,25 @@ pub struct Face {
 }
 
 impl Face {
+    /// The face found in a copy of an image, in the image's pixels: the copy's pixels are `sx`
+    /// by `sy` of the image's. Box corners are 1-based inclusive pixels (the pixel `i` spans
+    /// `i - 1..i`), landmarks 0-based positions (the pixel `i` is centred on `i`).
+    fn rescaled(self, sx: f32, sy: f32) -> Face {
+        let b = self.bbox;
+        Face {
+            bbox: [
+                (b[0] - 1.0) * sx + 1.0,
+                (b[1] - 1.0) * sy + 1.0,
+                b[2] * sx,
+                b[3] * sy,
+            ],
+            landmarks: self
+                .landmarks
+                .map(|[x, y]| [(x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5]),
+            ..self
+        }
+    }
+
     /// Area of the box.
     pub fn area(&self) -> f32 {
         (self.bbox[2] - self.bbox[0]).max(0.0) * (self.bbox[3] - self.bbox[1]).max(0.0)
@@ -66,6 +97,8 @@ impl Face {
 /// Milliseconds one detection spent in each of its parts ([`Mtcnn::detect_timed`]).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimes {
+    /// Reducing an image larger than [`MtcnnConfig::max_side`] to the copy detected on.
+    pub reduce: f64,
     /// Resizing the image into the pyramid's levels and packing each for P-Net.
     pub pyramid: f64,
     /// P-Net over every level.
@@ -85,6 +118,7 @@ pub struct StageTimes {
 impl StageTimes {
     /// Adds another detection's times.
     pub fn add(&mut self, other: &StageTimes) {
+        self.reduce += other.reduce;
         self.pyramid += other.pyramid;
         self.pnet += other.pnet;
         self.crops += other.crops;
@@ -94,9 +128,15 @@ impl StageTimes {
         self.rest += other.rest;
     }
 
+    /// The time of every part but the rest.
+    fn parts(&self) -> f64 {
+        self.reduce + self.pyramid + self.pnet + self.crops + self.rnet + self.onet + self.plans
+    }
+
     /// Every part's time times `factor` (a sum over photos into a mean).
     pub fn scale(&mut self, factor: f64) {
         for t in [
+            &mut self.reduce,
             &mut self.pyramid,
             &mut self.pnet,
             &mut self.crops,
@@ -228,19 +268,45 @@ impl Mtcnn {
     pub fn detect_timed(&self, img: &RgbImage) -> Result<(Vec<Face>, StageTimes)> {
         let start = Instant::now();
         let mut times = StageTimes::default();
-        let candidates = self.stage1(img, &mut times)?;
-        let candidates = self.stage2(img, candidates, &mut times)?;
-        let mut faces = self.stage3(img, candidates, &mut times)?;
+        let longest = img.width().max(img.height());
+        let mut faces = match self.config.max_side {
+            Some(side) if longest > side => {
+                let scale = side as f32 / longest as f32;
+                let (w, h) = (img.width() as f32, img.height() as f32);
+                let (rw, rh) = ((w * scale).round().max(1.0), (h * scale).round().max(1.0));
+                let mut clock = Instant::now();
+                let reduced = resize(img, rw as u32, rh as u32);
+                times.reduce += lap(&mut clock);
+                let min_face = (self.config.min_face * scale).max(12.0);
+                let faces = self.stages(&reduced, min_face, &mut times)?;
+                faces
+                    .into_iter()
+                    .map(|f| f.rescaled(w / rw, h / rh))
+                    .collect()
+            }
+            _ => self.stages(img, self.config.min_face, &mut times)?,
+        };
         faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
-        times.rest = start.elapsed().as_secs_f64() * 1e3
-            - (times.pyramid + times.pnet + times.crops + times.rnet + times.onet + times.plans);
+        times.rest = start.elapsed().as_secs_f64() * 1e3 - times.parts();
         Ok((faces, times))
     }
 
+    /// The three stages over `img`, for faces of `min_face` pixels and more.
+    fn stages(&self, img: &RgbImage, min_face: f32, times: &mut StageTimes) -> Result<Vec<Face>> {
+        let candidates = self.stage1(img, min_face, times)?;
+        let candidates = self.stage2(img, candidates, times)?;
+        self.stage3(img, candidates, times)
+    }
+
     /// P-Net over the pyramid: candidate boxes, regressed and squared.
-    fn stage1(&self, img: &RgbImage, times: &mut StageTimes) -> Result<Vec<Candidate>> {
+    fn stage1(
+        &self,
+        img: &RgbImage,
+        min_face: f32,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Candidate>> {
         let (w, h) = (img.width() as f32, img.height() as f32);
-        let m = 12.0 / self.config.min_face;
+        let m = 12.0 / min_face;
         let mut min_layer = w.min(h) * m;
         let mut scale = m;
         let mut all = Vec::new();
@@ -421,15 +487,25 @@ impl Mtcnn {
 /// Packs same-size RGB images into `[N, width, height, 3]` (x before y, as the networks were
 /// converted), scaled to about [-1, 1].
 fn transposed_tensor(images: &[RgbImage], width: usize, height: usize) -> Tensor {
-    let mut t = tract_ndarray::Array4::<f32>::zeros((images.len(), width, height, 3));
-    for (n, img) in images.iter().enumerate() {
-        for (x, y, p) in img.enumerate_pixels() {
-            for c in 0..3 {
-                t[[n, x as usize, y as usize, c]] = (p[c] as f32 - 127.5) * 0.0078125;
+    let mut t = vec![0f32; images.len() * width * height * 3];
+    // Written in order, read a column at a time: each image is small next to the cache.
+    let mut out = t.chunks_exact_mut(3);
+    for img in images {
+        assert_eq!(img.dimensions(), (width as u32, height as u32));
+        let pixels = img.as_raw();
+        for x in 0..width {
+            for y in 0..height {
+                let p = &pixels[(y * width + x) * 3..][..3];
+                let dst = out.next().expect("sized for every pixel");
+                for c in 0..3 {
+                    dst[c] = (p[c] as f32 - 127.5) * 0.0078125;
+                }
             }
         }
     }
-    t.into_tensor()
+    tract_ndarray::Array4::from_shape_vec((images.len(), width, height, 3), t)
+        .expect("sized for every pixel")
+        .into_tensor()
 }
 
 /// Crops each box (1-based inclusive corners; zero outside the image) and resizes it to a
@@ -576,6 +652,75 @@ mod tests {
         assert_eq!(crops[0].get_pixel(0, 0)[0], 0);
         assert_eq!(crops[0].get_pixel(3, 3)[0], 200);
         assert!(crops_of(&img, vec![cand([5.0, 5.0, 2.0, 2.0], 1.0)], 4).is_none());
+    }
+
+    #[test]
+    fn faces_of_a_copy_come_back_in_the_image_s_pixels() {
+        // A copy at a quarter of the size: its pixel 1 (1-based) spans 0..1, the image's 0..4;
+        // its pixel centre 0 is at 0.5, the image's 2.0 (centre of pixel 1.5, 0-based).
+        let face = Face {
+            bbox: [1.0, 2.0, 10.0, 20.0],
+            score: 0.9,
+            landmarks: [[0.0, 1.0]; 5],
+        };
+        let big = face.rescaled(4.0, 2.0);
+        assert_eq!(big.bbox, [1.0, 3.0, 40.0, 40.0]);
+        assert_eq!(big.landmarks[0], [1.5, 2.5]);
+        assert_eq!(big.score, 0.9);
+    }
+
+    /// A photo upscaled past `max_side` is detected on a reduced copy: the faces come back where
+    /// detecting the photo itself puts them, scaled, and where detecting the large image at its
+    /// own size does, within 5% of the face's width. (MTCNN's landmarks move with the pyramid
+    /// level a face is found at: between the photo and its upscaled copy, both at their own
+    /// size, they move by up to 4.3% here.)
+    #[test]
+    fn a_large_image_is_detected_on_a_reduced_copy_in_its_own_pixels() {
+        let test = "a_large_image_is_detected_on_a_reduced_copy_in_its_own_pixels";
+        let Some(lfw) = smoothface_tests::faces(test, "lfw-devtrain") else {
+            return;
+        };
+        let model = smoothface_shared::manifest::ModelManifest::load(
+            &smoothface_tests::models().join("mtcnn"),
+        )
+        .unwrap();
+        let reduced = Mtcnn::load(&model, MtcnnConfig::default()).unwrap();
+        let full_size = MtcnnConfig {
+            max_side: None,
+            ..MtcnnConfig::default()
+        };
+        let full = Mtcnn::load(&model, full_size).unwrap();
+        let photos = [
+            "Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
+            "AJ_Cook/AJ_Cook_0001.jpg",
+        ];
+        for photo in photos {
+            let img = image::open(lfw.join(photo)).unwrap().to_rgb8();
+            // Six times the size, as a photo taken at a higher resolution would be.
+            let (w, h) = (1500, 1500);
+            let large = resize(&img, w, h);
+            let (sx, sy) = (w as f32 / 250.0, h as f32 / 250.0);
+            let small = reduced.detect(&img).unwrap();
+            let (faces, times) = reduced.detect_timed(&large).unwrap();
+            assert!(times.reduce > 0.0, "{photo}: not reduced");
+            let at_full_size = full.detect(&large).unwrap();
+            assert_eq!(faces.len(), small.len(), "{photo}");
+            assert_eq!(faces.len(), at_full_size.len(), "{photo}");
+            for ((face, small), full) in faces.iter().zip(&small).zip(&at_full_size) {
+                let width = face.bbox[2] - face.bbox[0];
+                let expected = small.clone().rescaled(sx, sy);
+                for other in [&expected, full] {
+                    let points = face.landmarks.iter().zip(&other.landmarks);
+                    for (a, b) in points {
+                        let off = (a[0] - b[0]).hypot(a[1] - b[1]);
+                        assert!(
+                            off < 0.05 * width,
+                            "{photo}: a landmark {off} px off of {width}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! reach every tail of their tiling (channel counts off the vector width, pixel counts off the
 //! tile height, padding on every side, strides, kernels as large as the image).
 
-use smoothface_device::kernels::{self, depthwise, direct, nibble, pointwise};
+use smoothface_device::kernels::{self, depthwise, direct, nibble, pointwise, softmax};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::EvalOp;
 
@@ -254,6 +254,27 @@ fn direct_convolution_matches_the_definition() {
             let diff = max_abs_diff(&y, &expected);
             assert!(diff < 1e-4, "{g:?} PRelu {with_prelu}: off by {diff}");
         }
+    }
+}
+
+/// Rows of 1, 2 and 5 values, some far apart (no overflow: the row's largest is subtracted),
+/// against `exp(x) / sum exp(x)` in f64.
+#[test]
+fn softmax_matches_the_definition() {
+    for row in [1usize, 2, 5] {
+        let mut x = values(7 * row, row as u64 + 500);
+        x[0] = 80.0;
+        x[row] = -80.0;
+        let expected: Vec<f32> = x
+            .chunks_exact(row)
+            .flat_map(|r| {
+                let sum: f64 = r.iter().map(|&v| (v as f64).exp()).sum();
+                r.iter().map(move |&v| ((v as f64).exp() / sum) as f32)
+            })
+            .collect();
+        softmax::run(&mut x, row);
+        let diff = max_abs_diff(&x, &expected);
+        assert!(diff < 1e-6, "rows of {row}: off by {diff}");
     }
 }
 

@@ -111,8 +111,9 @@ fn every_convolution_of_the_embedder_runs_channels_last_in_the_device_s_kernels(
 }
 
 /// MTCNN's networks run channels-last from their input on: every convolution with its PRelu in
-/// the device's dense kernel (P-Net's two 1x1 heads as matrix products), every max-pool
-/// channels-last in tract, and no transposition left but the pair after the input.
+/// the device's dense kernel (P-Net's two 1x1 heads in the 1x1 one), every max-pool
+/// channels-last in tract, the softmax in the device's, and no transposition left but the pair
+/// after the input.
 #[test]
 fn every_convolution_of_the_detector_runs_channels_last_in_the_device_s_kernels() {
     if !kernels::available() {
@@ -137,6 +138,7 @@ fn every_convolution_of_the_detector_runs_channels_last_in_the_device_s_kernels(
         };
         assert_eq!(count("SmoothfaceConv"), dense, "{net}");
         assert_eq!(count("SmoothfacePointwise"), pointwise, "{net}");
+        assert_eq!(count("SmoothfaceSoftmax"), 1, "{net}");
         assert!(
             typed.nodes().iter().all(|n| n.op_as::<Conv>().is_none()),
             "{net}"

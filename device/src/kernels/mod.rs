@@ -16,6 +16,7 @@ pub mod depthwise;
 pub mod direct;
 pub mod nibble;
 pub mod pointwise;
+pub mod softmax;
 
 use tract_onnx::prelude::*;
 
@@ -42,10 +43,13 @@ pub struct Fused {
     pub direct: usize,
     /// PRelus computed inside a fused convolution (on its input or its output).
     pub prelus: usize,
+    /// Softmaxes over a short last axis now run by [`softmax::RowSoftmax`].
+    pub softmaxes: usize,
 }
 
 /// Puts the device's kernels in place of every channels-last depthwise convolution, 1x1
-/// convolution and unpadded dense convolution of `model` they can run, where [`available`]. Runs on a decluttered model whose
+/// convolution and unpadded dense convolution of `model` they can run, and of every softmax
+/// over a short last axis, where [`available`]. Runs on a decluttered model whose
 /// convolutions [`crate::onnx::channels_last`] has moved.
 pub fn fuse(model: &mut TypedModel) -> TractResult<Fused> {
     let mut fused = Fused::default();
@@ -71,6 +75,11 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<Fused> {
             fused.direct += 1;
             fused.prelus += usize::from(op.has_prelu());
         }
+        Ok(found)
+    })?;
+    replace_each(model, |model, id| {
+        let found = softmax::fusable(model, id)?;
+        fused.softmaxes += usize::from(found.is_some());
         Ok(found)
     })?;
     Ok(fused)
