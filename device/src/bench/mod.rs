@@ -135,10 +135,112 @@ pub struct BenchReport {
     pub embedding: Vec<EmbedRow>,
     /// onnxruntime's version, when it ran.
     pub onnxruntime: Option<String>,
-    /// End-to-end photos per second on all cores.
-    pub photos_per_second: f64,
-    /// Worker threads used end to end.
+    /// `index` end to end, beside the reference pipeline.
+    pub end_to_end: EndToEnd,
+}
+
+/// `index` on all cores into a fresh gallery, beside the reference pipeline on the same photos.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEnd {
+    /// Photos indexed.
+    pub photos: usize,
+    /// Our worker threads (one per core unless `--threads`).
     pub threads: usize,
+    /// Ours, photos a second: the whole `index` run (walk, hashes, decode, detect, align, embed,
+    /// the gallery's writes).
+    pub photos_per_second: f64,
+    /// Faces we stored.
+    pub faces: usize,
+    /// The reference pipeline ([`PEER_SCRIPT`]'s `index`: decode, detect, align, embed every
+    /// face) with as many one-thread processes as we have threads, photos a second.
+    pub reference_photos_per_second: Option<f64>,
+    /// Faces the reference embedded.
+    pub reference_faces: Option<usize>,
+    /// The reference's versions.
+    pub reference: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PeerIndex {
+    runtime: String,
+    photos_per_second: f64,
+    faces: Vec<i64>,
+}
+
+/// Indexes `files` (copied into a scratch folder) into a fresh gallery on all cores, then runs
+/// the reference pipeline over the same files with the pipeline's embedder, its ONNX file as
+/// written.
+pub fn end_to_end(
+    pipeline: &Pipeline,
+    files: &[PathBuf],
+    python: Option<&Path>,
+) -> Result<EndToEnd> {
+    let tmp = tempfile_dir()?.join("index");
+    let lib = tmp.join("photos");
+    std::fs::create_dir_all(&lib)?;
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(f, lib.join(format!("{i:06}.jpg")))?;
+    }
+    let mut conn = db::open(&tmp.join("bench.sqlite"))?;
+    let (ms, report) = time_ms(|| {
+        index::index(
+            &mut conn,
+            pipeline,
+            std::slice::from_ref(&lib),
+            Sampling::DEFAULT,
+            false,
+            &index::Progress::default(),
+        )
+    });
+    let report = report?;
+    drop(conn);
+    let threads = rayon::current_num_threads();
+    let mut result = EndToEnd {
+        photos: report.analysed,
+        threads,
+        photos_per_second: report.analysed as f64 / (ms / 1e3),
+        faces: report.faces,
+        reference_photos_per_second: None,
+        reference_faces: None,
+        reference: None,
+    };
+    if let Some(python) = python {
+        let (onnx_file, spec) = (&pipeline.embedder.onnx_path, &pipeline.embedder.spec);
+        let list = tmp.join("photos.txt");
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        std::fs::write(&list, names.join("\n"))?;
+        let args = [
+            "index".to_string(),
+            "--list".into(),
+            list.to_string_lossy().into_owned(),
+            "--model".into(),
+            onnx_file.to_string_lossy().into_owned(),
+            "--size".into(),
+            spec.size.to_string(),
+            "--mean".into(),
+            spec.mean.to_string(),
+            "--std".into(),
+            spec.std.to_string(),
+            "--layout".into(),
+            match spec.layout {
+                Layout::Nchw => "nchw".into(),
+                Layout::Nhwc => "nhwc".into(),
+            },
+            "--processes".into(),
+            threads.to_string(),
+        ];
+        let out = run_python(python, &args, &[("OMP_NUM_THREADS", "1".into())])?;
+        let peer: PeerIndex =
+            serde_json::from_value(out).context("the reference pipeline's output")?;
+        result.reference_photos_per_second = Some(peer.photos_per_second);
+        result.reference_faces = Some(peer.faces.iter().map(|&f| f.max(0) as usize).sum());
+        result.reference = Some(peer.runtime);
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    Ok(result)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -202,28 +304,11 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
 
     let (embedding, onnxruntime) = embed_table(opts, &crops)?;
 
-    // End to end on all cores into a fresh gallery.
-    let tmp = tempfile_dir()?;
-    let lib = tmp.join("photos");
-    std::fs::create_dir_all(&lib)?;
-    for (i, f) in files.iter().take(opts.e2e_photos).enumerate() {
-        std::fs::copy(f, lib.join(format!("{i:06}.jpg")))?;
-    }
-    let mut conn = db::open(&tmp.join("bench.sqlite"))?;
-    let (ms, report) = time_ms(|| {
-        index::index(
-            &mut conn,
-            pipeline,
-            std::slice::from_ref(&lib),
-            Sampling::DEFAULT,
-            false,
-            &index::Progress::default(),
-        )
-    });
-    let report = report?;
-    let photos_per_second = report.analysed as f64 / (ms / 1e3);
-    drop(conn);
-    std::fs::remove_dir_all(&tmp).ok();
+    let end_to_end = end_to_end(
+        pipeline,
+        &files[..opts.e2e_photos.min(files.len())],
+        opts.python.as_deref(),
+    )?;
 
     let search = search::run(pipeline, &opts.photos, &opts.search, opts.python.as_deref())?;
     if opts.grouping_faces > 0 {
@@ -239,8 +324,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
         search,
         embedding,
         onnxruntime,
-        photos_per_second,
-        threads: rayon::current_num_threads(),
+        end_to_end,
     })
 }
 
