@@ -1797,8 +1797,10 @@ fn print_bench(r: &bench::BenchReport) {
     println!();
     print_detect(&r.detection);
     println!();
-    print_rows(&r.rows);
-    println!();
+    if !r.rows.is_empty() {
+        print_rows(&r.rows);
+        println!();
+    }
     print_end_to_end(&r.end_to_end);
     println!();
     print_search(&r.search);

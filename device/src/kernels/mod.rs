@@ -1,9 +1,10 @@
-//! The device's own kernels for the two operators that make up nearly all of MobileFaceNet's time
-//! and that tract (0.23) runs slower than onnxruntime on x86-64: depthwise convolutions and the
-//! 1x1 convolutions between them, both channels-last, with the biases and PRelus around them
-//! fused in. Each is a tract op ([`depthwise::FusedDepthwise`], [`pointwise::FusedPointwise`])
-//! that [`fuse`] puts in place of the nodes it computes, so the rest of the graph still runs in
-//! tract.
+//! The device's own kernels for the operators that make up nearly all of its models' time and
+//! that tract (0.23) runs slower than onnxruntime on x86-64: for MobileFaceNet, depthwise
+//! convolutions and the 1x1 convolutions between them; for MTCNN, its small dense convolutions
+//! (3x3 and 2x2, 3 to 64 channels) and its softmax; all channels-last, with the biases and
+//! PRelus around them fused in. Each is a tract op ([`depthwise::FusedDepthwise`],
+//! [`pointwise::FusedPointwise`], [`direct::FusedConv`], [`softmax::RowSoftmax`]) that [`fuse`]
+//! puts in place of the nodes it computes, so the rest of the graph still runs in tract.
 //!
 //! They run on x86-64 CPUs with AVX2 and FMA, checked at run time ([`available`]): a build for the
 //! x86-64 baseline stays correct on older CPUs, where tract's own kernels run. On aarch64 tract's
