@@ -10,6 +10,7 @@
 use super::{median, run_python, tempfile_dir};
 use crate::mtcnn::{Face, StageTimes};
 use crate::pipeline::Pipeline;
+use crate::tracks::iou;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -313,20 +314,6 @@ fn matched(faces: &[[f32; 4]], others: &[[f32; 4]]) -> usize {
         .count()
 }
 
-/// Intersection over union of two boxes `[x1, y1, x2, y2]`.
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,11 +335,9 @@ mod tests {
     }
 
     #[test]
-    fn overlap_by_hand() {
+    fn faces_match_by_overlap() {
         // Two 10x10 boxes overlapping by 5x10: 50 / 150.
         let (a, b) = ([0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0]);
-        assert!((iou(&a, &b) - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(iou(&a, &[20.0, 20.0, 30.0, 30.0]), 0.0);
         // b overlaps a by 1/3 < 0.5; a box shifted by 1 overlaps a by 90/110 > 0.5, b by 60/140.
         assert_eq!(matched(&[a], &[b]), 0);
         assert_eq!(matched(&[a, b], &[[1.0, 0.0, 11.0, 10.0]]), 1);

@@ -189,7 +189,8 @@ pub(super) fn fusable(
     )))
 }
 
-fn tensor1(values: &[f32]) -> Tensor {
+/// A 1-D tensor of `values`.
+pub(super) fn tensor1(values: &[f32]) -> Tensor {
     Tensor::from(tract_ndarray::Array1::from(values.to_vec()))
 }
 

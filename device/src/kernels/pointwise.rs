@@ -4,21 +4,19 @@
 //! Tract (0.23) makes the larger of the two output dimensions its kernel's rows: here the pixels,
 //! so with channels-last outputs each tile is stored one float at a time, and it packs the
 //! activations before every product (MobileFaceNet: 6.1 ms of matrix products and 0.5 ms of
-//! packing, where onnxruntime's 1x1 convolutions take about 4.8). This kernel reads the
-//! activations where they are, a row of input channels per pixel, and keeps a tile of 6 pixels by
-//! 16 output channels in twelve vector registers: each step broadcasts one input value per pixel
-//! against 16 weights packed when the plan is made, and the tile starts from the bias and is
-//! stored as whole vectors.
+//! packing, where onnxruntime's 1x1 convolutions take about 4.8). This op reads the activations
+//! where they are, a row of input channels per pixel, through the dense convolution's kernel
+//! ([`super::direct`]) with a 1x1 window: a tile of 6 pixels by 16 output channels in twelve
+//! vector registers, each step broadcasting one input value per pixel against 16 weights packed
+//! when the plan is made, the tile starting from the bias and stored as whole vectors.
 
+use super::direct::{self, tensor1, PANEL};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
-
-/// Output channels per panel of packed weights: two 8-float vectors.
-const PANEL: usize = 16;
 
 /// A float 1x1 convolution over a channels-last tensor: `y[p, o] = bias[o] + sum_i x[p, i] w[o, i]`
 /// for every pixel `p` (all axes but the last).
@@ -210,13 +208,23 @@ impl EvalOp for FusedPointwise {
         let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
         {
             let mut view = output.try_as_plain_ram_mut()?;
-            let weights = Packed {
-                panels: super::floats(&self.panels)?,
-                bias: super::floats(&self.bias)?,
+            // A 1x1 convolution is the dense kernel's with a 1x1 window over one row of pixels,
+            // and its panels are laid out as the dense kernel's for that window.
+            let geometry = direct::Geometry {
+                batch: 1,
+                h: 1,
+                w: self.pixels,
                 ci: self.ci,
                 co: self.co,
+                kh: 1,
+                kw: 1,
             };
-            run(&weights, x, view.as_slice_mut::<f32>()?);
+            let weights = direct::Packed {
+                panels: super::floats(&self.panels)?,
+                bias: super::floats(&self.bias)?,
+                prelu: None,
+            };
+            direct::run(&geometry, &weights, x, view.as_slice_mut::<f32>()?);
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -229,120 +237,4 @@ impl TypedOp for FusedPointwise {
     }
 
     as_op!();
-}
-
-/// Packed weights, borrowed for one run.
-pub struct Packed<'a> {
-    /// `[co / 16 rounded up, ci, 16]`.
-    pub panels: &'a [f32],
-    /// `[co rounded up to 16]`.
-    pub bias: &'a [f32],
-    /// Input channels.
-    pub ci: usize,
-    /// Output channels.
-    pub co: usize,
-}
-
-/// `y[p, o] = bias[o] + sum_i x[p, i] w[o, i]` for every pixel of `x` (`[pixels, ci]`) into `y`
-/// (`[pixels, co]`). Panics if the slices disagree with the weights' shape (the kernel reads
-/// through raw pointers, so it checks first).
-pub fn run(w: &Packed, x: &[f32], y: &mut [f32]) {
-    let panels = w.co.div_ceil(PANEL);
-    assert!(w.ci > 0 && x.len().is_multiple_of(w.ci));
-    assert!(y.len() == x.len() / w.ci * w.co);
-    assert!(w.panels.len() == panels * w.ci * PANEL && w.bias.len() == panels * PANEL);
-    assert!(
-        super::available(),
-        "the 1x1 convolution kernel needs AVX2 and FMA"
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the features are present and the slices hold what the shapes say (checked above).
-    unsafe {
-        avx2::run(w, x, y)
-    }
-}
-
-fn tensor1(values: &[f32]) -> Tensor {
-    Tensor::from(tract_ndarray::Array1::from(values.to_vec()))
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Packed, PANEL};
-    use std::arch::x86_64::*;
-
-    /// Pixels per tile: 6 x 2 accumulators, 2 weight vectors and a broadcast fill 15 of the 16
-    /// vector registers.
-    const ROWS: usize = 6;
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run(w: &Packed, x: &[f32], y: &mut [f32]) {
-        let pixels = x.len() / w.ci;
-        let mut p = 0;
-        // Pixels outer, panels inner: a tile's input rows stay in L1 across all panels, and the
-        // packed weights (at most a few hundred KiB) in L2.
-        while p < pixels {
-            let rows = (pixels - p).min(ROWS);
-            for panel in 0..w.co.div_ceil(PANEL) {
-                let tile = Tile {
-                    x: x.as_ptr().add(p * w.ci),
-                    ci: w.ci,
-                    weights: w.panels.as_ptr().add(panel * w.ci * PANEL),
-                    bias: w.bias.as_ptr().add(panel * PANEL),
-                };
-                let out = y.as_mut_ptr().add(p * w.co + panel * PANEL);
-                let width = (w.co - panel * PANEL).min(PANEL);
-                match rows {
-                    6 => tile.run::<6>(out, w.co, width),
-                    5 => tile.run::<5>(out, w.co, width),
-                    4 => tile.run::<4>(out, w.co, width),
-                    3 => tile.run::<3>(out, w.co, width),
-                    2 => tile.run::<2>(out, w.co, width),
-                    _ => tile.run::<1>(out, w.co, width),
-                }
-            }
-            p += rows;
-        }
-    }
-
-    /// Up to 6 pixels by one panel of 16 output channels.
-    struct Tile {
-        x: *const f32,
-        ci: usize,
-        weights: *const f32,
-        bias: *const f32,
-    }
-
-    impl Tile {
-        /// `R` pixels into `out` (rows `co` apart), `width` (at most 16) channels of the panel.
-        #[inline(always)]
-        unsafe fn run<const R: usize>(&self, out: *mut f32, co: usize, width: usize) {
-            let bias = [
-                _mm256_loadu_ps(self.bias),
-                _mm256_loadu_ps(self.bias.add(8)),
-            ];
-            let mut acc = [bias; R];
-            for i in 0..self.ci {
-                let w0 = _mm256_loadu_ps(self.weights.add(i * PANEL));
-                let w1 = _mm256_loadu_ps(self.weights.add(i * PANEL + 8));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_broadcast_ss(&*self.x.add(r * self.ci + i));
-                    a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
-                    a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
-                }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                let row = out.add(r * co);
-                if width == PANEL {
-                    _mm256_storeu_ps(row, a[0]);
-                    _mm256_storeu_ps(row.add(8), a[1]);
-                } else {
-                    let mut spill = [0f32; PANEL];
-                    _mm256_storeu_ps(spill.as_mut_ptr(), a[0]);
-                    _mm256_storeu_ps(spill.as_mut_ptr().add(8), a[1]);
-                    std::ptr::copy_nonoverlapping(spill.as_ptr(), row, width);
-                }
-            }
-        }
-    }
 }
