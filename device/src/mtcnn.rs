@@ -527,10 +527,16 @@ fn crops_of(
             continue;
         }
         let mut crop = RgbImage::new(w as u32, h as u32);
-        for (x, y, p) in crop.enumerate_pixels_mut() {
-            let (sx, sy) = (x0 + x as i64, y0 + y as i64);
-            if sx >= 0 && sy >= 0 && sx < img.width() as i64 && sy < img.height() as i64 {
-                *p = *img.get_pixel(sx as u32, sy as u32);
+        // The part of each row inside the image, copied whole; the rest stays zero.
+        let (iw, ih) = (i64::from(img.width()), i64::from(img.height()));
+        let (left, right) = (x0.max(0), (x0 + w).min(iw));
+        if left < right {
+            let (src, dst) = (img.as_raw(), crop.as_mut());
+            let span = 3 * (right - left) as usize;
+            for y in y0.max(0)..(y0 + h).min(ih) {
+                let from = 3 * (y * iw + left) as usize;
+                let to = 3 * ((y - y0) * w + left - x0) as usize;
+                dst[to..to + span].copy_from_slice(&src[from..from + span]);
             }
         }
         crops.push(resize(&crop, size, size));
@@ -642,6 +648,38 @@ mod tests {
         assert!(
             (r[0] - 1.1).abs() < 1e-6 && (r[1] + 1.1).abs() < 1e-6 && (r[3] - 12.2).abs() < 1e-5
         );
+    }
+
+    /// Boxes inside, across each edge, around and outside a 7x5 image of distinct pixels,
+    /// against a crop taken pixel by pixel (zero outside the image).
+    #[test]
+    fn crops_copy_the_image_under_the_box() {
+        let img = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8, y as u8, 100 + x as u8]));
+        for b in [
+            [2.0, 2.0, 4.0, 3.0],
+            [-1.0, 0.0, 3.0, 6.0],
+            [5.0, -2.0, 9.0, 2.0],
+            [-3.0, -3.0, 10.0, 8.0],
+            [9.0, 9.0, 12.0, 12.0],
+        ] {
+            let (x0, y0) = (b[0] as i64 - 1, b[1] as i64 - 1);
+            let (w, h) = ((b[2] - b[0]) as u32 + 1, (b[3] - b[1]) as u32 + 1);
+            let expected = RgbImage::from_fn(w, h, |x, y| {
+                let (sx, sy) = (x0 + i64::from(x), y0 + i64::from(y));
+                if (0..7).contains(&sx) && (0..5).contains(&sy) {
+                    *img.get_pixel(sx as u32, sy as u32)
+                } else {
+                    image::Rgb([0, 0, 0])
+                }
+            });
+            // Resized to the box's own width and height: the crop itself.
+            let (crops, _) = crops_of(&img, vec![cand(b, 1.0)], w).unwrap();
+            if w == h {
+                assert_eq!(crops[0], expected, "{b:?}");
+            }
+            let square = resize(&expected, w, w);
+            assert_eq!(crops[0], square, "{b:?}");
+        }
     }
 
     #[test]
