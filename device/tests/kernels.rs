@@ -202,8 +202,10 @@ fn direct_reference(
     y
 }
 
-/// MTCNN's convolutions and every tail: output rows off the 6-pixel tile, channel counts off
-/// the 16-channel panel (10, 28, 5), one input channel, kernels as large as the image, batches.
+/// MTCNN's convolutions and every tail, in every form this CPU runs (AVX2, and AVX-512 where
+/// it has it): output rows off the 6- and 12-pixel tiles, channel counts off the 16-channel panel
+/// and the 32-channel pair (10, 28, 5, 33, 48), one input channel, kernels as large as the
+/// image, batches.
 #[test]
 fn direct_convolution_matches_the_definition() {
     if skip_without_kernels() {
@@ -217,6 +219,7 @@ fn direct_convolution_matches_the_definition() {
         (1, 5, 9, 1, 5, 5, 1),
         (2, 3, 3, 7, 33, 3, 3),
         (1, 1, 13, 4, 16, 1, 2),
+        (1, 1, 25, 9, 80, 1, 1),
     ];
     for (case, &(batch, h, w, ci, co, kh, kw)) in cases.iter().enumerate() {
         let g = direct::Geometry {
@@ -236,14 +239,17 @@ fn direct_convolution_matches_the_definition() {
         let (panels, padded_bias) = direct::pack(&g, &weights, &bias);
         let mut padded_slope = vec![0f32; padded_bias.len()];
         padded_slope[..co].copy_from_slice(&slope);
-        for with_prelu in [false, true] {
+        for (isa, with_prelu) in direct::isas()
+            .into_iter()
+            .flat_map(|i| [(i, false), (i, true)])
+        {
             let packed = direct::Packed {
                 panels: &panels,
                 bias: &padded_bias,
                 prelu: with_prelu.then_some(padded_slope.as_slice()),
             };
             let mut y = vec![f32::NAN; batch * g.oh() * g.ow() * co];
-            direct::run(&g, &packed, &x, &mut y);
+            direct::run_with(isa, &g, &packed, &x, &mut y);
             let expected = direct_reference(
                 &g,
                 &weights,
@@ -252,7 +258,10 @@ fn direct_convolution_matches_the_definition() {
                 &x,
             );
             let diff = max_abs_diff(&y, &expected);
-            assert!(diff < 1e-4, "{g:?} PRelu {with_prelu}: off by {diff}");
+            assert!(
+                diff < 1e-4,
+                "{isa:?} {g:?} PRelu {with_prelu}: off by {diff}"
+            );
         }
     }
 }

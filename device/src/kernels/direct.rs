@@ -270,9 +270,43 @@ pub struct Packed<'a> {
     pub prelu: Option<&'a [f32]>,
 }
 
-/// Convolves `g.batch` `[h, w, ci]` images `x` into `[oh, ow, co]` images `y`. Panics if a slice
-/// disagrees with the geometry (the kernel reads through raw pointers, so it checks first).
+/// The instruction sets the kernel has a form for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX2 and FMA: tiles of 6 pixels by 16 channels in 12 of the 16 vector registers.
+    Avx2,
+    /// AVX-512: tiles of 12 pixels by 32 channels in 24 of the 32 vector registers, twice the
+    /// floats an instruction and four times the tile (the whole of the CPU's FMA width where it
+    /// executes 512-bit FMAs at full rate).
+    Avx512,
+}
+
+/// The forms this CPU runs, fastest first (empty where it runs none: see
+/// [`super::available`]).
+pub fn isas() -> Vec<Isa> {
+    let mut isas = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        isas.push(Isa::Avx512);
+    }
+    if super::available() {
+        isas.push(Isa::Avx2);
+    }
+    isas
+}
+
+/// Convolves `g.batch` `[h, w, ci]` images `x` into `[oh, ow, co]` images `y` with the fastest
+/// form this CPU runs. Panics if a slice disagrees with the geometry (the kernel reads through
+/// raw pointers, so it checks first) or the CPU runs no form.
 pub fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
+    let isa = *isas()
+        .first()
+        .expect("the convolution kernel needs AVX2 and FMA");
+    run_with(isa, g, w, x, y)
+}
+
+/// [`run`] in one form, which the CPU must run (for tests of every form).
+pub fn run_with(isa: Isa, g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
     let panels = g.co.div_ceil(PANEL);
     assert!(g.kh >= 1 && g.kw >= 1 && g.kh <= g.h && g.kw <= g.w && g.ci > 0);
     assert!(x.len() == g.batch * g.h * g.w * g.ci);
@@ -280,15 +314,15 @@ pub fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
     assert!(w.panels.len() == panels * g.kh * g.kw * g.ci * PANEL);
     assert!(w.bias.len() == panels * PANEL);
     assert!(w.prelu.is_none_or(|p| p.len() == panels * PANEL));
-    assert!(
-        super::available(),
-        "the convolution kernel needs AVX2 and FMA"
-    );
+    assert!(isas().contains(&isa), "this CPU does not run {isa:?}");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the features are present and the slices hold what the geometry says (checked
-    // above).
+    // SAFETY: the CPU runs the form (checked above) and the slices hold what the geometry says
+    // (checked above).
     unsafe {
-        avx2::run(g, w, x, y)
+        match isa {
+            Isa::Avx2 => avx2::run(g, w, x, y),
+            Isa::Avx512 => avx512::run(g, w, x, y),
+        }
     }
 }
 
@@ -396,6 +430,148 @@ mod avx2 {
                     _mm256_storeu_ps(spill.as_mut_ptr(), a[0]);
                     _mm256_storeu_ps(spill.as_mut_ptr().add(8), a[1]);
                     std::ptr::copy_nonoverlapping(spill.as_ptr(), row, width);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Geometry, Packed, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Pixels per tile: 12 x 2 accumulators, 2 weight vectors and a broadcast fill 27 of the 32
+    /// vector registers.
+    const ROWS: usize = 12;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
+        let (oh, ow) = (g.oh(), g.ow());
+        let taps = g.kh * g.kw * g.ci;
+        let panels = g.co.div_ceil(PANEL);
+        let (in_image, out_image) = (g.h * g.w * g.ci, oh * ow * g.co);
+        for n in 0..g.batch {
+            let (x, y) = (
+                x.as_ptr().add(n * in_image),
+                y.as_mut_ptr().add(n * out_image),
+            );
+            for oy in 0..oh {
+                let mut ox = 0;
+                while ox < ow {
+                    let pixels = (ow - ox).min(ROWS);
+                    // Two panels a tile, then the odd one alone.
+                    let mut panel = 0;
+                    while panel < panels {
+                        let pair = if panel + 1 < panels { 2 } else { 1 };
+                        let tile = Tile {
+                            g,
+                            x: x.add((oy * g.w + ox) * g.ci),
+                            weights: w.panels.as_ptr().add(panel * taps * PANEL),
+                            panel_stride: taps * PANEL,
+                            bias: w.bias.as_ptr().add(panel * PANEL),
+                            prelu: w.prelu.map(|p| p.as_ptr().add(panel * PANEL)),
+                        };
+                        let out = y.add((oy * ow + ox) * g.co + panel * PANEL);
+                        let width = (g.co - panel * PANEL).min(pair * PANEL);
+                        match (pair, pixels) {
+                            (2, 12) => tile.run::<12, 2>(out, width),
+                            (2, p) => tile.run_short::<2>(p, out, width),
+                            (_, 12) => tile.run::<12, 1>(out, width),
+                            (_, p) => tile.run_short::<1>(p, out, width),
+                        }
+                        panel += pair;
+                    }
+                    ox += pixels;
+                }
+            }
+        }
+    }
+
+    /// Up to 12 consecutive output pixels of a row by `P` panels of 16 output channels.
+    struct Tile<'a> {
+        g: &'a Geometry,
+        /// The input pixel under the first output pixel's top-left tap.
+        x: *const f32,
+        weights: *const f32,
+        /// Floats from one panel's weights to the next's.
+        panel_stride: usize,
+        bias: *const f32,
+        prelu: Option<*const f32>,
+    }
+
+    impl Tile<'_> {
+        /// Fewer than 12 pixels: the row's tail.
+        #[inline(always)]
+        unsafe fn run_short<const P: usize>(&self, pixels: usize, out: *mut f32, width: usize) {
+            match pixels {
+                11 => self.run::<11, P>(out, width),
+                10 => self.run::<10, P>(out, width),
+                9 => self.run::<9, P>(out, width),
+                8 => self.run::<8, P>(out, width),
+                7 => self.run::<7, P>(out, width),
+                6 => self.run::<6, P>(out, width),
+                5 => self.run::<5, P>(out, width),
+                4 => self.run::<4, P>(out, width),
+                3 => self.run::<3, P>(out, width),
+                2 => self.run::<2, P>(out, width),
+                _ => self.run::<1, P>(out, width),
+            }
+        }
+
+        /// `R` pixels into `out` (pixels `co` apart), `width` (at most `16 P`) channels.
+        #[inline(always)]
+        unsafe fn run<const R: usize, const P: usize>(&self, out: *mut f32, width: usize) {
+            let g = self.g;
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for a in acc.iter_mut() {
+                for (v, lane) in a.iter_mut().enumerate() {
+                    *lane = _mm512_loadu_ps(self.bias.add(v * PANEL));
+                }
+            }
+            let mut step = 0;
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let src = self.x.add((ky * g.w + kx) * g.ci);
+                    for i in 0..g.ci {
+                        let mut wv = [_mm512_setzero_ps(); P];
+                        for (v, lane) in wv.iter_mut().enumerate() {
+                            *lane = _mm512_loadu_ps(
+                                self.weights.add(v * self.panel_stride + step * PANEL),
+                            );
+                        }
+                        step += 1;
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let xv = _mm512_set1_ps(*src.add(r * g.ci + i));
+                            for v in 0..P {
+                                a[v] = _mm512_fmadd_ps(xv, wv[v], a[v]);
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(prelu) = self.prelu {
+                let zero = _mm512_setzero_ps();
+                let mut slope = [zero; P];
+                for (v, s) in slope.iter_mut().enumerate() {
+                    *s = _mm512_loadu_ps(prelu.add(v * PANEL));
+                }
+                for a in acc.iter_mut() {
+                    for v in 0..P {
+                        a[v] = _mm512_fmadd_ps(_mm512_min_ps(a[v], zero), slope[v], a[v]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let row = out.add(r * g.co);
+                for (v, lane) in a.iter().enumerate() {
+                    let left = width.saturating_sub(v * PANEL).min(PANEL);
+                    if left == PANEL {
+                        _mm512_storeu_ps(row.add(v * PANEL), *lane);
+                    } else if left > 0 {
+                        let mask: __mmask16 = (1u16 << left) - 1;
+                        _mm512_mask_storeu_ps(row.add(v * PANEL), mask, *lane);
+                    }
                 }
             }
         }
