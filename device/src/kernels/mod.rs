@@ -6,8 +6,9 @@
 //! [`pointwise::FusedPointwise`], [`direct::FusedConv`], [`softmax::RowSoftmax`]) that [`fuse`]
 //! puts in place of the nodes it computes, so the rest of the graph still runs in tract.
 //!
-//! They run on x86-64 CPUs with AVX2 and FMA, checked at run time ([`available`]): a build for the
-//! x86-64 baseline stays correct on older CPUs, where tract's own kernels run. On aarch64 tract's
+//! They run on x86-64 CPUs with AVX2 and FMA, checked at run time ([`available`]), the
+//! convolution tile in AVX-512 where the CPU has it ([`direct::Isa`]): a build for the x86-64
+//! baseline stays correct on older CPUs, where tract's own kernels run. On aarch64 tract's
 //! NEON kernels run; these have no NEON form, and boards' speeds cannot be measured here.
 //!
 //! [`nibble`] is the compact search's scan (4-bit codes against 8-bit weights), not a tract op:
