@@ -888,12 +888,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if *grouping_only {
                 let rows = bench::grouping(*grouping_faces, *grouping_add, 512);
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
-                } else {
-                    print_rows(&rows);
-                }
-                return Ok(ExitCode::SUCCESS);
+                return report(*json, &rows, |rows| print_rows(rows));
             }
             let python = match (no_peer, python) {
                 (true, _) => None,
@@ -926,32 +921,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if *e2e_only {
                 let files = bench::photo_files(&photos, *e2e_photos)?;
                 let r = bench::end_to_end(&g.pipeline()?, &files, python.as_deref())?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
-                    print_end_to_end(&r);
-                }
-                return Ok(ExitCode::SUCCESS);
+                return report(*json, &r, print_end_to_end);
             }
             if *detect_only {
                 let wanted = (*detect_photos).max(*detect_large_photos);
                 let files = bench::photo_files(&photos, wanted)?;
                 let r = bench::detect::run(&g.pipeline()?, &files, &detect, python.as_deref())?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
-                    print_detect(&r);
-                }
-                return Ok(ExitCode::SUCCESS);
+                return report(*json, &r, print_detect);
             }
             if *search_only {
                 let r = bench::search::run(&g.pipeline()?, &photos, &search, python.as_deref())?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
-                    print_search(&r);
-                }
-                return Ok(ExitCode::SUCCESS);
+                return report(*json, &r, print_search);
             }
             let opts = bench::BenchOptions {
                 model: g.model_dir()?,
@@ -968,12 +948,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 grouping_add: *grouping_add,
             };
             let r = bench::run(&g.pipeline()?, &opts)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print_bench(&r);
-            }
-            Ok(ExitCode::SUCCESS)
+            report(*json, &r, print_bench)
         }
         Command::Models(ModelsCommand::List { json }) => cmd_models_list(g, *json),
         Command::Models(ModelsCommand::Install { from, to, json }) => {
@@ -1804,6 +1779,16 @@ fn print_bench(r: &bench::BenchReport) {
     print_end_to_end(&r.end_to_end);
     println!();
     print_search(&r.search);
+}
+
+/// Prints a benchmark's results: as JSON, or as `table` prints them.
+fn report<T: serde::Serialize>(json: bool, r: &T, table: fn(&T)) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        table(r);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The end-to-end table in Markdown.
