@@ -575,45 +575,42 @@ fn bench_times_every_graph_of_every_model_and_profiles_them() {
     }
 }
 
-/// The benchmark virtualenv's Python (`scripts/setup --bench`, which `scripts/test` runs).
-fn bench_python() -> PathBuf {
+/// `smoothface bench ARGS --photos lfw-devtrain --python .venv-bench's --json`, which must
+/// succeed, as JSON; `None` (the test skips) without the face photos. The benchmark virtualenv
+/// is made by `scripts/setup --bench`, which `scripts/test` runs.
+fn bench_beside_peers(test: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let photos = faces(test, "lfw-devtrain")?;
     let python = smoothface_tests::repo().join(".venv-bench/bin/python");
     assert!(
         python.exists(),
         "no {}: run scripts/setup --bench (scripts/test does)",
         python.display()
     );
-    python
+    let mut all = vec!["bench"];
+    all.extend(args);
+    all.extend(["--photos", s(&photos), "--python", s(&python), "--json"]);
+    let o = smoothface(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    Some(serde_json::from_slice(&o.stdout).unwrap())
 }
 
 /// The detection timing beside the reference MTCNN on the same files: both find the same faces
 /// (the same networks, steps and thresholds), on the photos as taken and resized.
 #[test]
 fn bench_detect_finds_the_faces_the_reference_mtcnn_finds() {
-    let Some(photos) = faces(
-        "bench_detect_finds_the_faces_the_reference_mtcnn_finds",
-        "lfw-devtrain",
-    ) else {
-        return;
-    };
-    let python = bench_python();
-    let o = smoothface(&[
-        "bench",
+    let args = [
         "--detect-only",
-        "--photos",
-        s(&photos),
         "--detect-photos",
         "12",
         "--detect-sizes",
         "as-taken,500x400",
         "--rounds",
         "1",
-        "--python",
-        s(&python),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    ];
+    let test = "bench_detect_finds_the_faces_the_reference_mtcnn_finds";
+    let Some(r) = bench_beside_peers(test, &args) else {
+        return;
+    };
     assert!(
         r["reference"]
             .as_str()
@@ -637,26 +634,10 @@ fn bench_detect_finds_the_faces_the_reference_mtcnn_finds() {
 /// small faces in the background: 21 against 19 on these photos).
 #[test]
 fn bench_e2e_indexes_beside_the_reference_pipeline() {
-    let Some(photos) = faces(
-        "bench_e2e_indexes_beside_the_reference_pipeline",
-        "lfw-devtrain",
-    ) else {
+    let test = "bench_e2e_indexes_beside_the_reference_pipeline";
+    let Some(r) = bench_beside_peers(test, &["--e2e-only", "--e2e-photos", "16"]) else {
         return;
     };
-    let python = bench_python();
-    let o = smoothface(&[
-        "bench",
-        "--e2e-only",
-        "--photos",
-        s(&photos),
-        "--e2e-photos",
-        "16",
-        "--python",
-        s(&python),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["photos"], 16, "{r}");
     assert!(r["photos_per_second"].as_f64().unwrap() > 0.0, "{r}");
     assert!(
@@ -681,30 +662,19 @@ fn bench_e2e_indexes_beside_the_reference_pipeline() {
 /// compact search finds them, and the synthetic faces look like the real ones to a random pair.
 #[test]
 fn bench_search_agrees_with_faiss_on_the_exact_top_ten() {
-    let Some(photos) = faces(
-        "bench_search_agrees_with_faiss_on_the_exact_top_ten",
-        "lfw-devtrain",
-    ) else {
-        return;
-    };
-    let python = bench_python();
-    let o = smoothface(&[
-        "bench",
+    let args = [
         "--search-only",
-        "--photos",
-        s(&photos),
         "--search-photos",
         "120",
         "--search-queries",
         "8",
         "--search-sizes",
         "500,5000",
-        "--python",
-        s(&python),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    ];
+    let test = "bench_search_agrees_with_faiss_on_the_exact_top_ten";
+    let Some(r) = bench_beside_peers(test, &args) else {
+        return;
+    };
     assert_eq!(r["queries"], 8, "{r}");
     assert!(
         r["peers"]

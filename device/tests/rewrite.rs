@@ -49,6 +49,15 @@ fn max_abs_diff(path: &Path, shape: &[usize]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// How many nodes of `model` run the op `name`.
+fn count_ops(model: &TypedModel, name: &str) -> usize {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| n.op().name() == name)
+        .count()
+}
+
 #[test]
 fn rewritten_embedder_and_detector_compute_what_the_originals_do() {
     assert!(max_abs_diff(&model("mobilefacenet/fr_feature.onnx"), &[1, 3, 112, 112]) < 1e-5);
@@ -79,13 +88,7 @@ fn every_convolution_of_the_embedder_runs_channels_last_in_the_device_s_kernels(
     }
     let path = model("mobilefacenet/fr_feature.onnx");
     let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &[1, 3, 112, 112]).unwrap();
-    let count = |name: &str| {
-        typed
-            .nodes()
-            .iter()
-            .filter(|n| n.op().name() == name)
-            .count()
-    };
+    let count = |name: &str| count_ops(&typed, name);
     let convs: Vec<&Conv> = typed
         .nodes()
         .iter()
@@ -129,13 +132,7 @@ fn every_convolution_of_the_detector_runs_channels_last_in_the_device_s_kernels(
     ] {
         let path = model(&format!("mtcnn/{net}.onnx"));
         let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &shape).unwrap();
-        let count = |name: &str| {
-            typed
-                .nodes()
-                .iter()
-                .filter(|n| n.op().name() == name)
-                .count()
-        };
+        let count = |name: &str| count_ops(&typed, name);
         assert_eq!(count("SmoothfaceConv"), dense, "{net}");
         assert_eq!(count("SmoothfacePointwise"), pointwise, "{net}");
         assert_eq!(count("SmoothfaceSoftmax"), 1, "{net}");
