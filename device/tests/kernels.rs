@@ -239,10 +239,7 @@ fn direct_convolution_matches_the_definition() {
         let (panels, padded_bias) = direct::pack(&g, &weights, &bias);
         let mut padded_slope = vec![0f32; padded_bias.len()];
         padded_slope[..co].copy_from_slice(&slope);
-        for (isa, with_prelu) in direct::isas()
-            .into_iter()
-            .flat_map(|i| [(i, false), (i, true)])
-        {
+        for (isa, with_prelu) in direct::isas().flat_map(|i| [(i, false), (i, true)]) {
             let packed = direct::Packed {
                 panels: &panels,
                 bias: &padded_bias,

@@ -7,7 +7,7 @@
 //! builds them once), then each round times every photo again. The faces both find are compared
 //! box by box, so a faster detector that finds other faces shows.
 
-use super::{median, run_python, tempfile_dir};
+use super::{median, run_python, tempfile_dir, write_list};
 use crate::mtcnn::{Face, StageTimes};
 use crate::pipeline::Pipeline;
 use crate::tracks::iou;
@@ -194,7 +194,7 @@ pub fn run(
             row.reference_ms = Some(median(
                 peer.photos
                     .iter()
-                    .flat_map(|p| p.times_ms.clone())
+                    .flat_map(|p| p.times_ms.iter().copied())
                     .collect(),
             ));
             row.reference_faces = Some(theirs);
@@ -280,13 +280,7 @@ fn time_reference(
     rounds: usize,
     scratch: &Path,
 ) -> Result<PeerDetect> {
-    std::fs::create_dir_all(scratch)?;
-    let list = scratch.join("photos.txt");
-    let names: Vec<String> = photos
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    std::fs::write(&list, names.join("\n"))?;
+    let list = write_list(scratch, photos)?;
     let args = [
         "detect".to_string(),
         "--list".into(),

@@ -206,12 +206,7 @@ pub fn end_to_end(
     };
     if let Some(python) = python {
         let (onnx_file, spec) = (&pipeline.embedder.onnx_path, &pipeline.embedder.spec);
-        let list = tmp.join("photos.txt");
-        let names: Vec<String> = files
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        std::fs::write(&list, names.join("\n"))?;
+        let list = write_list(&tmp, files)?;
         let args = [
             "index".to_string(),
             "--list".into(),
@@ -326,6 +321,18 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
         onnxruntime,
         end_to_end,
     })
+}
+
+/// Writes `files`, one a line, to `photos.txt` in `dir`, for a peer to read: its path.
+fn write_list(dir: &Path, files: &[PathBuf]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let list = dir.join("photos.txt");
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    std::fs::write(&list, names.join("\n"))?;
+    Ok(list)
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

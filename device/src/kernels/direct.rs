@@ -281,26 +281,32 @@ pub enum Isa {
     Avx512,
 }
 
-/// The forms this CPU runs, fastest first (empty where it runs none: see
-/// [`super::available`]).
-pub fn isas() -> Vec<Isa> {
-    let mut isas = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        isas.push(Isa::Avx512);
+impl Isa {
+    /// Whether this CPU runs the form (every form needs [`super::available`]'s AVX2 and FMA).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Isa::Avx2 => super::available(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => super::available() && is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx512 => false,
+        }
     }
-    if super::available() {
-        isas.push(Isa::Avx2);
-    }
-    isas
+}
+
+/// The forms this CPU runs, fastest first (none where [`super::available`] is false).
+pub fn isas() -> impl Iterator<Item = Isa> {
+    [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|isa| isa.runs_here())
 }
 
 /// Convolves `g.batch` `[h, w, ci]` images `x` into `[oh, ow, co]` images `y` with the fastest
 /// form this CPU runs. Panics if a slice disagrees with the geometry (the kernel reads through
 /// raw pointers, so it checks first) or the CPU runs no form.
 pub fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
-    let isa = *isas()
-        .first()
+    let isa = isas()
+        .next()
         .expect("the convolution kernel needs AVX2 and FMA");
     run_with(isa, g, w, x, y)
 }
@@ -314,7 +320,7 @@ pub fn run_with(isa: Isa, g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
     assert!(w.panels.len() == panels * g.kh * g.kw * g.ci * PANEL);
     assert!(w.bias.len() == panels * PANEL);
     assert!(w.prelu.is_none_or(|p| p.len() == panels * PANEL));
-    assert!(isas().contains(&isa), "this CPU does not run {isa:?}");
+    assert!(isa.runs_here(), "this CPU does not run {isa:?}");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU runs the form (checked above) and the slices hold what the geometry says
     // (checked above).

@@ -22,15 +22,12 @@ use tract_onnx::tract_core::ops::math::Add;
 /// for every pixel `p` (all axes but the last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusedPointwise {
-    /// Pixels: the product of all input axes but the last.
-    pixels: usize,
-    /// Input channels.
-    ci: usize,
-    /// Output channels.
-    co: usize,
+    /// The dense kernel's geometry for it: a 1x1 window over one row of all the pixels (the
+    /// product of all input axes but the last).
+    geometry: direct::Geometry,
     output_shape: TVec<usize>,
     /// `[co / 16 rounded up, ci, 16]`: for each panel of 16 output channels, their weights for
-    /// each input channel, zero past `co`.
+    /// each input channel, zero past `co` ([`direct::pack`] for a 1x1 window).
     panels: Arc<Tensor>,
     /// `[co rounded up to 16]`, zero past `co`.
     bias: Arc<Tensor>,
@@ -51,22 +48,22 @@ impl FusedPointwise {
             "weights are not [co, ci]"
         );
         let ci = w.len() / co;
-        let panels = co.div_ceil(PANEL);
-        let mut packed = vec![0f32; panels * ci * PANEL];
-        for (o, row) in w.chunks_exact(ci).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                packed[((o / PANEL) * ci + i) * PANEL + o % PANEL] = v;
-            }
-        }
-        let mut padded_bias = vec![0f32; panels * PANEL];
-        padded_bias[..co].copy_from_slice(bias);
-        Ok(FusedPointwise {
-            pixels,
+        // `[co, ci]` weights are OIHW ones with a 1x1 window.
+        let geometry = direct::Geometry {
+            batch: 1,
+            h: 1,
+            w: pixels,
             ci,
             co,
+            kh: 1,
+            kw: 1,
+        };
+        let (packed, padded_bias) = direct::pack(&geometry, w, bias);
+        Ok(FusedPointwise {
+            geometry,
             output_shape: output_shape.into(),
             panels: tensor1(&packed)
-                .into_shape(&[panels, ci, PANEL])?
+                .into_shape(&[co.div_ceil(PANEL), ci, PANEL])?
                 .into_arc_tensor(),
             bias: tensor1(&padded_bias).into_arc_tensor(),
         })
@@ -183,9 +180,10 @@ impl Op for FusedPointwise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geometry;
         Ok(vec![format!(
             "{} pixels, {} -> {} channels",
-            self.pixels, self.ci, self.co
+            g.w, g.ci, g.co
         )])
     }
 
@@ -201,30 +199,20 @@ impl EvalOp for FusedPointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = super::floats(&inputs[0])?;
+        let g = &self.geometry;
         ensure!(
-            x.len() == self.pixels * self.ci,
+            x.len() == g.w * g.ci,
             "1x1 convolution input of the wrong size"
         );
         let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
         {
             let mut view = output.try_as_plain_ram_mut()?;
-            // A 1x1 convolution is the dense kernel's with a 1x1 window over one row of pixels,
-            // and its panels are laid out as the dense kernel's for that window.
-            let geometry = direct::Geometry {
-                batch: 1,
-                h: 1,
-                w: self.pixels,
-                ci: self.ci,
-                co: self.co,
-                kh: 1,
-                kw: 1,
-            };
             let weights = direct::Packed {
                 panels: super::floats(&self.panels)?,
                 bias: super::floats(&self.bias)?,
                 prelu: None,
             };
-            direct::run(&geometry, &weights, x, view.as_slice_mut::<f32>()?);
+            direct::run(g, &weights, x, view.as_slice_mut::<f32>()?);
         }
         Ok(tvec!(output.into_tvalue()))
     }

@@ -80,8 +80,9 @@ impl Op for RowSoftmax {
 impl EvalOp for RowSoftmax {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut y = inputs[0].clone().into_tensor();
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        // Taken, not cloned: computed in place unless another op still holds the input.
+        let mut y = inputs.remove(0).into_tensor();
         ensure!(
             y.shape() == &*self.shape,
             "softmax input of the wrong shape"
