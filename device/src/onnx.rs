@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use tract_onnx::pb::{tensor_proto, type_proto, GraphProto, ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
+use crate::kernels::quantized::{Int8Weights, QuantizedWeights};
+
 /// An optimised, runnable tract plan. Plans are immutable and shared between threads: each `run`
 /// makes its own state.
 pub type Plan = Arc<TypedRunnableModel>;
@@ -19,6 +21,8 @@ pub type Plan = Arc<TypedRunnableModel>;
 pub struct Graph {
     model: InferenceModel,
     rewrite_plans: bool,
+    /// The int8 weights of a quantized graph's convolutions (empty for a float one).
+    int8: Arc<Int8Weights>,
 }
 
 /// Parses `path` once, rewritten into the form tract runs fastest: [`rewritten_proto`] now, and
@@ -26,12 +30,14 @@ pub struct Graph {
 /// it for concrete shapes.
 pub fn load_graph(path: &Path) -> Result<Graph> {
     let proto = rewritten_proto(path)?;
+    let int8 = proto.graph.as_ref().map(int8_weights).unwrap_or_default();
     let model = tract_onnx::onnx()
         .model_for_proto_model(&proto)
         .with_context(|| format!("{}: not a model tract can run", path.display()))?;
     Ok(Graph {
         model,
         rewrite_plans: true,
+        int8: Arc::new(int8),
     })
 }
 
@@ -57,7 +63,65 @@ pub fn load_graph_unmodified(path: &Path) -> Result<Graph> {
     Ok(Graph {
         model,
         rewrite_plans: false,
+        int8: Arc::default(),
     })
+}
+
+/// The int8 weights of `graph`'s `DequantizeLinear` nodes that dequantize an int8 initializer
+/// with zero point 0 (one scale, or one per slice of the first axis: a convolution's output
+/// channels), as `smoothface-train quantize` writes them.
+pub fn int8_weights(graph: &GraphProto) -> Int8Weights {
+    let initializers: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let mut weights = Int8Weights::default();
+    for node in graph.node.iter().filter(|n| n.op_type == "DequantizeLinear") {
+        let tensor = |slot: usize| {
+            node.input
+                .get(slot)
+                .and_then(|name| initializers.get(name.as_str()))
+        };
+        let (Some(values), Some(scales)) = (tensor(0), tensor(1)) else {
+            continue;
+        };
+        let axis = node
+            .attribute
+            .iter()
+            .find(|a| a.name == "axis")
+            .map_or(1, |a| a.i);
+        let (Some(values), Some(scales)) = (int8_values(values), float_values(scales)) else {
+            continue;
+        };
+        let zero = tensor(2).is_none_or(|z| int8_values(z).is_some_and(|v| v.iter().all(|&v| v == 0)));
+        let rows = tensor(0)
+            .and_then(|t| t.dims.first())
+            .and_then(|&d| usize::try_from(d).ok())
+            .unwrap_or(0);
+        let per_row = scales.len() == rows && (axis == 0 || rows == 1);
+        if !zero || rows == 0 || !(scales.len() == 1 || per_row) {
+            continue;
+        }
+        let scales = if scales.len() == rows {
+            scales
+        } else {
+            vec![scales[0]; rows]
+        };
+        weights.insert(QuantizedWeights { values, scales });
+    }
+    weights
+}
+
+/// The values of an int8 initializer, stored either as `raw_data` or one per `int32_data`.
+fn int8_values(t: &TensorProto) -> Option<Vec<i8>> {
+    if t.data_type != tensor_proto::DataType::Int8 as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        return Some(t.raw_data.iter().map(|&b| b as i8).collect());
+    }
+    t.int32_data.iter().map(|&v| i8::try_from(v).ok()).collect()
 }
 
 /// Rewrites each `PRelu(x, a)` whose slope `a` is a float initializer as
@@ -175,9 +239,11 @@ pub fn typed_model(graph: &Graph, shape: &[usize]) -> Result<TypedModel> {
     let mut model = graph.model.clone();
     model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
     let mut typed = model.into_typed()?;
-    // The layout rewrite is there for the device's kernels: where they do not run (aarch64, x86
-    // without AVX2), tract plans the layout its own kernels want.
-    if graph.rewrite_plans && crate::kernels::available() {
+    // The layout rewrite is there for the device's kernels: where none runs (x86 without AVX2;
+    // aarch64, unless an int8 model meets the dot-product instructions), tract plans the layout
+    // its own kernels want.
+    let int8_kernels = !graph.int8.is_empty() && crate::kernels::quantized::isa().is_some();
+    if graph.rewrite_plans && (crate::kernels::available() || int8_kernels) {
         // Twice: the first move reaches every convolution while the 1x1 ones are still
         // convolutions (declutter makes them matrix products, which absorb a layout instead of
         // passing it on); declutter then pushes the image input's transposition back down
@@ -186,7 +252,7 @@ pub fn typed_model(graph: &Graph, shape: &[usize]) -> Result<TypedModel> {
         channels_last(&mut typed)?;
         typed = typed.into_decluttered()?;
         channels_last(&mut typed)?;
-        crate::kernels::fuse(&mut typed)?;
+        crate::kernels::fuse(&mut typed, &graph.int8)?;
     }
     Ok(typed)
 }

@@ -2,6 +2,7 @@
 //! reach every tail of their tiling (channel counts off the vector width, pixel counts off the
 //! tile height, padding on every side, strides, kernels as large as the image).
 
+use smoothface_device::kernels::quantized::{self, Quantization, QuantizedWeights, Shape};
 use smoothface_device::kernels::{self, depthwise, direct, nibble, pointwise, softmax};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::EvalOp;
@@ -329,4 +330,202 @@ fn extreme_weights(weights: &mut [i8]) {
     for (i, w) in weights.iter_mut().enumerate() {
         *w = if i % 2 == 0 { -128 } else { 127 };
     }
+}
+
+/// tract's `QuantizeLinearU8` as its source writes it: round half to even, add the zero point,
+/// saturate to u8.
+fn quantize_reference(q: &Quantization, x: f32) -> u8 {
+    ((x * q.inverse_scale).round_ties_even() as i32 + i32::from(q.zero_point)).clamp(0, 255) as u8
+}
+
+/// A quantization of floats in about [-2.6, 6.2]: an odd zero point, a step that is not a power
+/// of two.
+const ACTIVATIONS: Quantization = Quantization {
+    inverse_scale: 1.0 / 0.0345,
+    scale: 0.0345,
+    zero_point: 75,
+};
+
+/// Floats the quantization must round exactly: ties between two levels on both sides of the zero
+/// point, values past both saturation points, zeros, and ordinary values.
+fn quantization_inputs(n: usize, seed: u64) -> Vec<f32> {
+    let q = ACTIVATIONS;
+    values(n, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match i % 7 {
+            // k + 0.5 steps: ties (within the float's rounding of the multiplication).
+            0 => ((v * 40.0).round() + 0.5) / q.inverse_scale,
+            1 => v * 50.0,
+            2 => 0.0,
+            3 => -0.0,
+            _ => v * 4.0 + 1.5,
+        })
+        .collect()
+}
+
+#[test]
+fn int8_input_quantization_matches_tracts_definition() {
+    // Both forms' bytes, in vectors where this CPU runs the form and in plain Rust elsewhere.
+    for isa in [quantized::Isa::Avx512Vnni, quantized::Isa::NeonDot] {
+        for &(pixels, ci) in &[(1, 1), (3, 5), (7, 16), (5, 17), (2, 64), (9, 130)] {
+            let shape = Shape { pixels, ci, co: 1 };
+            let x = quantization_inputs(pixels * ci, (pixels * 1000 + ci) as u64);
+            let mut out = vec![0xAB; pixels * shape.ci_padded()];
+            quantized::quantize_input(isa, &shape, &ACTIVATIONS, &x, &mut out);
+            // sdot reads the bytes offset by 128.
+            let flip = if isa == quantized::Isa::NeonDot { 0x80 } else { 0 };
+            for p in 0..pixels {
+                for i in 0..shape.ci_padded() {
+                    let got = out[p * shape.ci_padded() + i] ^ flip;
+                    let want = if i < ci {
+                        quantize_reference(&ACTIVATIONS, x[p * ci + i])
+                    } else {
+                        0
+                    };
+                    assert_eq!(got, want, "{isa:?} {pixels}x{ci}, pixel {p} channel {i}");
+                }
+            }
+        }
+    }
+    // A NaN quantizes to the zero point (tract: the NaN rounds to an integer 0).
+    assert_eq!(ACTIVATIONS.quantize(f32::NAN), 75);
+    assert_eq!(ACTIVATIONS.quantize(f32::INFINITY), 255);
+    assert_eq!(ACTIVATIONS.quantize(f32::NEG_INFINITY), 0);
+}
+
+#[test]
+fn fake_quantization_matches_quantize_then_dequantize() {
+    // Lengths with every tail of the 8- and 16-float steps.
+    for n in [1, 7, 8, 15, 16, 17, 100, 1003] {
+        let mut x = quantization_inputs(n, n as u64);
+        x[n / 2] = f32::NAN;
+        let mut y = vec![0f32; n];
+        quantized::fake_quantize(&ACTIVATIONS, &x, &mut y);
+        for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
+            let level = if a.is_nan() {
+                0
+            } else {
+                i32::from(quantize_reference(&ACTIVATIONS, a)) - 75
+            };
+            assert_eq!(b, level as f32 * ACTIVATIONS.scale, "{n} floats, float {i} = {a}");
+        }
+    }
+}
+
+/// Deterministic int8 weights over the whole range, -127 and 127 among them.
+fn int8_weights(co: usize, ci: usize, seed: u64) -> QuantizedWeights {
+    let v = values(co * ci, seed);
+    let values = v
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| match i % 11 {
+            0 => 127,
+            1 => -127,
+            _ => (f * 127.0).round() as i8,
+        })
+        .collect();
+    let scales = values_abs(co, seed + 7)
+        .iter()
+        .map(|s| 0.002 + s * 0.01)
+        .collect();
+    QuantizedWeights { values, scales }
+}
+
+fn values_abs(n: usize, seed: u64) -> Vec<f32> {
+    values(n, seed).iter().map(|v| v.abs()).collect()
+}
+
+#[test]
+fn int8_pointwise_matches_the_definition() {
+    let Some(isa) = quantized::isa() else {
+        eprintln!(
+            "skipped: this CPU has neither AVX-512 VNNI nor the Arm dot product, so int8 models' \
+             convolutions run in float here"
+        );
+        return;
+    };
+    let q = ACTIVATIONS;
+    // (pixels, ci, co): the 12-pixel tiles and 32-channel pairs (6 and 16 on Arm) and every tail,
+    // input channels off the 4-byte groups, MobileFaceNet's shapes.
+    let cases = [
+        (1, 1, 1),
+        (13, 17, 33),
+        (12, 4, 16),
+        (25, 64, 48),
+        (7, 3, 5),
+        (196, 128, 256),
+        (49, 512, 128),
+        (1, 512, 512),
+    ];
+    for (seed, &(pixels, ci, co)) in cases.iter().enumerate() {
+        for (prelu, output) in [(false, false), (true, false), (true, true), (false, true)] {
+            let seed = seed as u64 * 10 + 500;
+            let shape = Shape { pixels, ci, co };
+            let x = quantization_inputs(pixels * ci, seed);
+            let w = int8_weights(co, ci, seed + 1);
+            let bias = values(co, seed + 2);
+            let slopes: Vec<f32> = values(co, seed + 3).iter().map(|s| s * 0.5 - 0.8).collect();
+            let packed = quantized::pack(isa, &shape, &w, &q, &bias, prelu.then_some(&slopes[..]));
+            let mut xq = vec![0u8; pixels * shape.ci_padded()];
+            quantized::quantize_input(isa, &shape, &q, &x, &mut xq);
+            let mut y = vec![f32::NAN; pixels * co];
+            quantized::run(isa, &shape, &packed, &xq, output.then_some(&q), &mut y);
+            for p in 0..pixels {
+                for o in 0..co {
+                    // The definition, in exact integers and f64.
+                    let sum: i64 = (0..ci)
+                        .map(|i| {
+                            let xq = i64::from(quantize_reference(&q, x[p * ci + i]));
+                            i64::from(w.values[o * ci + i]) * (xq - 75)
+                        })
+                        .sum();
+                    let mut want =
+                        f64::from(bias[o]) + f64::from(q.scale) * f64::from(w.scales[o]) * sum as f64;
+                    if prelu && want < 0.0 {
+                        want *= 1.0 + f64::from(slopes[o]);
+                    }
+                    let got = f64::from(y[p * co + o]);
+                    let case = format!(
+                        "{isa:?} {pixels}x{ci}->{co} prelu {prelu} quantized {output}: pixel {p} channel {o}"
+                    );
+                    if !output {
+                        let tolerance = 1e-5 * (want.abs() + 1.0);
+                        assert!((got - want).abs() <= tolerance, "{case}: {got} against {want}");
+                        continue;
+                    }
+                    // Quantized: the level of `want`, or where `want` lies within float rounding
+                    // of a tie between two levels, either of them.
+                    let t = want * f64::from(q.inverse_scale);
+                    let levels: Vec<f64> = if (t - t.floor() - 0.5).abs() < 1e-3 {
+                        vec![t.floor(), t.ceil()]
+                    } else {
+                        vec![t.round()]
+                    };
+                    let ok = levels.iter().any(|l| {
+                        let l = l.clamp(-75.0, 180.0);
+                        (got - l * f64::from(q.scale)).abs() <= 1e-6
+                    });
+                    assert!(ok, "{case}: {got}, want a level of {want}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_weights_are_found_by_their_dequantized_floats() {
+    let mut found = quantized::Int8Weights::default();
+    let (a, b) = (int8_weights(16, 8, 1), int8_weights(16, 8, 2));
+    found.insert(a.clone());
+    found.insert(b.clone());
+    assert_eq!(found.len(), 2);
+    assert_eq!(found.find(&a.dequantized()), Some(&a));
+    assert_eq!(found.find(&b.dequantized()), Some(&b));
+    // One float off by one unit in the last place is another model's weights.
+    let mut near = a.dequantized();
+    near[5] = f32::from_bits(near[5].to_bits() + 1);
+    assert_eq!(found.find(&near), None);
+    // The float of weight (o, i) is w[o, i] * scale[o].
+    assert_eq!(a.dequantized()[8 * 3 + 2], f32::from(a.values[8 * 3 + 2]) * a.scales[3]);
 }

@@ -18,6 +18,7 @@ pub mod depthwise;
 pub mod direct;
 pub mod nibble;
 pub mod pointwise;
+pub mod quantized;
 pub mod softmax;
 
 use tract_onnx::prelude::*;
@@ -47,14 +48,37 @@ pub struct Fused {
     pub prelus: usize,
     /// Softmaxes over a short last axis now run by [`softmax::RowSoftmax`].
     pub softmaxes: usize,
+    /// int8 models' 1x1 convolutions now run in integers by [`quantized::QuantizedPointwise`].
+    pub int8_pointwise: usize,
+    /// Quantize-dequantize pairs now one pass ([`quantized::FakeQuant`]) or computed inside an
+    /// int8 convolution.
+    pub fake_quants: usize,
 }
 
 /// Puts the device's kernels in place of every channels-last depthwise convolution, 1x1
 /// convolution and unpadded dense convolution of `model` they can run, and of every softmax
-/// over a short last axis, where [`available`]. Runs on a decluttered model whose
-/// convolutions [`crate::onnx::channels_last`] has moved.
-pub fn fuse(model: &mut TypedModel) -> TractResult<Fused> {
+/// over a short last axis, where [`available`]. Before them, on every CPU: in int8 models (whose
+/// weights `int8` holds) the 1x1 convolutions with quantized inputs, in integers where
+/// [`quantized::isa`] has a form, then every other quantize-dequantize pair. Runs on a
+/// decluttered model whose convolutions [`crate::onnx::channels_last`] has moved.
+pub fn fuse(model: &mut TypedModel, int8: &quantized::Int8Weights) -> TractResult<Fused> {
     let mut fused = Fused::default();
+    if !int8.is_empty() {
+        replace_each(model, |model, id| {
+            let found = quantized::fusable(model, id, int8)?;
+            if let Some((op, _, _)) = &found {
+                fused.int8_pointwise += 1;
+                fused.prelus += usize::from(op.has_prelu());
+                fused.fake_quants += usize::from(op.quantizes_output());
+            }
+            Ok(found)
+        })?;
+    }
+    replace_each(model, |model, id| {
+        let found = quantized::fake_quant_fusable(model, id)?;
+        fused.fake_quants += usize::from(found.is_some());
+        Ok(found)
+    })?;
     if !available() {
         return Ok(fused);
     }

@@ -119,7 +119,7 @@ pub(super) fn fusable(
 
 /// Whether `einsum` maps `x[…pixels, i]` and `w[o, i]` to `y[…pixels, o]`, its pixel axes in
 /// the same order (axes of size 1 may come or go).
-fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[usize]) -> bool {
+pub(super) fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[usize]) -> bool {
     let (Some(x_last), Some(y_last)) = (x_shape.len().checked_sub(1), y_shape.len().checked_sub(1))
     else {
         return false;
@@ -143,7 +143,7 @@ fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[usize]) -> 
 
 /// The bias `Add(y, b)` that alone consumes `y`, with a constant `b` of `co` values along the last
 /// axis (or one value): `b` as `[co]` and the Add's outlet.
-fn following_bias(
+pub(super) fn following_bias(
     model: &TypedModel,
     y: OutletId,
     co: usize,

@@ -1,0 +1,883 @@
+//! int8 models' 1x1 convolutions in integer arithmetic, and their other quantize-dequantize
+//! pairs in one vectorised pass.
+//!
+//! `smoothface-train quantize` (its default QDQ form) writes each convolution as a float one that
+//! reads `DequantizeLinear(QuantizeLinear(x))` and `DequantizeLinear(int8 weights)`. Tract folds
+//! the weights back to floats at load and runs the rest as written: the convolution in float, the
+//! activations' quantization and dequantization as two scalar element-wise passes, and the PRelus
+//! (which a quantize now separates from the next convolution) on their own; so the int8 model ran
+//! at twice the float one's time. Here a 1x1 convolution with a quantized input runs as the QDQ
+//! graph defines it, in integers:
+//!
+//! `y[p, o] = bias[o] + s_x * s_w[o] * sum_i w_q[o, i] * (x_q[p, i] - z)`
+//!
+//! with `x_q = clamp(round_half_even(x * (1 / s_x)) + z, 0, 255)` computed as the input is read
+//! (tract's `QuantizeLinearU8`), the sum exact in 32-bit integers, the bias, the PRelu after the
+//! convolution and the next quantize-dequantize pair (when only it reads the result) applied
+//! before the tile is stored. The tile is the float kernel's shape (12 pixels by 32 output
+//! channels) with AVX-512 VNNI's `vpdpbusd`: 64 u8 x i8 products an instruction where the float
+//! tile's FMA does 16, the weights a quarter of the bytes. On aarch64 the same tile runs on the
+//! dot-product instructions (`sdot`, 16 i8 x i8 products), the input offset by 128 into i8 and
+//! the offset's sum folded into `zero_sums`.
+//!
+//! [`FakeQuant`] replaces every other `DequantizeLinear(QuantizeLinear(x))` (the depthwise
+//! convolutions' inputs) with one vectorised float pass of the same function.
+
+use super::direct::PANEL;
+use super::pointwise::{following_bias, pixels_by_channels};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
+
+/// Input channels per step of the integer kernels: the four bytes one 32-bit lane sums.
+pub const GROUP: usize = 4;
+
+/// A tensor's uint8 quantization as tract's `QuantizeLinearU8` and `DequantizeLinearF32` compute
+/// it: `q = clamp(round_half_even(x * inverse_scale) + zero_point, 0, 255)` and back
+/// `(q - zero_point) * scale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantization {
+    /// The quantize's multiplier (tract keeps `1 / scale`, rounded, not the scale itself).
+    pub inverse_scale: f32,
+    /// The dequantize's scale.
+    pub scale: f32,
+    /// The zero point, shared by both.
+    pub zero_point: u8,
+}
+
+impl Quantization {
+    /// The quantized value of `x`, by the definition (a NaN quantizes to the zero point).
+    pub fn quantize(&self, x: f32) -> u8 {
+        let z = f32::from(self.zero_point);
+        let q = (x * self.inverse_scale).round_ties_even();
+        // Clamped while a float, so that no value overflows the integer it becomes.
+        if q.is_nan() {
+            self.zero_point
+        } else {
+            (q.clamp(-z, 255.0 - z) + z) as u8
+        }
+    }
+
+    /// `x` quantized and dequantized.
+    pub fn fake(&self, x: f32) -> f32 {
+        (i32::from(self.quantize(x)) - i32::from(self.zero_point)) as f32 * self.scale
+    }
+}
+
+/// The int8 weights of a model's quantized convolutions, found by the float values tract folds
+/// them into (`(q - 0) * scale`, per output channel): the ONNX graph has the integers, the typed
+/// model only their dequantized floats.
+#[derive(Debug, Clone, Default)]
+pub struct Int8Weights {
+    by_hash: HashMap<u64, Vec<QuantizedWeights>>,
+}
+
+/// One convolution's int8 weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedWeights {
+    /// `[co, ...]`: the integers, zero point 0.
+    pub values: Vec<i8>,
+    /// `[co]`: each output channel's scale.
+    pub scales: Vec<f32>,
+}
+
+impl QuantizedWeights {
+    /// The floats tract's dequantization gives.
+    pub fn dequantized(&self) -> Vec<f32> {
+        let per = self.values.len() / self.scales.len().max(1);
+        self.values
+            .chunks(per.max(1))
+            .zip(&self.scales)
+            .flat_map(|(row, s)| row.iter().map(move |&q| f32::from(q) * s))
+            .collect()
+    }
+}
+
+fn hash_floats(values: &[f32]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for v in values {
+        v.to_bits().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+impl Int8Weights {
+    /// Adds one convolution's weights (ignored unless `values` splits into `scales.len()` rows).
+    pub fn insert(&mut self, weights: QuantizedWeights) {
+        let co = weights.scales.len();
+        if co == 0 || weights.values.is_empty() || !weights.values.len().is_multiple_of(co) {
+            return;
+        }
+        let key = hash_floats(&weights.dequantized());
+        self.by_hash.entry(key).or_default().push(weights);
+    }
+
+    /// The int8 weights that dequantize to exactly `floats`, if any.
+    pub fn find(&self, floats: &[f32]) -> Option<&QuantizedWeights> {
+        let candidates = self.by_hash.get(&hash_floats(floats))?;
+        candidates.iter().find(|w| {
+            let d = w.dequantized();
+            d.len() == floats.len() && d.iter().zip(floats).all(|(a, b)| a.to_bits() == b.to_bits())
+        })
+    }
+
+    /// How many convolutions' weights it holds.
+    pub fn len(&self) -> usize {
+        self.by_hash.values().map(Vec::len).sum()
+    }
+
+    /// Whether it holds none (a float model).
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+/// The instruction sets the integer kernels have a form for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 (F, BW) with VNNI: `vpdpbusd`, u8 x i8 into i32.
+    Avx512Vnni,
+    /// aarch64 NEON with the dot-product extension: `sdot`, i8 x i8 into i32.
+    NeonDot,
+}
+
+impl Isa {
+    /// Whether this CPU runs the form.
+    pub fn runs_here(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// The form this CPU runs, if any: where none does, int8 models keep their float convolutions
+/// (on dequantized weights: the same function, computed in float).
+pub fn isa() -> Option<Isa> {
+    [Isa::Avx512Vnni, Isa::NeonDot]
+        .into_iter()
+        .find(|isa| isa.runs_here())
+}
+
+/// The shape of one 1x1 convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Pixels (the product of every axis but the channels').
+    pub pixels: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+}
+
+impl Shape {
+    /// Input channels rounded up to [`GROUP`]: the row length of the quantized input.
+    pub fn ci_padded(&self) -> usize {
+        self.ci.div_ceil(GROUP) * GROUP
+    }
+
+    /// Panels of 16 output channels.
+    pub fn panels(&self) -> usize {
+        self.co.div_ceil(PANEL)
+    }
+}
+
+/// A convolution's weights and per-channel constants packed for the kernels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    /// `[panels, ci_padded / 4, 16, 4]`: for each panel of 16 output channels and each group of
+    /// 4 input channels, each channel's 4 weights; zero past `ci` and `co`.
+    pub weights: Vec<i8>,
+    /// `[panels * 16]`: `z * sum_i w_q[o, i]` (on aarch64 also `+ 128 * sum_i w_q[o, i]`, the
+    /// input's offset into i8), subtracted from each sum.
+    pub zero_sums: Vec<i32>,
+    /// `[panels * 16]`: `s_x * s_w[o]`.
+    pub multipliers: Vec<f32>,
+    /// `[panels * 16]`.
+    pub bias: Vec<f32>,
+    /// `[panels * 16]`: each slope minus one of the PRelu after the convolution, if any.
+    pub prelu: Option<Vec<f32>>,
+}
+
+/// Packs `[co, ci]` int8 weights for `isa`, with the input's quantization, the weights' scales,
+/// the bias and the PRelu's slopes minus one (`[co]` each).
+pub fn pack(
+    isa: Isa,
+    shape: &Shape,
+    weights: &QuantizedWeights,
+    input: &Quantization,
+    bias: &[f32],
+    prelu: Option<&[f32]>,
+) -> Packed {
+    let (ci, co, groups) = (shape.ci, shape.co, shape.ci_padded() / GROUP);
+    let lanes = shape.panels() * PANEL;
+    let mut packed = vec![0i8; lanes * groups * GROUP];
+    let mut zero_sums = vec![0i32; lanes];
+    let offset = match isa {
+        Isa::Avx512Vnni => i32::from(input.zero_point),
+        // sdot multiplies i8 by i8: the kernel reads x_q - 128, so the sum is short by 128 w.
+        Isa::NeonDot => i32::from(input.zero_point) - 128,
+    };
+    for o in 0..co {
+        let row = &weights.values[o * ci..(o + 1) * ci];
+        for (i, &w) in row.iter().enumerate() {
+            let (panel, lane) = (o / PANEL, o % PANEL);
+            packed[((panel * groups + i / GROUP) * PANEL + lane) * GROUP + i % GROUP] = w;
+        }
+        zero_sums[o] = offset * row.iter().map(|&w| i32::from(w)).sum::<i32>();
+    }
+    let padded = |values: &[f32]| {
+        let mut out = vec![0f32; lanes];
+        out[..values.len()].copy_from_slice(values);
+        out
+    };
+    let multipliers: Vec<f32> = weights.scales.iter().map(|s| input.scale * s).collect();
+    Packed {
+        weights: packed,
+        zero_sums,
+        multipliers: padded(&multipliers),
+        bias: padded(bias),
+        prelu: prelu.map(padded),
+    }
+}
+
+/// Quantizes `[pixels, ci]` floats into `[pixels, ci_padded]` bytes (the padding zero), in the
+/// form `isa` reads: u8 for VNNI, `u8 - 128` as i8 for `sdot`.
+pub fn quantize_input(isa: Isa, shape: &Shape, q: &Quantization, x: &[f32], out: &mut [u8]) {
+    let (ci, padded) = (shape.ci, shape.ci_padded());
+    assert!(x.len() == shape.pixels * ci && out.len() == shape.pixels * padded);
+    let flip = match isa {
+        Isa::Avx512Vnni => 0,
+        Isa::NeonDot => 0x80,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && isa.runs_here() && flip == 0 {
+        for (row, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(padded)) {
+            // SAFETY: the CPU runs AVX-512 (checked above); `dst` holds at least `row.len()`.
+            unsafe { vnni::quantize(q, row, dst) };
+        }
+        return;
+    }
+    for (row, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(padded)) {
+        for (v, d) in row.iter().zip(dst.iter_mut()) {
+            *d = q.quantize(*v) ^ flip;
+        }
+        dst[ci..].fill(flip);
+    }
+}
+
+/// Convolves quantized `[pixels, ci_padded]` input `xq` ([`quantize_input`]) into
+/// `[pixels, co]` floats `y` with weights packed for `isa` (which the CPU must run), each value
+/// then fake-quantized by `output` if given.
+pub fn run(
+    isa: Isa,
+    shape: &Shape,
+    w: &Packed,
+    xq: &[u8],
+    output: Option<&Quantization>,
+    y: &mut [f32],
+) {
+    let lanes = shape.panels() * PANEL;
+    assert!(xq.len() == shape.pixels * shape.ci_padded());
+    assert!(y.len() == shape.pixels * shape.co);
+    assert!(w.weights.len() == lanes * shape.ci_padded());
+    assert!(w.zero_sums.len() == lanes && w.multipliers.len() == lanes && w.bias.len() == lanes);
+    assert!(w.prelu.as_ref().is_none_or(|p| p.len() == lanes));
+    assert!(isa.runs_here(), "this CPU does not run {isa:?}");
+    // SAFETY: the CPU runs the form and the slices hold what the shape says (checked above).
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => vnni::run(shape, w, xq, output, y),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => dot::run(shape, w, xq, output, y),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("checked by runs_here"),
+        }
+    }
+}
+
+/// A quantized 1x1 convolution over a channels-last tensor, reading floats and writing floats:
+/// see the module's documentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedPointwise {
+    isa: Isa,
+    shape: Shape,
+    input: Quantization,
+    output: Option<Quantization>,
+    output_shape: TVec<usize>,
+    packed: Arc<Packed>,
+}
+
+impl Eq for QuantizedPointwise {}
+
+impl QuantizedPointwise {
+    /// Whether the op fake-quantizes its output (it took over the quantize-dequantize pair after
+    /// it).
+    pub fn quantizes_output(&self) -> bool {
+        self.output.is_some()
+    }
+
+    /// Whether the op computes the PRelu after the convolution.
+    pub fn has_prelu(&self) -> bool {
+        self.packed.prelu.is_some()
+    }
+}
+
+/// The quantization of `DequantizeLinear(QuantizeLinear(x))` at `dq` (a u8 pair with one zero
+/// point) and the outlet of `x`.
+fn quantize_pair(model: &TypedModel, dq: usize) -> Option<(Quantization, OutletId)> {
+    let dq_node = model.node(dq);
+    let dequantize = dq_node.op_as::<DequantizeLinearF32>()?;
+    let q_node = model.node(dq_node.inputs.first()?.node);
+    let quantize = q_node
+        .op_as::<ElementWiseOp>()?
+        .0
+        .downcast_ref::<QuantizeLinearU8>()?;
+    let x = *q_node.inputs.first()?;
+    let floats = model.outlet_fact(x).ok()?.datum_type == f32::datum_type();
+    (floats && dequantize.zero_point == i32::from(quantize.zero_point)).then_some((
+        Quantization {
+            inverse_scale: quantize.scale,
+            scale: dequantize.scale,
+            zero_point: quantize.zero_point,
+        },
+        x,
+    ))
+}
+
+/// The quantize-dequantize pair that alone reads `y`, and the dequantize's outlet.
+fn following_pair(model: &TypedModel, y: OutletId) -> Option<(Quantization, OutletId)> {
+    let [q] = model.outlet_successors(y) else {
+        return None;
+    };
+    let [dq] = model.outlet_successors(OutletId::new(q.node, 0)) else {
+        return None;
+    };
+    let (quantization, x) = quantize_pair(model, dq.node)?;
+    (x == y).then_some((quantization, OutletId::new(dq.node, 0)))
+}
+
+/// The fused op for the einsum at `id` when it is a 1x1 convolution reading a quantized input
+/// with weights in `int8`, with the bias, PRelu and quantize-dequantize pair after it where
+/// there are: the op, the float outlet it reads and the outlet it replaces.
+pub(super) fn fusable(
+    model: &TypedModel,
+    id: usize,
+    int8: &Int8Weights,
+) -> TractResult<Option<(QuantizedPointwise, OutletId, OutletId)>> {
+    let Some(isa) = isa() else {
+        return Ok(None);
+    };
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
+        return Ok(None);
+    }
+    let Some((input, x)) = quantize_pair(model, node.inputs[0].node) else {
+        return Ok(None);
+    };
+    let facts = model.node_input_facts(id)?;
+    let [xf, w] = facts.as_slice() else {
+        return Ok(None);
+    };
+    let output = &node.outputs[0].fact;
+    let (Some(x_shape), Some(out_shape), Some(w)) = (
+        xf.shape.as_concrete(),
+        output.shape.as_concrete(),
+        w.konst.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    if w.rank() != 2 || !pixels_by_channels(einsum, x_shape, out_shape) {
+        return Ok(None);
+    }
+    let (co, ci) = (w.shape()[0], w.shape()[1]);
+    if x_shape.last() != Some(&ci) || out_shape.last() != Some(&co) {
+        return Ok(None);
+    }
+    let w = w.cast_to::<f32>()?;
+    let Some(weights) = int8.find(super::floats(&w)?) else {
+        return Ok(None);
+    };
+    let product = OutletId::new(id, 0);
+    let (bias, mut replaced) = match following_bias(model, product, co)? {
+        Some((bias, add)) => (bias, add),
+        None => (vec![0.0; co], product),
+    };
+    let prelu = super::depthwise::following_prelu(model, replaced, co)?;
+    if let Some((_, out)) = &prelu {
+        replaced = *out;
+    }
+    let output = following_pair(model, replaced);
+    if let Some((_, out)) = &output {
+        replaced = *out;
+    }
+    let shape = Shape {
+        pixels: x_shape[..x_shape.len() - 1].iter().product(),
+        ci,
+        co,
+    };
+    let slopes = prelu.as_ref().map(|(s, _)| super::floats(s)).transpose()?;
+    let packed = pack(isa, &shape, weights, &input, &bias, slopes);
+    let op = QuantizedPointwise {
+        isa,
+        shape,
+        input,
+        output: output.map(|(q, _)| q),
+        output_shape: out_shape.into(),
+        packed: Arc::new(packed),
+    };
+    Ok(Some((op, x, replaced)))
+}
+
+impl Op for QuantizedPointwise {
+    fn name(&self) -> StaticName {
+        "SmoothfaceInt8Pointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let s = &self.shape;
+        Ok(vec![format!(
+            "{} pixels, {} -> {} channels, {:?}{}{}",
+            s.pixels,
+            s.ci,
+            s.co,
+            self.isa,
+            if self.has_prelu() { " + PRelu" } else { "" },
+            if self.quantizes_output() {
+                " + quantize-dequantize"
+            } else {
+                ""
+            }
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QuantizedPointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = super::floats(&inputs[0])?;
+        let s = &self.shape;
+        ensure!(
+            x.len() == s.pixels * s.ci,
+            "int8 1x1 convolution input of the wrong size"
+        );
+        let mut xq = vec![0u8; s.pixels * s.ci_padded()];
+        quantize_input(self.isa, s, &self.input, x, &mut xq);
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            run(
+                self.isa,
+                s,
+                &self.packed,
+                &xq,
+                self.output.as_ref(),
+                view.as_slice_mut::<f32>()?,
+            );
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for QuantizedPointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1);
+        Ok(tvec!(f32::fact(&*self.output_shape)))
+    }
+
+    as_op!();
+}
+
+/// `DequantizeLinear(QuantizeLinear(x))` over floats in one pass: `(q(x) - z) * scale`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeQuant {
+    quantization: Quantization,
+}
+
+impl Eq for FakeQuant {}
+
+/// Fake-quantizes `x` into `y`, vectorised where the CPU has AVX2 (with AVX-512 when it has it).
+pub fn fake_quantize(q: &Quantization, x: &[f32], y: &mut [f32]) {
+    assert!(x.len() == y.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: the CPU runs AVX2 and FMA (checked above), AVX-512 where checked; x and y
+        // have the same length (checked above).
+        unsafe {
+            if is_x86_feature_detected!("avx512f") {
+                vnni::fake_quantize(q, x, y);
+            } else {
+                avx2::fake_quantize(q, x, y);
+            }
+        }
+        return;
+    }
+    for (a, b) in x.iter().zip(y.iter_mut()) {
+        *b = q.fake(*a);
+    }
+}
+
+/// The fake-quantize op for the dequantize at `id` when it dequantizes a quantize of floats:
+/// the op, the float outlet it reads and the outlet it replaces.
+pub(super) fn fake_quant_fusable(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<(FakeQuant, OutletId, OutletId)>> {
+    Ok(quantize_pair(model, id)
+        .map(|(quantization, x)| (FakeQuant { quantization }, x, OutletId::new(id, 0))))
+}
+
+impl Op for FakeQuant {
+    fn name(&self) -> StaticName {
+        "SmoothfaceFakeQuant".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let q = &self.quantization;
+        Ok(vec![format!("scale {} zero point {}", q.scale, q.zero_point)])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FakeQuant {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = super::floats(&inputs[0])?;
+        let mut output = unsafe { Tensor::uninitialized::<f32>(inputs[0].shape())? };
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            fake_quantize(&self.quantization, x, view.as_slice_mut::<f32>()?);
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FakeQuant {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1);
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Quantization;
+    use std::arch::x86_64::*;
+
+    /// [`super::fake_quantize`], 8 floats a step.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fake_quantize(q: &Quantization, x: &[f32], y: &mut [f32]) {
+        let z = f32::from(q.zero_point);
+        let (inv, scale) = (_mm256_set1_ps(q.inverse_scale), _mm256_set1_ps(q.scale));
+        let (lo, hi) = (_mm256_set1_ps(-z), _mm256_set1_ps(255.0 - z));
+        let whole = x.len() / 8 * 8;
+        for i in (0..whole).step_by(8) {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), inv);
+            let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            // max(lo, r) returns r's NaN as lo's first operand would not: NaN stays NaN, then
+            // min keeps it, so NaN inputs give the zero point as the definition does.
+            let c = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            let c = _mm256_and_ps(c, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_mul_ps(c, scale));
+        }
+        for i in whole..x.len() {
+            y[i] = q.fake(x[i]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{Packed, Quantization, Shape, GROUP};
+    use crate::kernels::direct::PANEL;
+    use std::arch::x86_64::*;
+
+    /// Pixels per tile: 12 x 2 accumulators, 2 weight vectors and a broadcast fill 27 of the 32
+    /// vector registers.
+    const ROWS: usize = 12;
+
+    /// `q(x) - z` clamped and rounded in floats: `[-z, 255 - z]`, NaN to 0.
+    #[inline(always)]
+    unsafe fn centred(q: &Quantization, v: __m512) -> __m512 {
+        let z = f32::from(q.zero_point);
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(v, _mm512_set1_ps(q.inverse_scale)),
+        );
+        let c = _mm512_min_ps(
+            _mm512_max_ps(r, _mm512_set1_ps(-z)),
+            _mm512_set1_ps(255.0 - z),
+        );
+        // NaN (unordered with itself) becomes 0, the zero point.
+        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r), c)
+    }
+
+    /// Quantizes one row of floats into bytes, `dst`'s tail past `x` zero.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize(q: &Quantization, x: &[f32], dst: &mut [u8]) {
+        let z = _mm512_set1_epi32(i32::from(q.zero_point));
+        let mut i = 0;
+        while i < x.len() {
+            let n = (x.len() - i).min(16);
+            let mask: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
+            let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+            let c = _mm512_add_epi32(_mm512_cvtps_epi32(centred(q, v)), z);
+            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, c);
+            i += n;
+        }
+        dst[x.len()..].fill(0);
+    }
+
+    /// [`super::fake_quantize`], 16 floats a step.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fake_quantize(q: &Quantization, x: &[f32], y: &mut [f32]) {
+        let scale = _mm512_set1_ps(q.scale);
+        let mut i = 0;
+        while i < x.len() {
+            let n = (x.len() - i).min(16);
+            let mask: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
+            let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+            let out = _mm512_mul_ps(centred(q, v), scale);
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), mask, out);
+            i += n;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn run(
+        s: &Shape,
+        w: &Packed,
+        xq: &[u8],
+        output: Option<&Quantization>,
+        y: &mut [f32],
+    ) {
+        let panels = s.panels();
+        let stride = s.ci_padded() * PANEL;
+        let mut p = 0;
+        while p < s.pixels {
+            let pixels = (s.pixels - p).min(ROWS);
+            let mut panel = 0;
+            while panel < panels {
+                let pair = if panel + 1 < panels { 2 } else { 1 };
+                let tile = Tile {
+                    s,
+                    x: xq.as_ptr().add(p * s.ci_padded()),
+                    weights: w.weights.as_ptr().add(panel * stride),
+                    stride,
+                    lane: panel * PANEL,
+                    w,
+                    output,
+                };
+                let out = y.as_mut_ptr().add(p * s.co + panel * PANEL);
+                let width = (s.co - panel * PANEL).min(pair * PANEL);
+                match (pair, pixels) {
+                    (2, 12) => tile.run::<12, 2>(out, width),
+                    (2, r) => tile.run_short::<2>(r, out, width),
+                    (_, 12) => tile.run::<12, 1>(out, width),
+                    (_, r) => tile.run_short::<1>(r, out, width),
+                }
+                panel += pair;
+            }
+            p += pixels;
+        }
+    }
+
+    /// Up to 12 consecutive pixels by `P` panels of 16 output channels.
+    struct Tile<'a> {
+        s: &'a Shape,
+        /// The first pixel's quantized input row.
+        x: *const u8,
+        /// The first panel's weights.
+        weights: *const i8,
+        /// Bytes from one panel's weights to the next's.
+        stride: usize,
+        /// The first panel's first output channel.
+        lane: usize,
+        w: &'a Packed,
+        output: Option<&'a Quantization>,
+    }
+
+    impl Tile<'_> {
+        #[inline(always)]
+        unsafe fn run_short<const P: usize>(&self, pixels: usize, out: *mut f32, width: usize) {
+            match pixels {
+                11 => self.run::<11, P>(out, width),
+                10 => self.run::<10, P>(out, width),
+                9 => self.run::<9, P>(out, width),
+                8 => self.run::<8, P>(out, width),
+                7 => self.run::<7, P>(out, width),
+                6 => self.run::<6, P>(out, width),
+                5 => self.run::<5, P>(out, width),
+                4 => self.run::<4, P>(out, width),
+                3 => self.run::<3, P>(out, width),
+                2 => self.run::<2, P>(out, width),
+                _ => self.run::<1, P>(out, width),
+            }
+        }
+
+        /// `R` pixels into `out` (pixels `co` apart), `width` (at most `16 P`) channels.
+        #[inline(always)]
+        unsafe fn run<const R: usize, const P: usize>(&self, out: *mut f32, width: usize) {
+            let s = self.s;
+            let row = s.ci_padded();
+            let mut acc = [[_mm512_setzero_si512(); P]; R];
+            for g in 0..row / GROUP {
+                let mut wv = [_mm512_setzero_si512(); P];
+                for (v, lane) in wv.iter_mut().enumerate() {
+                    *lane = _mm512_loadu_si512(
+                        self.weights.add(v * self.stride + g * PANEL * GROUP) as *const _,
+                    );
+                }
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let four = (self.x.add(r * row + g * GROUP) as *const i32).read_unaligned();
+                    let xv = _mm512_set1_epi32(four);
+                    for v in 0..P {
+                        a[v] = _mm512_dpbusd_epi32(a[v], xv, wv[v]);
+                    }
+                }
+            }
+            let load = |values: &[f32], v: usize| _mm512_loadu_ps(values.as_ptr().add(self.lane + v * PANEL));
+            let zero = _mm512_setzero_ps();
+            for (r, a) in acc.iter().enumerate() {
+                let dst = out.add(r * s.co);
+                for (v, lane) in a.iter().enumerate() {
+                    let sums = _mm512_loadu_si512(
+                        self.w.zero_sums.as_ptr().add(self.lane + v * PANEL) as *const _,
+                    );
+                    let exact = _mm512_sub_epi32(*lane, sums);
+                    let mut f = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(exact),
+                        load(&self.w.multipliers, v),
+                        load(&self.w.bias, v),
+                    );
+                    if let Some(prelu) = &self.w.prelu {
+                        f = _mm512_fmadd_ps(_mm512_min_ps(f, zero), load(prelu, v), f);
+                    }
+                    if let Some(q) = self.output {
+                        f = _mm512_mul_ps(centred(q, f), _mm512_set1_ps(q.scale));
+                    }
+                    let left = width.saturating_sub(v * PANEL).min(PANEL);
+                    if left == PANEL {
+                        _mm512_storeu_ps(dst.add(v * PANEL), f);
+                    } else if left > 0 {
+                        let mask: __mmask16 = (1u16 << left) - 1;
+                        _mm512_mask_storeu_ps(dst.add(v * PANEL), mask, f);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod dot {
+    use super::{Packed, Quantization, Shape, GROUP};
+    use crate::kernels::direct::PANEL;
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    /// Pixels per tile: 8 pixels x 4 vectors (16 channels) = 32 accumulators would take every
+    /// register, so 6 x 4 = 24, with 4 weight vectors and the inputs' 16 bytes.
+    const ROWS: usize = 6;
+
+    /// `acc += sdot(w, x's 4 bytes at lane L)`: each i32 lane of `acc` gains the dot product of
+    /// its 4 weights with the 4 input bytes.
+    macro_rules! sdot_lane {
+        ($acc:expr, $w:expr, $x:expr, $lane:literal) => {
+            asm!(
+                concat!("sdot {a:v}.4s, {w:v}.16b, {x:v}.4b[", $lane, "]"),
+                a = inout(vreg) $acc,
+                w = in(vreg) $w,
+                x = in(vreg_low16) $x,
+                options(pure, nomem, nostack),
+            )
+        };
+    }
+
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn run(
+        s: &Shape,
+        w: &Packed,
+        xq: &[u8],
+        output: Option<&Quantization>,
+        y: &mut [f32],
+    ) {
+        let row = s.ci_padded();
+        let stride = row * PANEL;
+        for p0 in (0..s.pixels).step_by(ROWS) {
+            let pixels = (s.pixels - p0).min(ROWS);
+            for panel in 0..s.panels() {
+                let weights = w.weights.as_ptr().add(panel * stride);
+                let mut acc = [[vdupq_n_s32(0); 4]; ROWS];
+                for g in 0..row / GROUP {
+                    let mut wv = [vdupq_n_s8(0); 4];
+                    for (v, lane) in wv.iter_mut().enumerate() {
+                        *lane = vld1q_s8(weights.add((g * PANEL + v * 4) * GROUP));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate().take(pixels) {
+                        let four = (xq.as_ptr().add((p0 + r) * row + g * GROUP) as *const i32)
+                            .read_unaligned();
+                        let xv = vreinterpretq_s8_s32(vdupq_n_s32(four));
+                        for v in 0..4 {
+                            sdot_lane!(a[v], wv[v], xv, "0");
+                        }
+                    }
+                }
+                let lane0 = panel * PANEL;
+                let width = (s.co - lane0).min(PANEL);
+                for (r, a) in acc.iter().enumerate().take(pixels) {
+                    let mut values = [0f32; PANEL];
+                    for v in 0..4 {
+                        let mut ints = [0i32; 4];
+                        vst1q_s32(ints.as_mut_ptr(), a[v]);
+                        for (k, &i) in ints.iter().enumerate() {
+                            let o = lane0 + v * 4 + k;
+                            let mut f = ((i - w.zero_sums[o]) as f32)
+                                .mul_add(w.multipliers[o], w.bias[o]);
+                            if let Some(prelu) = &w.prelu {
+                                f = f.min(0.0).mul_add(prelu[o], f);
+                            }
+                            if let Some(q) = output {
+                                f = q.fake(f);
+                            }
+                            values[v * 4 + k] = f;
+                        }
+                    }
+                    y[(p0 + r) * s.co + lane0..][..width].copy_from_slice(&values[..width]);
+                }
+            }
+        }
+    }
+}
