@@ -77,7 +77,11 @@ pub fn int8_weights(graph: &GraphProto) -> Int8Weights {
         .map(|t| (t.name.as_str(), t))
         .collect();
     let mut weights = Int8Weights::default();
-    for node in graph.node.iter().filter(|n| n.op_type == "DequantizeLinear") {
+    for node in graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+    {
         let tensor = |slot: usize| {
             node.input
                 .get(slot)
@@ -94,7 +98,8 @@ pub fn int8_weights(graph: &GraphProto) -> Int8Weights {
         let (Some(values), Some(scales)) = (int8_values(values), float_values(scales)) else {
             continue;
         };
-        let zero = tensor(2).is_none_or(|z| int8_values(z).is_some_and(|v| v.iter().all(|&v| v == 0)));
+        let zero =
+            tensor(2).is_none_or(|z| int8_values(z).is_some_and(|v| v.iter().all(|&v| v == 0)));
         let rows = tensor(0)
             .and_then(|t| t.dims.first())
             .and_then(|&d| usize::try_from(d).ok())

@@ -85,7 +85,8 @@ fn depthwise_kernel_matches_the_definition() {
         (56, 56, 64, 3, 1, 1, 1),  // MobileFaceNet's first depthwise
         (14, 14, 256, 3, 2, 1, 1), // stride 2
         (7, 7, 512, 7, 1, 0, 0),   // the global depthwise: one output pixel
-        (9, 6, 40, 3, 1, 1, 1),    // 32 + 8 channels
+        (9, 6, 40, 3, 1, 1, 1),    // 32 + 8 channels (AVX-512: 16 + 16 + 8 masked)
+        (5, 5, 100, 3, 1, 1, 1),   // AVX-512: 64 + 16 + 16 + 4 masked
         (5, 8, 13, 3, 2, 0, 2),    // 8 + 5 channels, asymmetric padding
         (4, 4, 3, 5, 1, 2, 2),     // channels below a vector; kernel wider than the image
         (1, 1, 1, 1, 1, 0, 0),
@@ -120,10 +121,16 @@ fn depthwise_kernel_matches_the_definition() {
                 input_prelu,
                 prelu,
             };
-            let mut y = vec![f32::NAN; oh * ow * c];
-            depthwise::run(&g, &weights, &x, &mut y);
-            let diff = max_abs_diff(&y, &depthwise_reference(&g, &weights, &x));
-            assert!(diff < 1e-5, "{h}x{w}x{c} k{k} s{stride}: off by {diff}");
+            // In every form this CPU runs (AVX-512 and AVX2 where it has both).
+            for isa in direct::isas() {
+                let mut y = vec![f32::NAN; oh * ow * c];
+                depthwise::run_with(isa, &g, &weights, &x, &mut y);
+                let diff = max_abs_diff(&y, &depthwise_reference(&g, &weights, &x));
+                assert!(
+                    diff < 1e-5,
+                    "{isa:?} {h}x{w}x{c} k{k} s{stride}: off by {diff}"
+                );
+            }
         }
     }
 }
@@ -374,7 +381,11 @@ fn int8_input_quantization_matches_tracts_definition() {
             let mut out = vec![0xAB; pixels * shape.ci_padded()];
             quantized::quantize_input(isa, &shape, &ACTIVATIONS, &x, &mut out);
             // sdot reads the bytes offset by 128.
-            let flip = if isa == quantized::Isa::NeonDot { 0x80 } else { 0 };
+            let flip = if isa == quantized::Isa::NeonDot {
+                0x80
+            } else {
+                0
+            };
             for p in 0..pixels {
                 for i in 0..shape.ci_padded() {
                     let got = out[p * shape.ci_padded() + i] ^ flip;
@@ -408,7 +419,11 @@ fn fake_quantization_matches_quantize_then_dequantize() {
             } else {
                 i32::from(quantize_reference(&ACTIVATIONS, a)) - 75
             };
-            assert_eq!(b, level as f32 * ACTIVATIONS.scale, "{n} floats, float {i} = {a}");
+            assert_eq!(
+                b,
+                level as f32 * ACTIVATIONS.scale,
+                "{n} floats, float {i} = {a}"
+            );
         }
     }
 }
@@ -480,8 +495,8 @@ fn int8_pointwise_matches_the_definition() {
                             i64::from(w.values[o * ci + i]) * (xq - 75)
                         })
                         .sum();
-                    let mut want =
-                        f64::from(bias[o]) + f64::from(q.scale) * f64::from(w.scales[o]) * sum as f64;
+                    let mut want = f64::from(bias[o])
+                        + f64::from(q.scale) * f64::from(w.scales[o]) * sum as f64;
                     if prelu && want < 0.0 {
                         want *= 1.0 + f64::from(slopes[o]);
                     }
@@ -491,7 +506,10 @@ fn int8_pointwise_matches_the_definition() {
                     );
                     if !output {
                         let tolerance = 1e-5 * (want.abs() + 1.0);
-                        assert!((got - want).abs() <= tolerance, "{case}: {got} against {want}");
+                        assert!(
+                            (got - want).abs() <= tolerance,
+                            "{case}: {got} against {want}"
+                        );
                         continue;
                     }
                     // Quantized: the level of `want`, or where `want` lies within float rounding
@@ -527,5 +545,8 @@ fn int8_weights_are_found_by_their_dequantized_floats() {
     near[5] = f32::from_bits(near[5].to_bits() + 1);
     assert_eq!(found.find(&near), None);
     // The float of weight (o, i) is w[o, i] * scale[o].
-    assert_eq!(a.dequantized()[8 * 3 + 2], f32::from(a.values[8 * 3 + 2]) * a.scales[3]);
+    assert_eq!(
+        a.dequantized()[8 * 3 + 2],
+        f32::from(a.values[8 * 3 + 2]) * a.scales[3]
+    );
 }

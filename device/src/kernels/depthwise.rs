@@ -7,6 +7,7 @@
 //! input's PRelu to each value it loads (MobileFaceNet's expansions end in a PRelu that feeds the
 //! depthwise convolution alone) and the output's PRelu before the single store.
 
+use super::direct::Isa;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -332,25 +333,47 @@ pub struct Weights<'a> {
     pub prelu: Option<&'a [f32]>,
 }
 
-/// Convolves one `[h, w, c]` image `x` into `[oh, ow, c]` `y`. Panics if a slice is shorter than
-/// the geometry says (the kernel reads through raw pointers, so it checks first).
+/// Convolves one `[h, w, c]` image `x` into `[oh, ow, c]` `y` with the fastest form this CPU runs
+/// ([`super::direct::isas`]). Panics if a slice is shorter than the geometry says (the kernel
+/// reads through raw pointers, so it checks first) or the CPU runs no form.
 pub fn run(g: &Geometry, weights: &Weights, x: &[f32], y: &mut [f32]) {
+    let isa = super::direct::isas()
+        .next()
+        .expect("the depthwise kernel needs AVX2 and FMA");
+    run_with(isa, g, weights, x, y)
+}
+
+/// [`run`] in one form, which the CPU must run (for tests of every form).
+pub fn run_with(isa: Isa, g: &Geometry, weights: &Weights, x: &[f32], y: &mut [f32]) {
     assert!(x.len() >= g.h * g.w * g.c && y.len() >= g.oh * g.ow * g.c);
     assert!(weights.taps.len() >= g.kh * g.kw * g.c && weights.bias.len() >= g.c);
     assert!(weights.prelu.is_none_or(|p| p.len() >= g.c));
     assert!(weights.input_prelu.is_none_or(|p| p.len() >= g.c));
-    assert!(
-        super::available(),
-        "the depthwise kernel needs AVX2 and FMA"
-    );
+    assert!(isa.runs_here(), "this CPU does not run {isa:?}");
     // Padding can leave an output pixel with no tap inside the image: the loops below then add
     // nothing to its bias, which is what zero padding gives.
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the features are present (checked above) and every slice is as long as the
     // geometry the kernel indexes with (checked above).
     unsafe {
-        avx2::run(g, weights, x, y)
+        match isa {
+            Isa::Avx2 => avx2::run(g, weights, x, y),
+            Isa::Avx512 => avx512::run(g, weights, x, y),
+        }
     }
+}
+
+/// The window of output pixel `(oy, ox)`: its top-left input position and the taps that land
+/// inside the image, rows `ky0..ky1` and columns `kx0..kx1`.
+#[cfg(target_arch = "x86_64")]
+fn window(g: &Geometry, oy: usize, ox: usize) -> ((isize, usize, usize), (isize, usize, usize)) {
+    let top = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let ky0 = (-top).max(0) as usize;
+    let ky1 = (g.h as isize - top).clamp(0, g.kh as isize) as usize;
+    let left = (ox * g.stride_w) as isize - g.pad_left as isize;
+    let kx0 = (-left).max(0) as usize;
+    let kx1 = (g.w as isize - left).clamp(0, g.kw as isize) as usize;
+    ((top, ky0, ky1), (left, kx0, kx1))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -362,20 +385,14 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn run(g: &Geometry, weights: &Weights, x: &[f32], y: &mut [f32]) {
         for oy in 0..g.oh {
-            // The taps that land inside the image: rows ky0..ky1, columns kx0..kx1.
-            let top = (oy * g.stride_h) as isize - g.pad_top as isize;
-            let ky0 = (-top).max(0) as usize;
-            let ky1 = (g.h as isize - top).clamp(0, g.kh as isize) as usize;
             for ox in 0..g.ow {
-                let left = (ox * g.stride_w) as isize - g.pad_left as isize;
-                let kx0 = (-left).max(0) as usize;
-                let kx1 = (g.w as isize - left).clamp(0, g.kw as isize) as usize;
+                let (rows, cols) = super::window(g, oy, ox);
                 let pixel = Pixel {
                     g,
                     weights,
                     x: x.as_ptr(),
-                    rows: (top, ky0, ky1),
-                    cols: (left, kx0, kx1),
+                    rows,
+                    cols,
                 };
                 let out = y.as_mut_ptr().add((oy * g.ow + ox) * g.c);
                 let mut c0 = 0;
@@ -465,6 +482,112 @@ mod avx2 {
                 acc = acc.min(0.0).mul_add(prelu[c], acc);
             }
             *out.add(c) = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Geometry, Weights};
+    use std::arch::x86_64::*;
+
+    /// 64 channels (four registers) at a time, then 16, then the last up to 15 masked: twice the
+    /// AVX2 form's floats per load and FMA, the loads (input and tap, two per FMA) being what
+    /// bounds it.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run(g: &Geometry, weights: &Weights, x: &[f32], y: &mut [f32]) {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (rows, cols) = super::window(g, oy, ox);
+                let pixel = Pixel {
+                    g,
+                    weights,
+                    x: x.as_ptr(),
+                    rows,
+                    cols,
+                };
+                let out = y.as_mut_ptr().add((oy * g.ow + ox) * g.c);
+                let mut c0 = 0;
+                while c0 + 64 <= g.c {
+                    pixel.block::<4>(c0, !0, out);
+                    c0 += 64;
+                }
+                while c0 < g.c {
+                    let left = (g.c - c0).min(16);
+                    let mask: __mmask16 = if left == 16 { !0 } else { (1u16 << left) - 1 };
+                    pixel.block::<1>(c0, mask, out);
+                    c0 += left;
+                }
+            }
+        }
+    }
+
+    /// The lanes of vector `v` of a block of `V`: `mask` for the last, all for the others.
+    #[inline(always)]
+    fn lanes<const V: usize>(v: usize, mask: __mmask16) -> __mmask16 {
+        if v + 1 == V {
+            mask
+        } else {
+            !0
+        }
+    }
+
+    /// Vector `v` of the block at `p`, zero outside its lanes.
+    #[inline(always)]
+    unsafe fn load<const V: usize>(p: *const f32, v: usize, mask: __mmask16) -> __m512 {
+        _mm512_maskz_loadu_ps(lanes::<V>(v, mask), p.add(16 * v))
+    }
+
+    /// One output pixel: where its window sits and which taps fall inside the image.
+    struct Pixel<'a> {
+        g: &'a Geometry,
+        weights: &'a Weights<'a>,
+        x: *const f32,
+        rows: (isize, usize, usize),
+        cols: (isize, usize, usize),
+    }
+
+    impl Pixel<'_> {
+        /// Channels `c0..c0 + 16 * V` of this pixel into `out`, the last vector's lanes limited
+        /// to `mask` (whole vectors when `V` > 1).
+        #[inline(always)]
+        unsafe fn block<const V: usize>(&self, c0: usize, mask: __mmask16, out: *mut f32) {
+            let (g, w) = (self.g, self.weights);
+            let mut acc = [_mm512_setzero_ps(); V];
+            for (v, a) in acc.iter_mut().enumerate() {
+                *a = load::<V>(w.bias.as_ptr().add(c0), v, mask);
+            }
+            let zero = _mm512_setzero_ps();
+            let mut in_slope = [zero; V];
+            if let Some(prelu) = w.input_prelu {
+                for (v, s) in in_slope.iter_mut().enumerate() {
+                    *s = load::<V>(prelu.as_ptr().add(c0), v, mask);
+                }
+            }
+            for ky in self.rows.1..self.rows.2 {
+                let iy = (self.rows.0 + ky as isize) as usize;
+                for kx in self.cols.1..self.cols.2 {
+                    let ix = (self.cols.0 + kx as isize) as usize;
+                    let src = self.x.add((iy * g.w + ix) * g.c + c0);
+                    let tap = w.taps.as_ptr().add((ky * g.kw + kx) * g.c + c0);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        let mut xv = load::<V>(src, v, mask);
+                        if w.input_prelu.is_some() {
+                            xv = _mm512_fmadd_ps(_mm512_min_ps(xv, zero), in_slope[v], xv);
+                        }
+                        *a = _mm512_fmadd_ps(xv, load::<V>(tap, v, mask), *a);
+                    }
+                }
+            }
+            if let Some(prelu) = w.prelu {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    let slope = load::<V>(prelu.as_ptr().add(c0), v, mask);
+                    *a = _mm512_fmadd_ps(_mm512_min_ps(*a, zero), slope, *a);
+                }
+            }
+            for (v, a) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add(c0 + 16 * v), lanes::<V>(v, mask), *a);
+            }
         }
     }
 }
