@@ -110,6 +110,7 @@ fn the_int8_model_embeds_real_faces_like_the_float_one() {
 
     // The bar: mean cosine to float at least 0.99.
     let (mean, lowest) = cosines(&float_embeddings, &device);
+    eprintln!("int8 to float: mean cosine {mean:.5}, lowest {lowest:.5}");
     assert!(
         mean >= 0.99 && lowest >= 0.95,
         "int8 to float: mean {mean}, lowest {lowest}"
@@ -121,6 +122,7 @@ fn the_int8_model_embeds_real_faces_like_the_float_one() {
     // bench --compare INT8`); measured here, mean 0.9975 and lowest 0.9947. A wrong zero point,
     // scale or weight layout would move every value of a layer, not a few by one step.
     let (mean, lowest) = cosines(&as_written, &device);
+    eprintln!("kernels to tract's evaluation: mean cosine {mean:.5}, lowest {lowest:.5}");
     assert!(
         mean >= 0.995 && lowest >= 0.98,
         "kernels to tract: mean {mean}, lowest {lowest}"
@@ -156,6 +158,7 @@ fn the_int8_model_embeds_real_faces_like_the_float_one() {
         json(&out)["accuracy"].as_f64().unwrap()
     };
     let (float_accuracy, int8_accuracy) = (accuracy(&float), accuracy(&int8));
+    eprintln!("LFW pairs: float {float_accuracy:.4}, int8 {int8_accuracy:.4}");
     assert!(
         (float_accuracy - int8_accuracy).abs() <= 0.005,
         "LFW pairs: float {float_accuracy}, int8 {int8_accuracy}"
