@@ -363,6 +363,18 @@ pub fn make_clip(out: &Path, size: &str, segments: &[(&Path, f64)]) {
     );
 }
 
+/// Every file under `dir`, at any depth, sorted by path.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.expect("read a test folder"))
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,8 @@ use smoothface_device::kernels::quantized;
 use smoothface_device::onnx;
 use smoothface_shared::embedding::dot;
 use smoothface_shared::manifest::ModelManifest;
-use smoothface_tests::{binary, copy_people, faces_root, json, smoothface, succeed};
-use std::path::{Path, PathBuf};
+use smoothface_tests::{binary, copy_people, faces_root, files_under, json, smoothface, succeed};
+use std::path::Path;
 use std::process::Command;
 
 fn train(args: &[&str]) {
@@ -21,27 +21,12 @@ fn text(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The aligned crops under `dir`, as RGB bytes.
+/// The aligned crops under `dir`, as RGB bytes, in path order.
 fn crops(dir: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<PathBuf> = walk(dir);
-    files.sort();
-    files
+    files_under(dir)
         .iter()
         .map(|f| image::open(f).unwrap().to_rgb8().into_raw())
         .collect()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn embed_each(embedder: &Embedder, crops: &[Vec<u8>]) -> Vec<Vec<f32>> {

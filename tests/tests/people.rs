@@ -1,7 +1,7 @@
 //! People end to end through the `smoothface` binary on real faces: index groups the faces,
 //! people are named and searched, decisions survive a re-index, errors are clear.
 
-use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed};
+use smoothface_tests::{copy_people, faces_root, files_under, json, run, smoothface, succeed};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -146,7 +146,7 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
             .unwrap();
         assert_eq!(row["assigned_by"], who, "{row}");
     }
-    for entry in walk(&lib) {
+    for entry in files_under(&lib) {
         let f = std::fs::File::options().append(true).open(&entry).unwrap();
         f.set_modified(std::time::SystemTime::now()).unwrap();
     }
@@ -187,19 +187,6 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -510,19 +510,7 @@ mod avx512 {
         /// Fewer than 12 pixels: the row's tail.
         #[inline(always)]
         unsafe fn run_short<const P: usize>(&self, pixels: usize, out: *mut f32, width: usize) {
-            match pixels {
-                11 => self.run::<11, P>(out, width),
-                10 => self.run::<10, P>(out, width),
-                9 => self.run::<9, P>(out, width),
-                8 => self.run::<8, P>(out, width),
-                7 => self.run::<7, P>(out, width),
-                6 => self.run::<6, P>(out, width),
-                5 => self.run::<5, P>(out, width),
-                4 => self.run::<4, P>(out, width),
-                3 => self.run::<3, P>(out, width),
-                2 => self.run::<2, P>(out, width),
-                _ => self.run::<1, P>(out, width),
-            }
+            crate::kernels::short_rows!(self, P, pixels, out, width)
         }
 
         /// `R` pixels into `out` (pixels `co` apart), `width` (at most `16 P`) channels.

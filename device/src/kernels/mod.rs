@@ -7,12 +7,38 @@
 //! puts in place of the nodes it computes, so the rest of the graph still runs in tract.
 //!
 //! They run on x86-64 CPUs with AVX2 and FMA, checked at run time ([`available`]), the
-//! convolution tile in AVX-512 where the CPU has it ([`direct::Isa`]): a build for the x86-64
-//! baseline stays correct on older CPUs, where tract's own kernels run. On aarch64 tract's
-//! NEON kernels run; these have no NEON form, and boards' speeds cannot be measured here.
+//! convolution tile and the depthwise kernel in AVX-512 where the CPU has it ([`direct::Isa`]): a
+//! build for the x86-64 baseline stays correct on older CPUs, where tract's own kernels run. On
+//! aarch64 tract's NEON kernels run; these have no NEON form, and boards' speeds cannot be
+//! measured here.
+//!
+//! [`quantized`] runs int8 (QDQ) models' 1x1 convolutions in integers, where the CPU has AVX-512
+//! VNNI or, on aarch64, the dot-product instructions, with their PRelu and the next
+//! quantize-dequantize pair fused, and every other quantize-dequantize pair as one pass.
 //!
 //! [`nibble`] is the compact search's scan (4-bit codes against 8-bit weights), not a tract op:
 //! AVX2 where the CPU has it, plain Rust elsewhere.
+
+/// `$tile.run::<R, $p>($out, $width)` with `R` the constant equal to `$pixels`, 1 to 11: the
+/// row tails of the AVX-512 tiles of 12 pixels (the dense and int8 kernels).
+macro_rules! short_rows {
+    ($tile:expr, $p:ident, $pixels:expr, $out:expr, $width:expr) => {
+        match $pixels {
+            11 => $tile.run::<11, $p>($out, $width),
+            10 => $tile.run::<10, $p>($out, $width),
+            9 => $tile.run::<9, $p>($out, $width),
+            8 => $tile.run::<8, $p>($out, $width),
+            7 => $tile.run::<7, $p>($out, $width),
+            6 => $tile.run::<6, $p>($out, $width),
+            5 => $tile.run::<5, $p>($out, $width),
+            4 => $tile.run::<4, $p>($out, $width),
+            3 => $tile.run::<3, $p>($out, $width),
+            2 => $tile.run::<2, $p>($out, $width),
+            _ => $tile.run::<1, $p>($out, $width),
+        }
+    };
+}
+pub(crate) use short_rows;
 
 pub mod depthwise;
 pub mod direct;

@@ -205,8 +205,8 @@ pub struct Packed {
     /// `[panels, ci_padded / 4, 16, 4]`: for each panel of 16 output channels and each group of
     /// 4 input channels, each channel's 4 weights; zero past `ci` and `co`.
     pub weights: Vec<i8>,
-    /// `[panels * 16]`: `z * sum_i w_q[o, i]` (on aarch64 also `+ 128 * sum_i w_q[o, i]`, the
-    /// input's offset into i8), subtracted from each sum.
+    /// `[panels * 16]`: `z * sum_i w_q[o, i]`, subtracted from each sum (for `sdot`,
+    /// `(z - 128) * sum_i w_q[o, i]`: it reads the input offset by 128 into i8).
     pub zero_sums: Vec<i32>,
     /// `[panels * 16]`: `s_x * s_w[o]`.
     pub multipliers: Vec<f32>,
@@ -235,13 +235,18 @@ pub fn pack(
         // sdot multiplies i8 by i8: the kernel reads x_q - 128, so the sum is short by 128 w.
         Isa::NeonDot => i32::from(input.zero_point) - 128,
     };
-    for o in 0..co {
-        let row = &weights.values[o * ci..(o + 1) * ci];
+    for (o, (row, sum)) in weights
+        .values
+        .chunks_exact(ci)
+        .zip(zero_sums.iter_mut())
+        .enumerate()
+        .take(co)
+    {
         for (i, &w) in row.iter().enumerate() {
             let (panel, lane) = (o / PANEL, o % PANEL);
             packed[((panel * groups + i / GROUP) * PANEL + lane) * GROUP + i % GROUP] = w;
         }
-        zero_sums[o] = offset * row.iter().map(|&w| i32::from(w)).sum::<i32>();
+        *sum = offset * row.iter().map(|&w| i32::from(w)).sum::<i32>();
     }
     let padded = |values: &[f32]| {
         let mut out = vec![0f32; lanes];
@@ -268,7 +273,7 @@ pub fn quantize_input(isa: Isa, shape: &Shape, q: &Quantization, x: &[f32], out:
         Isa::NeonDot => 0x80,
     };
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && isa.runs_here() && flip == 0 {
+    if isa == Isa::Avx512Vnni && isa.runs_here() {
         for (row, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(padded)) {
             // SAFETY: the CPU runs AVX-512 (checked above); `dst` holds at least `row.len()`.
             unsafe { vnni::quantize(q, row, dst) };
@@ -622,14 +627,14 @@ mod avx2 {
         for i in (0..whole).step_by(8) {
             let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), inv);
             let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            // max(lo, r) returns r's NaN as lo's first operand would not: NaN stays NaN, then
-            // min keeps it, so NaN inputs give the zero point as the definition does.
             let c = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            // NaN (unordered with itself) becomes 0, the zero point's value, as in the
+            // definition.
             let c = _mm256_and_ps(c, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
             _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_mul_ps(c, scale));
         }
-        for i in whole..x.len() {
-            y[i] = q.fake(x[i]);
+        for (a, b) in x[whole..].iter().zip(&mut y[whole..]) {
+            *b = q.fake(*a);
         }
     }
 }
@@ -747,19 +752,7 @@ mod vnni {
     impl Tile<'_> {
         #[inline(always)]
         unsafe fn run_short<const P: usize>(&self, pixels: usize, out: *mut f32, width: usize) {
-            match pixels {
-                11 => self.run::<11, P>(out, width),
-                10 => self.run::<10, P>(out, width),
-                9 => self.run::<9, P>(out, width),
-                8 => self.run::<8, P>(out, width),
-                7 => self.run::<7, P>(out, width),
-                6 => self.run::<6, P>(out, width),
-                5 => self.run::<5, P>(out, width),
-                4 => self.run::<4, P>(out, width),
-                3 => self.run::<3, P>(out, width),
-                2 => self.run::<2, P>(out, width),
-                _ => self.run::<1, P>(out, width),
-            }
+            crate::kernels::short_rows!(self, P, pixels, out, width)
         }
 
         /// `R` pixels into `out` (pixels `co` apart), `width` (at most `16 P`) channels.
