@@ -21,6 +21,7 @@
 
 /// `$tile.run::<R, $p>($out, $width)` with `R` the constant equal to `$pixels`, 1 to 11: the
 /// row tails of the AVX-512 tiles of 12 pixels (the dense and int8 kernels).
+#[cfg(target_arch = "x86_64")]
 macro_rules! short_rows {
     ($tile:expr, $p:ident, $pixels:expr, $out:expr, $width:expr) => {
         match $pixels {
@@ -38,6 +39,7 @@ macro_rules! short_rows {
         }
     };
 }
+#[cfg(target_arch = "x86_64")]
 pub(crate) use short_rows;
 
 pub mod depthwise;
