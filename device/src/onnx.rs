@@ -87,7 +87,7 @@ pub fn int8_weights(graph: &GraphProto) -> Int8Weights {
                 .get(slot)
                 .and_then(|name| initializers.get(name.as_str()))
         };
-        let (Some(values), Some(scales)) = (tensor(0), tensor(1)) else {
+        let (Some(weights_tensor), Some(scales)) = (tensor(0), tensor(1)) else {
             continue;
         };
         let axis = node
@@ -95,13 +95,15 @@ pub fn int8_weights(graph: &GraphProto) -> Int8Weights {
             .iter()
             .find(|a| a.name == "axis")
             .map_or(1, |a| a.i);
-        let (Some(values), Some(scales)) = (int8_values(values), float_values(scales)) else {
+        let (Some(values), Some(scales)) = (int8_values(weights_tensor), float_values(scales))
+        else {
             continue;
         };
         let zero =
             tensor(2).is_none_or(|z| int8_values(z).is_some_and(|v| v.iter().all(|&v| v == 0)));
-        let rows = tensor(0)
-            .and_then(|t| t.dims.first())
+        let rows = weights_tensor
+            .dims
+            .first()
             .and_then(|&d| usize::try_from(d).ok())
             .unwrap_or(0);
         let per_row = scales.len() == rows && (axis == 0 || rows == 1);

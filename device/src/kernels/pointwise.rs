@@ -70,13 +70,27 @@ impl FusedPointwise {
     }
 }
 
-/// The fused op for the einsum at `id` (and the bias Add after it, when there is one), the outlet
-/// it reads and the outlet it replaces; `None` when the node is not a 1x1 convolution the kernel
-/// runs.
-pub(super) fn fusable(
-    model: &TypedModel,
-    id: usize,
-) -> TractResult<Option<(FusedPointwise, OutletId, OutletId)>> {
+/// A channels-last 1x1 convolution as tract's declutter leaves it: an einsum over `[…pixels, ci]`
+/// floats with constant `[co, ci]` weights, and the bias Add after it when there is one.
+pub(super) struct OneByOne {
+    /// The product of all input axes but the last.
+    pub pixels: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+    /// The einsum's output shape.
+    pub output_shape: TVec<usize>,
+    /// `[co, ci]` floats.
+    pub weights: Arc<Tensor>,
+    /// `[co]`: the bias Add's, or zeros.
+    pub bias: Vec<f32>,
+    /// The outlet the convolution's result leaves by: the bias Add's, or the einsum's.
+    pub output: OutletId,
+}
+
+/// The 1x1 convolution computed by the einsum at `id`, if it is one.
+pub(super) fn one_by_one(model: &TypedModel, id: usize) -> TractResult<Option<OneByOne>> {
     let node = model.node(id);
     let Some(einsum) = node.op_as::<EinSum>() else {
         return Ok(None);
@@ -106,20 +120,50 @@ pub(super) fn fusable(
     if shape.last() != Some(&ci) || out_shape.last() != Some(&co) {
         return Ok(None);
     }
-    let pixels = shape[..shape.len() - 1].iter().product();
-    let w = w.cast_to::<f32>()?;
     let product = OutletId::new(id, 0);
-    let (bias, replaced) = match following_bias(model, product, co)? {
+    let (bias, output) = match following_bias(model, product, co)? {
         Some((bias, add)) => (bias, add),
         None => (vec![0.0; co], product),
     };
-    let op = FusedPointwise::new(super::floats(&w)?, &bias, pixels, out_shape)?;
-    Ok(Some((op, node.inputs[0], replaced)))
+    Ok(Some(OneByOne {
+        pixels: shape[..shape.len() - 1].iter().product(),
+        ci,
+        co,
+        output_shape: out_shape.into(),
+        // Shared, not copied, when already floats: the search for fusable nodes visits each
+        // einsum again after every replacement.
+        weights: if w.datum_type() == f32::datum_type() {
+            w.clone()
+        } else {
+            w.cast_to::<f32>()?.into_owned().into_arc_tensor()
+        },
+        bias,
+        output,
+    }))
+}
+
+/// The fused op for the einsum at `id` (and the bias Add after it, when there is one), the outlet
+/// it reads and the outlet it replaces; `None` when the node is not a 1x1 convolution the kernel
+/// runs.
+pub(super) fn fusable(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<(FusedPointwise, OutletId, OutletId)>> {
+    let Some(conv) = one_by_one(model, id)? else {
+        return Ok(None);
+    };
+    let op = FusedPointwise::new(
+        super::floats(&conv.weights)?,
+        &conv.bias,
+        conv.pixels,
+        &conv.output_shape,
+    )?;
+    Ok(Some((op, model.node(id).inputs[0], conv.output)))
 }
 
 /// Whether `einsum` maps `x[…pixels, i]` and `w[o, i]` to `y[…pixels, o]`, its pixel axes in
 /// the same order (axes of size 1 may come or go).
-pub(super) fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[usize]) -> bool {
+fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[usize]) -> bool {
     let (Some(x_last), Some(y_last)) = (x_shape.len().checked_sub(1), y_shape.len().checked_sub(1))
     else {
         return false;
@@ -143,7 +187,7 @@ pub(super) fn pixels_by_channels(einsum: &EinSum, x_shape: &[usize], y_shape: &[
 
 /// The bias `Add(y, b)` that alone consumes `y`, with a constant `b` of `co` values along the last
 /// axis (or one value): `b` as `[co]` and the Add's outlet.
-pub(super) fn following_bias(
+fn following_bias(
     model: &TypedModel,
     y: OutletId,
     co: usize,

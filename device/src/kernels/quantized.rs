@@ -24,14 +24,13 @@
 //! convolutions' inputs) with one vectorised float pass of the same function.
 
 use super::direct::PANEL;
-use super::pointwise::{following_bias, pixels_by_channels};
+use super::pointwise::one_by_one;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
@@ -276,7 +275,7 @@ pub fn quantize_input(isa: Isa, shape: &Shape, q: &Quantization, x: &[f32], out:
     if isa == Isa::Avx512Vnni && isa.runs_here() {
         for (row, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(padded)) {
             // SAFETY: the CPU runs AVX-512 (checked above); `dst` holds at least `row.len()`.
-            unsafe { vnni::quantize(q, row, dst) };
+            unsafe { avx512::quantize(q, row, dst) };
         }
         return;
     }
@@ -310,7 +309,7 @@ pub fn run(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => vnni::run(shape, w, xq, output, y),
+            Isa::Avx512Vnni => avx512::run(shape, w, xq, output, y),
             #[cfg(target_arch = "aarch64")]
             Isa::NeonDot => dot::run(shape, w, xq, output, y),
             #[allow(unreachable_patterns)]
@@ -397,45 +396,17 @@ pub(super) fn fusable(
     let Some(isa) = isa() else {
         return Ok(None);
     };
-    let node = model.node(id);
-    let Some(einsum) = node.op_as::<EinSum>() else {
+    let Some(conv) = one_by_one(model, id)? else {
         return Ok(None);
     };
-    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
-        return Ok(None);
-    }
-    let Some((input, x)) = quantize_pair(model, node.inputs[0].node) else {
+    let Some((input, x)) = quantize_pair(model, model.node(id).inputs[0].node) else {
         return Ok(None);
     };
-    let facts = model.node_input_facts(id)?;
-    let [xf, w] = facts.as_slice() else {
+    let Some(weights) = int8.find(super::floats(&conv.weights)?) else {
         return Ok(None);
     };
-    let output = &node.outputs[0].fact;
-    let (Some(x_shape), Some(out_shape), Some(w)) = (
-        xf.shape.as_concrete(),
-        output.shape.as_concrete(),
-        w.konst.as_ref(),
-    ) else {
-        return Ok(None);
-    };
-    if w.rank() != 2 || !pixels_by_channels(einsum, x_shape, out_shape) {
-        return Ok(None);
-    }
-    let (co, ci) = (w.shape()[0], w.shape()[1]);
-    if x_shape.last() != Some(&ci) || out_shape.last() != Some(&co) {
-        return Ok(None);
-    }
-    let w = w.cast_to::<f32>()?;
-    let Some(weights) = int8.find(super::floats(&w)?) else {
-        return Ok(None);
-    };
-    let product = OutletId::new(id, 0);
-    let (bias, mut replaced) = match following_bias(model, product, co)? {
-        Some((bias, add)) => (bias, add),
-        None => (vec![0.0; co], product),
-    };
-    let prelu = super::depthwise::following_prelu(model, replaced, co)?;
+    let mut replaced = conv.output;
+    let prelu = super::depthwise::following_prelu(model, replaced, conv.co)?;
     if let Some((_, out)) = &prelu {
         replaced = *out;
     }
@@ -444,18 +415,18 @@ pub(super) fn fusable(
         replaced = *out;
     }
     let shape = Shape {
-        pixels: x_shape[..x_shape.len() - 1].iter().product(),
-        ci,
-        co,
+        pixels: conv.pixels,
+        ci: conv.ci,
+        co: conv.co,
     };
     let slopes = prelu.as_ref().map(|(s, _)| super::floats(s)).transpose()?;
-    let packed = pack(isa, &shape, weights, &input, &bias, slopes);
+    let packed = pack(isa, &shape, weights, &input, &conv.bias, slopes);
     let op = QuantizedPointwise {
         isa,
         shape,
         input,
         output: output.map(|(q, _)| q),
-        output_shape: out_shape.into(),
+        output_shape: conv.output_shape,
         packed: Arc::new(packed),
     };
     Ok(Some((op, x, replaced)))
@@ -542,14 +513,13 @@ impl Eq for FakeQuant {}
 pub fn fake_quantize(q: &Quantization, x: &[f32], y: &mut [f32]) {
     assert!(x.len() == y.len());
     #[cfg(target_arch = "x86_64")]
-    if super::available() {
-        // SAFETY: the CPU runs AVX2 and FMA (checked above), AVX-512 where checked; x and y
-        // have the same length (checked above).
+    if let Some(isa) = super::direct::isas().next() {
+        // SAFETY: the CPU runs the form (`isas` lists only those); x and y have the same length
+        // (checked above).
         unsafe {
-            if is_x86_feature_detected!("avx512f") {
-                vnni::fake_quantize(q, x, y);
-            } else {
-                avx2::fake_quantize(q, x, y);
+            match isa {
+                super::direct::Isa::Avx512 => avx512::fake_quantize(q, x, y),
+                super::direct::Isa::Avx2 => avx2::fake_quantize(q, x, y),
             }
         }
         return;
@@ -640,7 +610,8 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vnni {
+/// The AVX-512 forms: quantization and fake quantization (F, BW) and the VNNI kernel.
+mod avx512 {
     use super::{Packed, Quantization, Shape, GROUP};
     use crate::kernels::direct::PANEL;
     use std::arch::x86_64::*;
