@@ -375,6 +375,23 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Runs `smoothface-train` with `args`, which must succeed, and returns its last line of output
+/// as JSON (each subcommand ends with one).
+pub fn train(args: &[&str]) -> serde_json::Value {
+    let out = succeed(Command::new(binary("smoothface-train")).args(args));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+/// A path as a command-line argument (test paths are UTF-8).
+pub fn text(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use image::RgbImage;
 use smoothface_device::embedder::Embedder;
 use smoothface_shared::align::align_face;
 use smoothface_shared::manifest::ModelManifest;
-use smoothface_tests::{binary, copy_people, faces, json, models, run, succeed};
+use smoothface_tests::{binary, copy_people, faces, json, models, run, succeed, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,10 +17,6 @@ fn smoothface() -> Command {
     let mut c = Command::new(binary("smoothface"));
     c.env("SMOOTHFACE_MODELS", models()).arg("--quiet");
     c
-}
-
-fn text(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// An IJB-C-layout fixture in `dir/set` from 6 LFW people with 15 photos (5 templates of 3)

@@ -9,17 +9,10 @@ use smoothface_device::kernels::quantized;
 use smoothface_device::onnx;
 use smoothface_shared::embedding::dot;
 use smoothface_shared::manifest::ModelManifest;
-use smoothface_tests::{binary, copy_people, faces_root, files_under, json, smoothface, succeed};
+use smoothface_tests::{
+    copy_people, faces_root, files_under, json, smoothface, succeed, text, train,
+};
 use std::path::Path;
-use std::process::Command;
-
-fn train(args: &[&str]) {
-    succeed(Command::new(binary("smoothface-train")).args(args));
-}
-
-fn text(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// The aligned crops under `dir`, as RGB bytes, in path order.
 fn crops(dir: &Path) -> Vec<Vec<u8>> {

@@ -3,23 +3,7 @@
 //! `smoothface index` and `search` with each model (`--model DIR`) on real photos, finding each
 //! held-out person first.
 
-use smoothface_tests::{binary, copy_people, faces_root, json, smoothface, succeed};
-use std::path::Path;
-use std::process::Command;
-
-fn train(args: &[&str]) -> serde_json::Value {
-    let out = succeed(Command::new(binary("smoothface-train")).args(args));
-    let last = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
-}
-
-fn text(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use smoothface_tests::{copy_people, faces_root, json, smoothface, succeed, text, train};
 
 #[test]
 fn a_fine_tuned_and_exported_model_finds_people_in_the_gallery() {
