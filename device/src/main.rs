@@ -12,7 +12,7 @@ use smoothface_device::eval::{self, RECALL_KS};
 use smoothface_device::frames::Sampling;
 use smoothface_device::gallery::db::TrackSpan;
 use smoothface_device::gallery::{db, index, search::FaceMatrix};
-use smoothface_device::media::DEFAULT_MAX_PIXELS;
+use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
 use smoothface_device::models::{self, ModelPlaces};
 use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::people::fusion::Fusion;
@@ -632,6 +632,13 @@ enum EvalCommand {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early ends the program quietly, as it does every Unix
+    // tool, instead of a panic in `println!` (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -1185,8 +1192,7 @@ fn cmd_search(
 ) -> Result<ExitCode> {
     let pipeline = g.pipeline()?;
     let conn = g.db()?;
-    let img = pipeline.decode(photo)?;
-    let faces = pipeline.analyze(&img)?;
+    let faces = pipeline.analyze_file(photo, &media::scan_file(photo, false)?)?;
     let Some(query) = faces.get(face) else {
         bail!(
             "{}: has {} detected face(s), no face {face} (see `smoothface detect {}`)",
@@ -1303,17 +1309,16 @@ fn cmd_detect(g: &Global, images: &[PathBuf], embeddings: bool, json: bool) -> R
     let mut failed = false;
     let mut out = Vec::new();
     for path in images {
-        let result = pipeline
-            .decode(path)
+        let result = media::scan_file(path, false)
             .map_err(anyhow::Error::from)
-            .and_then(|img| {
-                let faces = pipeline.detector.detect(&img)?;
+            .and_then(|scan| {
+                let (photo, faces) = pipeline.detect_file(path, &scan)?;
                 let vectors = if embeddings {
-                    Some(pipeline.embed_faces(&img, faces.clone())?)
+                    Some(pipeline.embed_detected(path, &scan, &photo, faces.clone())?)
                 } else {
                     None
                 };
-                Ok((img.dimensions(), faces, vectors))
+                Ok((photo.photo_size(), faces, vectors))
             });
         match result {
             Ok(((w, h), faces, vectors)) => {

@@ -200,6 +200,159 @@ pub fn load_scanned(path: &Path, scan: &Scanned, max_pixels: u64) -> Result<RgbI
     decode_reader(reader, path, max_pixels)
 }
 
+/// A photo decoded at a reduced scale: each of its pixels stands for `reduction x reduction` of
+/// the file's (orientation applied to both).
+#[derive(Debug, Clone)]
+pub struct Reduced {
+    /// The pixels.
+    pub image: RgbImage,
+    /// 1 (the file's own pixels), 2, 4 or 8.
+    pub reduction: u32,
+}
+
+impl Reduced {
+    /// The photo's own width and height (orientation applied).
+    pub fn photo_size(&self) -> (u32, u32) {
+        let (w, h) = self.image.dimensions();
+        (w * self.reduction, h * self.reduction)
+    }
+
+    /// A point of the file's pixels (0-based, pixel `i` centred on `i`) in this copy's.
+    pub fn to_copy(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        let r = self.reduction as f32;
+        [(x + 0.5) / r - 0.5, (y + 0.5) / r - 0.5]
+    }
+}
+
+/// The reductions a JPEG decoder gets from its DCT, largest first: an 8x8 block's coefficients
+/// give 1x1, 2x2 or 4x4 pixels instead of 8x8.
+const DCT_REDUCTIONS: [u32; 3] = [8, 4, 2];
+
+/// True when a reduction divides both sides, so that each pixel of the copy covers whole pixels
+/// of the file and the copy's pixel grid maps onto the file's exactly, whatever the orientation.
+fn reduces_whole(reduction: u32, width: u32, height: u32) -> bool {
+    width.is_multiple_of(reduction) && height.is_multiple_of(reduction)
+}
+
+/// Decodes a scanned file for detection on a copy whose longest side is `min_side` or more.
+/// A large JPEG is decoded at the largest DCT reduction (2, 4 or 8) that keeps its longest side
+/// at least `min_side` and divides both sides (so every pixel of the copy covers whole pixels of
+/// the file): the decoder then reconstructs 1/4 to 1/64 of the pixels. Anything else (other
+/// formats, CMYK or 16-bit JPEGs, `min_side` `None`, small photos) is decoded at full size.
+pub fn load_reduced(
+    path: &Path,
+    scan: &Scanned,
+    max_pixels: u64,
+    min_side: Option<u32>,
+) -> Result<Reduced, DecodeError> {
+    if let Some(side) = min_side {
+        let pick = |width: u32, height: u32| {
+            DCT_REDUCTIONS
+                .into_iter()
+                .find(|&r| reduces_whole(r, width, height) && width.max(height) / r >= side.max(1))
+        };
+        if let Some(reduced) = load_jpeg_reduced(path, scan, max_pixels, pick)? {
+            return Ok(reduced);
+        }
+    }
+    Ok(Reduced {
+        image: load_scanned(path, scan, max_pixels)?,
+        reduction: 1,
+    })
+}
+
+/// Decodes a scanned file at `reduction` (1, 2, 4 or 8) where its decoder can, else at full
+/// size: the copy a face is aligned from when the one it was detected on is too coarse.
+pub fn load_at(
+    path: &Path,
+    scan: &Scanned,
+    max_pixels: u64,
+    reduction: u32,
+) -> Result<Reduced, DecodeError> {
+    let pick = |width: u32, height: u32| {
+        (reduction > 1 && reduces_whole(reduction, width, height)).then_some(reduction)
+    };
+    match load_jpeg_reduced(path, scan, max_pixels, pick)? {
+        Some(reduced) => Ok(reduced),
+        None => Ok(Reduced {
+            image: load_scanned(path, scan, max_pixels)?,
+            reduction: 1,
+        }),
+    }
+}
+
+/// A JPEG decoded at the DCT reduction `pick` chooses from its stored width and height, or
+/// `None` where it is no JPEG, `pick` chooses none, or its pixels are neither grey nor colour.
+/// jpeg-decoder does the scaled inverse DCT (the `image` crate's decoder, zune-jpeg, has none).
+fn load_jpeg_reduced(
+    path: &Path,
+    scan: &Scanned,
+    max_pixels: u64,
+    pick: impl Fn(u32, u32) -> Option<u32>,
+) -> Result<Option<Reduced>, DecodeError> {
+    use jpeg_decoder::PixelFormat;
+    if image_format(scan, path)? != ImageFormat::Jpeg {
+        return Ok(None);
+    }
+    let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt {
+        path: path.to_path_buf(),
+        source: image::ImageError::Decoding(image::error::DecodingError::new(
+            ImageFormat::Jpeg.into(),
+            e,
+        )),
+    };
+    let file = File::open(path).map_err(|source| DecodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut decoder = jpeg_decoder::Decoder::new(BufReader::new(file));
+    decoder.read_info().map_err(corrupt)?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if width as u64 * height as u64 > max_pixels {
+        return Err(DecodeError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    let Some(reduction) = pick(width, height) else {
+        return Ok(None);
+    };
+    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
+        return Ok(None);
+    }
+    let (w, h) = decoder
+        .scale((width / reduction) as u16, (height / reduction) as u16)
+        .map_err(corrupt)?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    if w * reduction != width || h * reduction != height {
+        return Ok(None); // not a scale this decoder has: decode in full instead
+    }
+    let pixels = decoder.decode().map_err(corrupt)?;
+    let img = match info.pixel_format {
+        PixelFormat::L8 => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
+        _ => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
+    };
+    let Some(mut img) = img else {
+        return Ok(None);
+    };
+    // Where the EXIF block is missing or unreadable, the pixels are kept as stored (as
+    // `decode_reader` does).
+    let orientation = decoder
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    img.apply_orientation(orientation);
+    Ok(Some(Reduced {
+        image: img.into_rgb8(),
+        reduction,
+    }))
+}
+
 /// The image format a scan found, unless it found none or a truncated JPEG.
 fn image_format(scan: &Scanned, path: &Path) -> Result<ImageFormat, DecodeError> {
     match scan.format {
@@ -462,18 +615,7 @@ mod tests {
             };
         }
         let jpeg = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
-        let tiff: &[u8] = &[
-            b'M', b'M', 0, 42, 0, 0, 0, 8, // big-endian TIFF header, first IFD at offset 8
-            0, 1, // one entry
-            0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, // Orientation, SHORT, count 1, value 6
-            0, 0, 0, 0, // no next IFD
-        ];
-        let payload = [b"Exif\0\0".as_slice(), tiff].concat();
-        let len = (payload.len() + 2) as u16;
-        let mut with_exif = vec![0xFF, 0xD8, 0xFF, 0xE1];
-        with_exif.extend_from_slice(&len.to_be_bytes());
-        with_exif.extend_from_slice(&payload);
-        with_exif.extend_from_slice(&jpeg[2..]);
+        let with_exif = with_exif_orientation(&jpeg, 6);
         let rgb = decode_rgb(&with_exif, "r.jpg", 1000).unwrap();
         assert_eq!(rgb.dimensions(), (8, 16));
         assert!(
@@ -514,6 +656,164 @@ mod tests {
             assert!(
                 e.starts_with("upload: ") && e.contains(cause),
                 "{cause}: {e}"
+            );
+        }
+    }
+
+    /// A smooth colour photo, `width x height`: detail a DCT-scaled decode keeps.
+    fn smooth_photo(width: u32, height: u32) -> RgbImage {
+        image::ImageBuffer::from_fn(width, height, |x, y| {
+            let (u, v) = (x as f32 / width as f32, y as f32 / height as f32);
+            let wave = |f: f32| (127.5 + 100.0 * f.sin()) as u8;
+            Rgb([wave(6.0 * u + 1.0), wave(5.0 * v), wave(4.0 * (u + v))])
+        })
+    }
+
+    /// `img` averaged over `r x r` blocks: what each pixel of a copy reduced `r` times stands for.
+    fn box_reduced(img: &RgbImage, r: u32) -> RgbImage {
+        image::ImageBuffer::from_fn(img.width() / r, img.height() / r, |x, y| {
+            let mut sum = [0u32; 3];
+            for dy in 0..r {
+                for dx in 0..r {
+                    let p = img.get_pixel(x * r + dx, y * r + dy);
+                    (0..3).for_each(|c| sum[c] += u32::from(p[c]));
+                }
+            }
+            Rgb(sum.map(|v| ((v as f32 / (r * r) as f32).round()) as u8))
+        })
+    }
+
+    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f32 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        let sum: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+            .sum();
+        sum as f32 / a.as_raw().len() as f32
+    }
+
+    /// `jpeg` with an EXIF block (APP1) right after its start marker, giving `orientation`.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        // Little-endian TIFF header, one IFD with one entry: tag 0x0112, SHORT, count 1.
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, Scanned) {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let scan = scan_file(&path, false).unwrap();
+        (path, scan)
+    }
+
+    #[test]
+    fn a_large_jpeg_is_decoded_at_the_largest_dct_reduction_the_detector_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = DynamicImage::ImageRgb8(smooth_photo(640, 480));
+        let (path, scan) = write_temp(dir.path(), "p.jpg", &encode(&photo, ImageFormat::Jpeg));
+        let full = load_scanned(&path, &scan, 1 << 30).unwrap();
+        // The largest of 8, 4, 2 that keeps the longest side at `side` or more.
+        for (side, want) in [(80, 8), (81, 4), (160, 4), (161, 2), (320, 2), (321, 1)] {
+            let copy = load_reduced(&path, &scan, 1 << 30, Some(side)).unwrap();
+            assert_eq!(copy.reduction, want, "side {side}");
+            assert_eq!(copy.photo_size(), (640, 480));
+            assert_eq!(copy.image.dimensions(), (640 / want, 480 / want));
+            // Each pixel is what the full decode holds under it, within the rounding of two
+            // decoders' colour conversions and of a low-passed DCT.
+            let diff = mean_abs_diff(&copy.image, &box_reduced(&full, want));
+            assert!(diff < 2.0, "reduction {want}: mean difference {diff}");
+        }
+        let copy = load_reduced(&path, &scan, 1 << 30, None).unwrap();
+        assert_eq!((copy.reduction, &copy.image), (1, &full));
+        // The point mapping is the pixel-centre one: the copy's pixel 0 spans the file's 0..r.
+        let copy = load_at(&path, &scan, 1 << 30, 4).unwrap();
+        assert_eq!(copy.to_copy([1.5, 5.5]), [0.0, 1.0]);
+    }
+
+    #[test]
+    fn a_reduction_that_does_not_divide_both_sides_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        // 644 = 4 x 161 and 484 = 4 x 121: 4 divides both, 8 divides neither.
+        let photo = DynamicImage::ImageRgb8(smooth_photo(644, 484));
+        let (path, scan) = write_temp(dir.path(), "p.jpg", &encode(&photo, ImageFormat::Jpeg));
+        assert_eq!(
+            load_reduced(&path, &scan, 1 << 30, Some(40))
+                .unwrap()
+                .reduction,
+            4
+        );
+        assert_eq!(load_at(&path, &scan, 1 << 30, 8).unwrap().reduction, 1);
+        // 642 is only even: 2 at most.
+        let photo = DynamicImage::ImageRgb8(smooth_photo(642, 484));
+        let (path, scan) = write_temp(dir.path(), "q.jpg", &encode(&photo, ImageFormat::Jpeg));
+        assert_eq!(
+            load_reduced(&path, &scan, 1 << 30, Some(40))
+                .unwrap()
+                .reduction,
+            2
+        );
+        // Other formats are decoded at full size.
+        let (path, scan) = write_temp(dir.path(), "p.png", &encode(&photo, ImageFormat::Png));
+        assert_eq!(
+            load_reduced(&path, &scan, 1 << 30, Some(40))
+                .unwrap()
+                .reduction,
+            1
+        );
+    }
+
+    #[test]
+    fn a_reduced_decode_applies_the_exif_orientation_and_the_pixel_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = DynamicImage::ImageRgb8(smooth_photo(320, 160));
+        let jpeg = encode(&photo, ImageFormat::Jpeg);
+        // 6: the stored pixels are to be turned 90 degrees clockwise; 3: 180 degrees.
+        for (orientation, size) in [(6, (160, 320)), (3, (320, 160)), (1, (320, 160))] {
+            let bytes = with_exif_orientation(&jpeg, orientation);
+            let (path, scan) = write_temp(dir.path(), "o.jpg", &bytes);
+            let full = load_scanned(&path, &scan, 1 << 30).unwrap();
+            assert_eq!(full.dimensions(), size, "orientation {orientation}");
+            let copy = load_reduced(&path, &scan, 1 << 30, Some(80)).unwrap();
+            assert_eq!(copy.reduction, 4);
+            assert_eq!(copy.photo_size(), size);
+            let diff = mean_abs_diff(&copy.image, &box_reduced(&full, 4));
+            assert!(
+                diff < 2.0,
+                "orientation {orientation}: mean difference {diff}"
+            );
+        }
+        let (path, scan) = write_temp(dir.path(), "big.jpg", &jpeg);
+        let e = load_reduced(&path, &scan, 320 * 160 - 1, Some(80)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::TooLarge {
+                    width: 320,
+                    height: 160,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let mut damaged = jpeg.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle..middle + 64].fill(0xFF);
+        let (path, scan) = write_temp(dir.path(), "bad.jpg", &damaged);
+        if let Err(e) = load_reduced(&path, &scan, 1 << 30, Some(80)) {
+            assert!(
+                e.to_string().starts_with(&format!("{}: ", path.display())),
+                "{e}"
             );
         }
     }

@@ -6,7 +6,7 @@ use crate::mtcnn::{Face, Mtcnn, MtcnnConfig};
 use anyhow::Result;
 use image::RgbImage;
 use serde::Serialize;
-use smoothface_shared::align::align_face;
+use smoothface_shared::align::{align_face, estimate_similarity, ARCFACE_TEMPLATE};
 use smoothface_shared::manifest::ModelManifest;
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +19,27 @@ pub struct EmbeddedFace {
     pub face: Face,
     /// Unit-length embedding.
     pub embedding: Vec<f32>,
+}
+
+/// Why a photo file gave no faces: its decoding (the message names the file) or the models.
+#[derive(Debug, thiserror::Error)]
+pub enum PhotoError {
+    /// The file could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Detection or embedding failed.
+    #[error(transparent)]
+    Model(#[from] anyhow::Error),
+}
+
+impl PhotoError {
+    /// The cause alone, for reports that name the file in a field of their own.
+    pub fn reason(&self) -> String {
+        match self {
+            PhotoError::Decode(e) => e.reason(),
+            PhotoError::Model(e) => format!("{e:#}"),
+        }
+    }
 }
 
 /// Which face of a photo stands for it when a photo must give exactly one.
@@ -88,9 +109,14 @@ impl Pipeline {
                 kept.push(face);
             }
         }
+        self.embed_crops(kept, &crops)
+    }
+
+    /// Embeds aligned crops, one for each face.
+    fn embed_crops(&self, faces: Vec<Face>, crops: &[Vec<u8>]) -> Result<Vec<EmbeddedFace>> {
         let refs: Vec<&[u8]> = crops.iter().map(Vec::as_slice).collect();
         let vectors = self.embedder.embed(&refs)?;
-        Ok(kept
+        Ok(faces
             .into_iter()
             .zip(vectors.chunks_exact(self.embedder.dim()))
             .map(|(face, v)| EmbeddedFace {
@@ -98,6 +124,70 @@ impl Pipeline {
                 embedding: v.to_vec(),
             })
             .collect())
+    }
+
+    /// Decodes a scanned photo file and detects its faces, in the file's pixels. A large JPEG is
+    /// decoded at a reduced DCT scale (no smaller than the detector's `max_side`, the copy it
+    /// detects on anyway); the copy decoded is returned with the faces.
+    pub fn detect_file(
+        &self,
+        path: &Path,
+        scan: &media::Scanned,
+    ) -> Result<(media::Reduced, Vec<Face>), PhotoError> {
+        let side = self.detector.config().max_side;
+        let photo = media::load_reduced(path, scan, self.max_pixels, side)?;
+        let (faces, _) = self
+            .detector
+            .detect_reduced_timed(&photo.image, photo.reduction)?;
+        Ok((photo, faces))
+    }
+
+    /// Every face of a scanned photo file, largest first, embedded. Each face is aligned from
+    /// the copy it was detected on where that copy has at least as many pixels across the face
+    /// as the 112x112 crop takes from it (so the crop loses nothing), else from a copy decoded
+    /// again as fine as the face needs (the full-resolution pixels at most).
+    pub fn analyze_file(
+        &self,
+        path: &Path,
+        scan: &media::Scanned,
+    ) -> Result<Vec<EmbeddedFace>, PhotoError> {
+        let (photo, faces) = self.detect_file(path, scan)?;
+        self.embed_detected(path, scan, &photo, faces)
+    }
+
+    /// Aligns and embeds the faces [`Pipeline::detect_file`] found on `photo`, the copy of the
+    /// file at `path` it decoded, as [`Pipeline::analyze_file`] does.
+    pub fn embed_detected(
+        &self,
+        path: &Path,
+        scan: &media::Scanned,
+        photo: &media::Reduced,
+        faces: Vec<Face>,
+    ) -> Result<Vec<EmbeddedFace>, PhotoError> {
+        let finest = faces
+            .iter()
+            .map(coarsest_reduction_for)
+            .filter(|&r| r < photo.reduction)
+            .min();
+        let finer = match finest {
+            Some(r) => Some(media::load_at(path, scan, self.max_pixels, r)?),
+            None => None,
+        };
+        let mut kept = Vec::with_capacity(faces.len());
+        let mut crops = Vec::with_capacity(faces.len());
+        for face in faces {
+            let copy = match &finer {
+                Some(finer) if coarsest_reduction_for(&face) < photo.reduction => finer,
+                _ => photo,
+            };
+            let landmarks = face.landmarks.map(|p| copy.to_copy(p));
+            let (w, h) = (copy.image.width() as usize, copy.image.height() as usize);
+            if let Some(crop) = align_face(copy.image.as_raw(), w, h, &landmarks) {
+                crops.push(crop);
+                kept.push(face);
+            }
+        }
+        Ok(self.embed_crops(kept, &crops)?)
     }
 
     /// Every face of an image, largest first, embedded.
@@ -127,4 +217,16 @@ impl Pipeline {
         let chosen = self.pick_face(img, pick)?;
         Ok(self.embed_faces(img, chosen.into_iter().collect())?.pop())
     }
+}
+
+/// The largest reduction (8, 4, 2 or 1) of a photo whose copy still has at least as many pixels
+/// across a face as its aligned crop takes: the alignment's scale (crop pixels per photo pixel)
+/// times the reduction at most 1. Degenerate landmarks get 1 (alignment then skips the face).
+pub fn coarsest_reduction_for(face: &Face) -> u32 {
+    let scale = estimate_similarity(&face.landmarks, &ARCFACE_TEMPLATE)
+        .map_or(f64::INFINITY, |t| t.scale());
+    [8, 4, 2]
+        .into_iter()
+        .find(|&r| scale * r as f64 <= 1.0)
+        .unwrap_or(1)
 }

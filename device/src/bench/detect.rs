@@ -8,6 +8,7 @@
 //! box by box, so a faster detector that finds other faces shows.
 
 use super::{median, run_python, tempfile_dir, write_list};
+use crate::media;
 use crate::mtcnn::{Face, StageTimes};
 use crate::pipeline::Pipeline;
 use crate::tracks::iou;
@@ -251,9 +252,9 @@ struct OursPhoto {
 fn time_ours(pipeline: &Pipeline, photos: &[PathBuf], rounds: usize) -> Result<Vec<OursPhoto>> {
     let mut out = Vec::with_capacity(photos.len());
     for path in photos {
-        let img = pipeline.decode(path)?;
+        let (_, faces) = pipeline.detect_file(path, &media::scan_file(path, false)?)?;
         out.push(OursPhoto {
-            faces: pipeline.detector.detect(&img)?,
+            faces,
             total_ms: Vec::new(),
             decode_ms: Vec::new(),
             stages: StageTimes::default(),
@@ -262,9 +263,17 @@ fn time_ours(pipeline: &Pipeline, photos: &[PathBuf], rounds: usize) -> Result<V
     for _ in 0..rounds.max(1) {
         for (path, photo) in photos.iter().zip(&mut out) {
             let start = Instant::now();
-            let img = pipeline.decode(path)?;
+            let scan = media::scan_file(path, false)?;
+            let copy = media::load_reduced(
+                path,
+                &scan,
+                pipeline.max_pixels,
+                pipeline.detector.config().max_side,
+            )?;
             let decoded = start.elapsed();
-            let (_, stages) = pipeline.detector.detect_timed(&img)?;
+            let (_, stages) = pipeline
+                .detector
+                .detect_reduced_timed(&copy.image, copy.reduction)?;
             photo.total_ms.push(start.elapsed().as_secs_f64() * 1e3);
             photo.decode_ms.push(decoded.as_secs_f64() * 1e3);
             photo.stages.add(&stages);

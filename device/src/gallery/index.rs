@@ -244,9 +244,9 @@ fn examine(
     if scan.format.is_none() && crate::media::has_video_extension(&f.path) {
         return Outcome::Failed(facts, "not a video (unknown format)".into());
     }
-    let analysed = crate::media::load_scanned(&f.path, &scan, pipeline.max_pixels)
-        .map_err(|e| e.reason())
-        .and_then(|img| pipeline.analyze(&img).map_err(|e| format!("{e:#}")));
+    let analysed = pipeline
+        .analyze_file(&f.path, &scan)
+        .map_err(|e| e.reason());
     match analysed {
         Ok(faces) => Outcome::Analysed(
             facts,
