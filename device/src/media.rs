@@ -12,15 +12,18 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
 /// Why a file could not be turned into pixels. The message names the file and the cause.
+///
+/// The underlying error is part of the message (a `cause` field, not an error `source`), so a
+/// chain printed with `{:#}` shows it once, not twice.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The file could not be read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file has no bytes.
     #[error("{path}: empty file (0 bytes)")]
@@ -54,12 +57,12 @@ pub enum DecodeError {
         path: PathBuf,
     },
     /// The decoder failed: truncated or corrupt data.
-    #[error("{path}: corrupt or truncated image: {source}")]
+    #[error("{path}: corrupt or truncated image: {cause}")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// The decoder's error.
-        source: image::ImageError,
+        cause: image::ImageError,
     },
 }
 
@@ -132,7 +135,7 @@ const SIGNATURE_BYTES: usize = 32;
 pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
     let file = File::open(path).map_err(|source| DecodeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     scan_reader(file, path, hash)
 }
@@ -141,7 +144,7 @@ pub fn scan_file(path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
 fn scan_reader(mut file: impl Read, path: &Path, hash: bool) -> Result<Scanned, DecodeError> {
     let io = |source| DecodeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut hasher = hash.then(Sha256::new);
     let mut buf = vec![0u8; SCAN_BUFFER];
@@ -194,7 +197,7 @@ pub fn load_scanned(path: &Path, scan: &Scanned, max_pixels: u64) -> Result<RgbI
     let format = image_format(scan, path)?;
     let file = File::open(path).map_err(|source| DecodeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let reader = ImageReader::with_format(BufReader::new(file), format);
     decode_reader(reader, path, max_pixels)
@@ -296,14 +299,14 @@ fn load_jpeg_reduced(
     }
     let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt {
         path: path.to_path_buf(),
-        source: image::ImageError::Decoding(image::error::DecodingError::new(
+        cause: image::ImageError::Decoding(image::error::DecodingError::new(
             ImageFormat::Jpeg.into(),
             e,
         )),
     };
     let file = File::open(path).map_err(|source| DecodeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let mut decoder = jpeg_decoder::Decoder::new(BufReader::new(file));
     decoder.read_info().map_err(corrupt)?;
@@ -396,7 +399,7 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
 ) -> Result<RgbImage, DecodeError> {
     let corrupt = |source| DecodeError::Corrupt {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();

@@ -321,6 +321,23 @@ fn a_faceless_image_has_no_face_and_a_bad_one_is_partial() {
 }
 
 #[test]
+fn a_photo_that_cannot_be_read_names_it_and_the_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("gone.jpg");
+    let o = smoothface(&["detect", "--json", s(&missing)]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let error = v[0]["error"].as_str().unwrap();
+    // What `fs::File::open` says of a missing file on this platform.
+    let cause = std::fs::File::open(&missing).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{error}"
+    );
+    assert_eq!(error.matches(&cause).count(), 1, "{error}");
+}
+
+#[test]
 fn a_file_that_is_not_a_gallery_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let not_db = tmp.path().join("holiday.jpg");

@@ -15,23 +15,26 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// What went wrong reading a model folder.
+///
+/// The underlying error is part of the message (a `cause` field, not an error `source`), so a
+/// chain printed with `{:#}` shows it once, not twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The manifest or a model file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The manifest is not valid JSON of the expected shape.
-    #[error("{path}: not a valid model manifest: {source}")]
+    #[error("{path}: not a valid model manifest: {cause}")]
     Parse {
         /// The manifest file.
         path: PathBuf,
         /// The cause.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// A model file's content differs from the manifest's hash.
     #[error("{path}: sha256 is {actual}, the manifest expects {expected}: the file is corrupt or not this model (rerun scripts/setup)")]
@@ -190,12 +193,12 @@ impl ModelManifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let manifest: ModelManifest =
             serde_json::from_str(&text).map_err(|source| ManifestError::Parse {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         let invalid = |what: &str| ManifestError::Invalid {
             path: path.clone(),
@@ -248,7 +251,7 @@ impl ModelManifest {
 pub fn sha256_file(path: &Path) -> Result<String, ManifestError> {
     let io = |source| ManifestError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();

@@ -16,15 +16,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Why a protocol file or dataset tree could not be read.
+///
+/// The underlying error is part of the message (a `cause` field, not an error `source`), so a
+/// chain printed with `{:#}` shows it once, not twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     /// A file or directory could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The underlying failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line of a protocol file does not have the expected form.
     #[error("{file} line {line}: {message}")]
@@ -119,7 +122,7 @@ pub fn parse_lfw_pairs(text: &str) -> Result<Vec<Pair>, ProtocolError> {
 pub fn read_lfw_pairs(path: &Path) -> Result<Vec<Pair>, ProtocolError> {
     let text = fs::read_to_string(path).map_err(|source| ProtocolError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     parse_pairs(&text, &path.display().to_string())
 }
@@ -293,7 +296,7 @@ pub fn folder_per_person(root: &Path) -> Result<Vec<Identity>, ProtocolError> {
 fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>, ProtocolError> {
     let io_error = |source| ProtocolError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error)? {
@@ -309,7 +312,7 @@ fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>, ProtocolError> {
 fn metadata(path: &Path) -> Result<fs::Metadata, ProtocolError> {
     fs::metadata(path).map_err(|source| ProtocolError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 

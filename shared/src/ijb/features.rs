@@ -57,6 +57,9 @@ pub struct FaceFeatures {
 }
 
 /// Why the features could not be computed.
+///
+/// The underlying error is part of the message (a `cause` field, not an error `source`), so a
+/// chain printed with `{:#}` shows it once, not twice.
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
     /// The embedder failed: no face is to blame, so the evaluation stops.
@@ -69,12 +72,12 @@ pub enum FeatureError {
         count: usize,
     },
     /// A cache file could not be written.
-    #[error("cannot write the feature cache {}: {source}", path.display())]
+    #[error("cannot write the feature cache {}: {cause}", path.display())]
     Cache {
         /// The file.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -161,7 +164,7 @@ fn write_chunk(path: &Path, rows: &[f32]) -> Result<(), FeatureError> {
     crate::atomic::write_atomically(path, |file| std::io::Write::write_all(file, &bytes)).map_err(
         |source| FeatureError::Cache {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         },
     )
 }

@@ -173,7 +173,7 @@ impl IjbSet {
 fn read_text(path: &Path) -> Result<String, ProtocolError> {
     fs::read_to_string(path).map_err(|source| ProtocolError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 
