@@ -283,11 +283,22 @@ impl Mtcnn {
         img: &RgbImage,
         reduction: u32,
     ) -> Result<(Vec<Face>, StageTimes)> {
+        self.detect_at_side(img, reduction, self.config.max_side)
+    }
+
+    /// [`Mtcnn::detect_reduced_timed`] on a copy reduced to `max_side` instead of the
+    /// configured [`MtcnnConfig::max_side`]: for measuring what each side finds.
+    pub fn detect_at_side(
+        &self,
+        img: &RgbImage,
+        reduction: u32,
+        max_side: Option<u32>,
+    ) -> Result<(Vec<Face>, StageTimes)> {
         let start = Instant::now();
         let mut times = StageTimes::default();
         let r = reduction.max(1) as f32;
         let longest = img.width().max(img.height());
-        let mut faces: Vec<Face> = match self.config.max_side {
+        let mut faces: Vec<Face> = match max_side {
             Some(side) if longest > side => {
                 let scale = side as f32 / longest as f32;
                 let (w, h) = (img.width() as f32, img.height() as f32);

@@ -621,6 +621,8 @@ fn bench_detect_finds_the_faces_the_reference_mtcnn_finds() {
         "12",
         "--detect-sizes",
         "as-taken,500x400",
+        "--detect-sides",
+        "0",
         "--rounds",
         "1",
     ];
@@ -644,6 +646,60 @@ fn bench_detect_finds_the_faces_the_reference_mtcnn_finds() {
             assert!(row[share].as_f64().unwrap() >= 0.9, "{share}: {row}");
         }
     }
+}
+
+/// The `--detect-side` sweep on a group photo: a side as large as the photo detects it whole,
+/// so it finds every face the full-size detection does; a reduced copy finds the large faces.
+#[test]
+fn bench_detect_sides_counts_the_faces_each_side_finds() {
+    let test = "bench_detect_sides_counts_the_faces_each_side_finds";
+    let Some(photos) = faces(test, "lfw-devtrain") else {
+        return;
+    };
+    let o = smoothface(&[
+        "bench",
+        "--detect-only",
+        "--no-peer",
+        "--photos",
+        s(&photos),
+        "--detect-sizes",
+        "as-taken",
+        "--detect-photos",
+        "4",
+        "--detect-sides",
+        "800,4032",
+        "--group-tiles",
+        "250",
+        "--group-photos",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sweep = &r["sides"];
+    assert_eq!(sweep["sides"], serde_json::json!([800, 4032]), "{sweep}");
+    assert_eq!(sweep["photos"], 1, "{sweep}");
+    let rows = sweep["rows"].as_array().unwrap();
+    let count = |row: &serde_json::Value, key: &str| row[key].as_u64().unwrap();
+    // 16 x 12 tiles of 250 px, each an LFW photo with its face about 100 px wide.
+    let total: u64 = rows.iter().map(|r| count(r, "full_faces")).sum();
+    assert!(total >= 150, "{total} faces at full size: {sweep}");
+    let mut large = (0, 0);
+    for row in rows {
+        let found = row["found"].as_array().unwrap();
+        assert_eq!(found[1].as_u64(), Some(count(row, "full_faces")), "{row}");
+        if count(row, "from_px") >= 80 {
+            large.0 += count(row, "full_faces");
+            large.1 += found[0].as_u64().unwrap();
+        }
+    }
+    assert!(
+        large.0 > 0 && large.1 as f64 >= 0.95 * large.0 as f64,
+        "faces 80 px and wider found at 800: {large:?}"
+    );
+    assert!(sweep["full_ms"].as_f64().unwrap() > 0.0, "{sweep}");
 }
 
 /// `index` end to end beside the reference pipeline on the same photos: both embed about the

@@ -68,7 +68,52 @@ pub struct DetectOptions {
     pub large_photos: usize,
     /// Timed rounds over the photos, after the warm-up.
     pub rounds: usize,
+    /// Detection sides compared on group photos (`--detect-side` values); none skips it, as do
+    /// no group tiles or photos.
+    pub sides: Vec<u32>,
+    /// Group photos' tile sizes: photos resized to this side and tiled into 12-megapixel
+    /// frames, one row each (faces of about 0.4 of it).
+    pub group_tiles: Vec<u32>,
+    /// Group photos made at each tile size.
+    pub group_photos: usize,
 }
+
+/// The frame group photos are tiled into: 12 megapixels, both sides multiples of 8 as a phone's
+/// are (so that every DCT reduction applies).
+pub const GROUP_FRAME: (u32, u32) = (4032, 3024);
+
+/// What each detection side finds on group photos, against detection at full size.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideSweep {
+    /// The sides, as `--detect-side` takes them.
+    pub sides: Vec<u32>,
+    /// Group photos detected, over every tile size.
+    pub photos: usize,
+    /// One row per face width, smallest first: the faces found at full size.
+    pub rows: Vec<SweepRow>,
+    /// Decode + detect at full size, milliseconds a photo (median over every group photo).
+    pub full_ms: f64,
+    /// Decode + detect at each side, milliseconds a photo (median over every group photo).
+    pub side_ms: Vec<f64>,
+}
+
+/// The faces of one width range in a [`SideSweep`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    /// Box widths from this many photo pixels…
+    pub from_px: u32,
+    /// …up to this many (exclusive); none: no limit.
+    pub below_px: Option<u32>,
+    /// Faces found at full size of this width.
+    pub full_faces: usize,
+    /// Of these, how many each side finds too (a box overlapping by [`SAME_FACE_IOU`]).
+    pub found: Vec<usize>,
+}
+
+/// Where [`SideSweep`]'s rows split face widths, photo pixels. A side `s` on a 4032-pixel photo
+/// cannot see faces much under `12 * 4032 / s` pixels (P-Net's 12-pixel window): 76 at 640, 60
+/// at 800, 47 at 1024, 38 at 1280.
+const SWEEP_WIDTHS: [u32; 6] = [20, 40, 50, 60, 80, 120];
 
 /// Sizes above this many pixels time `large_photos` photos.
 const LARGE_PIXELS: u64 = 2_000_000;
@@ -110,6 +155,8 @@ pub struct DetectReport {
     pub rows: Vec<DetectRow>,
     /// The reference's versions, when it ran.
     pub reference: Option<String>,
+    /// What each detection side finds on group photos, when asked for.
+    pub sides: Option<SideSweep>,
 }
 
 /// A face as the reference reports it.
@@ -205,8 +252,123 @@ pub fn run(
         }
         rows.push(row);
     }
+    let sides = (!opts.sides.is_empty() && !opts.group_tiles.is_empty() && opts.group_photos > 0)
+        .then(|| sweep_sides(pipeline, files, opts, &scratch))
+        .transpose()?;
     std::fs::remove_dir_all(&scratch).ok();
-    Ok(DetectReport { rows, reference })
+    Ok(DetectReport {
+        rows,
+        reference,
+        sides,
+    })
+}
+
+/// Group photos at each tile size, detected at full size and at each side of `opts.sides`.
+fn sweep_sides(
+    pipeline: &Pipeline,
+    files: &[PathBuf],
+    opts: &DetectOptions,
+    scratch: &Path,
+) -> Result<SideSweep> {
+    let detector = &pipeline.detector;
+    let (mut full_ms, mut side_ms) = (Vec::new(), vec![Vec::new(); opts.sides.len()]);
+    // Each face found at full size: its width and whether each side found it.
+    let mut faces_found: Vec<(f32, Vec<bool>)> = Vec::new();
+    let mut photos = 0;
+    for &tile in &opts.group_tiles {
+        for path in group_photos(files, tile, opts.group_photos, scratch)? {
+            photos += 1;
+            let scan = media::scan_file(&path, false)?;
+            let start = Instant::now();
+            let img = media::load_scanned(&path, &scan, pipeline.max_pixels)?;
+            let (full, _) = detector.detect_at_side(&img, 1, None)?;
+            full_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            let first = faces_found.len();
+            faces_found.extend(full.iter().map(|f| (f.bbox[2] - f.bbox[0], Vec::new())));
+            for (i, &side) in opts.sides.iter().enumerate() {
+                let mut faces = Vec::new();
+                // A warm-up pass builds the plans of this side's shapes, as a library does once.
+                // Group photos take a second or more: one timed round after it.
+                for round in 0..2 {
+                    let start = Instant::now();
+                    let copy = media::load_reduced(&path, &scan, pipeline.max_pixels, Some(side))?;
+                    faces = detector
+                        .detect_at_side(&copy.image, copy.reduction, Some(side))?
+                        .0;
+                    if round > 0 {
+                        side_ms[i].push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                for (face, (_, found)) in full.iter().zip(&mut faces_found[first..]) {
+                    found.push(
+                        faces
+                            .iter()
+                            .any(|f| iou(&face.bbox, &f.bbox) >= SAME_FACE_IOU),
+                    );
+                }
+            }
+        }
+    }
+    let mut rows: Vec<SweepRow> = std::iter::once(0)
+        .chain(SWEEP_WIDTHS)
+        .zip(SWEEP_WIDTHS.map(Some).into_iter().chain([None]))
+        .map(|(from_px, below_px)| SweepRow {
+            from_px,
+            below_px,
+            full_faces: 0,
+            found: vec![0; opts.sides.len()],
+        })
+        .collect();
+    for (width, found) in &faces_found {
+        let row = rows
+            .iter_mut()
+            .find(|r| r.below_px.is_none_or(|b| *width < b as f32))
+            .expect("the last row has no limit");
+        row.full_faces += 1;
+        for (n, &f) in row.found.iter_mut().zip(found) {
+            *n += usize::from(f);
+        }
+    }
+    rows.retain(|r| r.full_faces > 0);
+    Ok(SideSweep {
+        sides: opts.sides.clone(),
+        photos,
+        rows,
+        full_ms: median(full_ms),
+        side_ms: side_ms.into_iter().map(median).collect(),
+    })
+}
+
+/// `n` group photos of `tile`-pixel tiles: the benchmark photos in turn, each resized to a
+/// square tile (antialiased), filling a [`GROUP_FRAME`], written once as JPEG (quality 92).
+fn group_photos(files: &[PathBuf], tile: u32, n: usize, scratch: &Path) -> Result<Vec<PathBuf>> {
+    let (width, height) = GROUP_FRAME;
+    if files.is_empty() || tile == 0 || tile > height {
+        bail!("no group photos of {tile}-pixel tiles: need benchmark photos and a tile of 1 to {height} pixels");
+    }
+    let dir = scratch.join(format!("group{tile}"));
+    std::fs::create_dir_all(&dir)?;
+    let mut next = files.iter().cycle();
+    (0..n)
+        .map(|i| {
+            let mut frame = image::RgbImage::new(width, height);
+            for y in (0..=height - tile).step_by(tile as usize) {
+                for x in (0..=width - tile).step_by(tile as usize) {
+                    let f = next.next().expect("a cycle of a non-empty list");
+                    let img = media::load_rgb(f, media::DEFAULT_MAX_PIXELS)?;
+                    let small =
+                        media::resize(&img, tile, tile, fast_image_resize::FilterType::Lanczos3);
+                    image::imageops::replace(&mut frame, &small, i64::from(x), i64::from(y));
+                }
+            }
+            let path = dir.join(format!("{i:03}.jpg"));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+                .encode_image(&frame)
+                .with_context(|| format!("{}: cannot write it", path.display()))?;
+            Ok(path)
+        })
+        .collect()
 }
 
 /// The files of one size: the first `n` benchmark photos, resized into `scratch` unless taken
