@@ -113,8 +113,8 @@ pub fn open(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)
         .with_context(|| format!("{}: cannot open the gallery", path.display()))?;
     let settings = |conn: &Connection| -> rusqlite::Result<()> {
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        enter_wal(conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")
@@ -128,6 +128,29 @@ pub fn open(path: &Path) -> Result<Connection> {
     })?;
     migrate(&mut conn).with_context(|| format!("{}: cannot use this gallery", path.display()))?;
     Ok(conn)
+}
+
+/// How long a connection waits for another's lock before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Puts the gallery in WAL mode (kept in the file, so later opens find it there). A new
+/// gallery opened by several connections at once can answer "database is locked" at once here,
+/// without waiting for the busy timeout: the switch upgrades a read lock to an exclusive one, and
+/// SQLite refuses that to one of two readers rather than let them deadlock. So retry until the
+/// busy timeout, as the busy handler would.
+fn enter_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Brings the schema up to date. The version is read and every pending migration applied in one
@@ -692,19 +715,27 @@ mod tests {
     #[test]
     fn galleries_opened_at_once_migrate_once() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.sqlite");
-        let opened: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| open(&path).map(drop))).collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for r in opened {
-            r.unwrap();
+        // Many new galleries, each opened by four threads at once: the race between their
+        // switches to WAL failed about one gallery in twenty before `enter_wal`.
+        for i in 0..40 {
+            let path = dir.path().join(format!("g{i}.sqlite"));
+            let opened: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4).map(|_| s.spawn(|| open(&path).map(drop))).collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in opened {
+                r.unwrap();
+            }
+            let conn = open(&path).unwrap();
+            let v: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v as usize, MIGRATIONS.len());
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
         }
-        let v: i64 = open(&path)
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v as usize, MIGRATIONS.len());
     }
 
     #[test]
