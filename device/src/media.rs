@@ -231,6 +231,19 @@ impl Reduced {
 /// give 1x1, 2x2 or 4x4 pixels instead of 8x8.
 const DCT_REDUCTIONS: [u32; 3] = [8, 4, 2];
 
+/// Refuses an image of more than `max_pixels` pixels, before any is decoded.
+fn check_pixels(path: &Path, width: u32, height: u32, max_pixels: u64) -> Result<(), DecodeError> {
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(DecodeError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    Ok(())
+}
+
 /// True when a reduction divides both sides, so that each pixel of the copy covers whole pixels
 /// of the file and the copy's pixel grid maps onto the file's exactly, whatever the orientation.
 fn reduces_whole(reduction: u32, width: u32, height: u32) -> bool {
@@ -314,14 +327,7 @@ fn load_jpeg_reduced(
         return Ok(None);
     };
     let (width, height) = (u32::from(info.width), u32::from(info.height));
-    if width as u64 * height as u64 > max_pixels {
-        return Err(DecodeError::TooLarge {
-            path: path.to_path_buf(),
-            width,
-            height,
-            limit: max_pixels,
-        });
-    }
+    check_pixels(path, width, height, max_pixels)?;
     let Some(reduction) = pick(width, height) else {
         return Ok(None);
     };
@@ -403,14 +409,7 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     };
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
-    if width as u64 * height as u64 > max_pixels {
-        return Err(DecodeError::TooLarge {
-            path: path.to_path_buf(),
-            width,
-            height,
-            limit: max_pixels,
-        });
-    }
+    check_pixels(path, width, height, max_pixels)?;
     // A missing or unreadable EXIF block is common and harmless: keep the pixels as stored.
     let orientation = decoder
         .orientation()
