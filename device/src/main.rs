@@ -76,8 +76,8 @@ struct Global {
     min_face: f32,
     /// Detect images whose longest side is larger on a copy reduced to this side, faster: a
     /// 12-megapixel group photo at 800 is detected in a quarter of the time, finding 97% of its
-    /// faces 50 px wide and more but about 72% of those 20-49 px (`bench --detect-only` measures
-    /// it); 0: detect every image at its own size
+    /// faces 50 px wide and more but three quarters of those 20-49 px (`bench --detect-only`
+    /// measures it); 0: detect every image at its own size
     #[arg(long, global = true, default_value_t = smoothface_device::mtcnn::DEFAULT_MAX_SIDE, value_name = "PX")]
     detect_side: u32,
     /// Refuse images with more pixels than this (decompression bombs)
