@@ -62,11 +62,13 @@ struct Global {
     /// Folder of model folders, searched first for the default models
     #[arg(long, global = true, value_name = "DIR")]
     models: Option<PathBuf>,
-    /// Embedder model folder (ONNX + manifest.json) [default: mobilefacenet from the models folders]
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Embedder: a model folder (ONNX + manifest.json) or an installed model's name:
+    /// w600k_mbf (the default: insightface's ArcFace MobileFaceNet, weights for non-commercial
+    /// research use) or mobilefacenet (MIT)
+    #[arg(long, global = true, value_name = "DIR|NAME")]
     model: Option<PathBuf>,
-    /// MTCNN detector folder [default: mtcnn from the models folders]
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Detector: a model folder or an installed model's name: mtcnn (the default) or scrfd
+    #[arg(long, global = true, value_name = "DIR|NAME")]
     detector: Option<PathBuf>,
     /// Gallery database [default: $SMOOTHFACE_DB or ~/.local/share/smoothface/gallery.sqlite]
     #[arg(long, global = true, value_name = "FILE")]
@@ -692,7 +694,7 @@ impl Global {
     /// The embedder's folder: `--model` (which must exist), else the default from the places.
     fn model_dir(&self) -> Result<PathBuf> {
         match &self.model {
-            Some(dir) => models::given_folder(dir, "--model"),
+            Some(dir) => models::given_folder(dir, "--model", &self.places()),
             None => self.places().find(models::EMBEDDER),
         }
     }
@@ -706,7 +708,7 @@ impl Global {
         ensure_min_face(self.min_face)?;
         let model = self.model_dir()?;
         let detector = match &self.detector {
-            Some(dir) => models::given_folder(dir, "--detector")?,
+            Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
             None => self.places().find(models::DETECTOR)?,
         };
         Pipeline::load(&model, &detector, config, self.max_pixels)
@@ -1675,16 +1677,29 @@ fn print_faces(faces: &[people_store::FaceRow], json: bool) -> Result<()> {
 
 fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
     let places = g.places();
-    let found: Vec<_> = [models::EMBEDDER, models::DETECTOR]
-        .into_iter()
-        .map(|name| (name, places.locate(name)))
+    let found: Vec<_> = models::PINNED
+        .iter()
+        .map(|(name, pinned)| {
+            let manifest: ModelManifest =
+                serde_json::from_str(pinned).expect("pinned manifests parse");
+            (*name, manifest, places.locate(name))
+        })
         .collect();
+    let role = |name: &str| match name {
+        models::EMBEDDER => "default embedder",
+        models::DETECTOR => "default detector",
+        models::PERMISSIVE_EMBEDDER => "embedder (--model mobilefacenet)",
+        _ => "detector (--detector scrfd)",
+    };
     if json {
         let models: Vec<_> = found
             .iter()
-            .map(|(name, hit)| {
+            .map(|(name, manifest, hit)| {
                 json!({
                     "name": name,
+                    "model": manifest.name,
+                    "role": role(name),
+                    "license": manifest.license,
                     "dir": hit.as_ref().map(|(d, _)| d),
                     "origin": hit.as_ref().map(|(_, p)| p.origin),
                 })
@@ -1700,14 +1715,22 @@ fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
                 None => println!("  {}: (not set)", p.origin),
             }
         }
-        for (name, hit) in &found {
+        for (name, manifest, hit) in &found {
             match hit {
-                Some((dir, place)) => println!("{name}: {} ({})", dir.display(), place.origin),
-                None => println!("{name}: not found (smoothface models install)"),
+                Some((dir, place)) => println!(
+                    "{name}: {} ({}), {}",
+                    dir.display(),
+                    place.origin,
+                    role(name)
+                ),
+                None => println!("{name}: not found (smoothface models install), {}", role(name)),
+            }
+            if let Some(licence) = &manifest.license {
+                println!("  licence: {licence}");
             }
         }
     }
-    Ok(if found.iter().all(|(_, hit)| hit.is_some()) {
+    Ok(if found.iter().all(|(_, _, hit)| hit.is_some()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -1748,6 +1771,9 @@ fn cmd_models_install(
                 "already installed"
             };
             println!("{}: {what} in {}", m.name, m.to.display());
+            if let Some(licence) = &m.license {
+                println!("  licence: {licence}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

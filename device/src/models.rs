@@ -19,18 +19,25 @@ use smoothface_shared::manifest::{sha256_file, ModelManifest, MANIFEST_FILE};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Folder name of the default embedder.
-pub const EMBEDDER: &str = "mobilefacenet";
+/// Folder name of the default embedder: insightface's MobileFaceNet trained with ArcFace on
+/// WebFace600K (weights for non-commercial research use).
+pub const EMBEDDER: &str = "w600k_mbf";
+/// Folder name of the embedder under a permissive licence (MIT): `--model mobilefacenet`.
+pub const PERMISSIVE_EMBEDDER: &str = "mobilefacenet";
 /// Folder name of the default detector.
 pub const DETECTOR: &str = "mtcnn";
+/// Folder name of the SCRFD detector: `--detector scrfd`.
+pub const SCRFD: &str = "scrfd";
 
 /// The pinned manifests of the pretrained models, by folder name.
-pub const PINNED: [(&str, &str); 2] = [
+pub const PINNED: [(&str, &str); 4] = [
+    (EMBEDDER, include_str!("../../models/w600k_mbf/manifest.json")),
     (
-        EMBEDDER,
+        PERMISSIVE_EMBEDDER,
         include_str!("../../models/mobilefacenet/manifest.json"),
     ),
     (DETECTOR, include_str!("../../models/mtcnn/manifest.json")),
+    (SCRFD, include_str!("../../models/scrfd/manifest.json")),
 ];
 
 /// One place models are looked for.
@@ -144,13 +151,25 @@ fn install_dir_in(data_home: Option<PathBuf>) -> Option<PathBuf> {
     data_home.map(|d| d.join("smoothface/models"))
 }
 
-/// A model folder given by the user (`--model`, `--detector`): it must exist, so that a typo is
-/// told apart from a missing installation.
-pub fn given_folder(dir: &Path, flag: &str) -> Result<PathBuf> {
-    if !dir.is_dir() {
-        bail!("{flag} {}: no such model folder", dir.display());
+/// A model given by the user (`--model`, `--detector`): a folder, or the name of an installed
+/// model (`--model mobilefacenet`) looked for in the places. A path that is neither is an error,
+/// so that a typo is told apart from a missing installation.
+pub fn given_folder(dir: &Path, flag: &str, places: &ModelPlaces) -> Result<PathBuf> {
+    if dir.is_dir() {
+        return Ok(dir.to_path_buf());
     }
-    Ok(dir.to_path_buf())
+    let is_name = dir.components().count() == 1 && !dir.as_os_str().is_empty();
+    if is_name {
+        if let Some((found, _)) = dir.to_str().and_then(|name| places.locate(name)) {
+            return Ok(found);
+        }
+        bail!(
+            "{flag} {}: no such model folder, and no installed model of that name (`smoothface \
+             models list` lists them)",
+            dir.display()
+        );
+    }
+    bail!("{flag} {}: no such model folder", dir.display());
 }
 
 /// True when `dir` holds a folder with a manifest for every pinned model.
@@ -171,6 +190,8 @@ pub struct Installed {
     pub to: PathBuf,
     /// False when the destination already held the pinned files.
     pub copied: bool,
+    /// The licence of its weights, from its manifest.
+    pub license: Option<String>,
 }
 
 /// Installs the pinned pretrained models from `from` (a folder of model folders, such as the
@@ -194,6 +215,7 @@ fn install_one(name: &str, pinned: &str, from: &Path, to: &Path) -> Result<Insta
         from: src.clone(),
         to: dest.clone(),
         copied,
+        license: manifest.license.clone(),
     };
     let matches = |dir: &Path| {
         manifest.files.iter().all(|f| {
@@ -241,6 +263,7 @@ fn install_one(name: &str, pinned: &str, from: &Path, to: &Path) -> Result<Insta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoothface_shared::manifest::ModelKind;
 
     fn model_at(root: &Path, name: &str) {
         std::fs::create_dir_all(root.join(name)).unwrap();
@@ -295,10 +318,36 @@ mod tests {
 
     #[test]
     fn a_mistyped_model_folder_is_not_a_setup_problem() {
-        let msg = given_folder(Path::new("/no/such/place"), "--model")
+        let places = ModelPlaces::new(None, None, None, None);
+        let msg = given_folder(Path::new("/no/such/place"), "--model", &places)
             .unwrap_err()
             .to_string();
         assert_eq!(msg, "--model /no/such/place: no such model folder");
+        let msg = given_folder(Path::new("nosuchmodel"), "--model", &places)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("no installed model of that name"), "{msg}");
+    }
+
+    #[test]
+    fn a_model_is_named_by_its_installed_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        model_at(tmp.path(), PERMISSIVE_EMBEDDER);
+        let places = ModelPlaces::new(Some(tmp.path().to_path_buf()), None, None, None);
+        let found = given_folder(Path::new(PERMISSIVE_EMBEDDER), "--model", &places).unwrap();
+        assert_eq!(found, tmp.path().join(PERMISSIVE_EMBEDDER));
+    }
+
+    #[test]
+    fn every_pinned_manifest_parses_and_names_its_licence() {
+        for (name, text) in PINNED {
+            let m: ModelManifest = serde_json::from_str(text).unwrap();
+            assert!(m.license.is_some(), "{name} names no licence");
+            assert!(m.source.is_some(), "{name} has no registry source");
+            if m.kind == ModelKind::Embedder {
+                assert!(m.thresholds.is_some(), "{name} has no calibrated thresholds");
+            }
+        }
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub enum ModelKind {
     Embedder,
     /// The three MTCNN networks: boxes and five landmarks.
     MtcnnDetector,
+    /// SCRFD: one network, boxes and five keypoints at strides 8, 16 and 32.
+    ScrfdDetector,
+}
+
+impl ModelKind {
+    /// Whether the model finds faces (rather than embeds them).
+    pub fn is_detector(self) -> bool {
+        matches!(self, ModelKind::MtcnnDetector | ModelKind::ScrfdDetector)
+    }
 }
 
 /// Where a pretrained model comes from: a registry package, pinned by version and hash.
@@ -128,6 +137,61 @@ pub struct InputSpec {
     pub std: f32,
 }
 
+/// The cosine similarities at which an embedder's faces count as one person, for each use.
+///
+/// They depend on the model: one model's embeddings of the same person score 0.4 where
+/// another's score 0.6, so a constant tuned for one would silently misgroup with the other.
+/// `smoothface eval calibrate` measures them on labelled sets and writes them into the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// People: smallest mean similarity of two groups of faces merged into one person
+    /// (average linkage).
+    pub link: f32,
+    /// Camera: smallest similarity to a person's enrolment or faces for a track to be named
+    /// after them.
+    pub identify: f32,
+    /// Video tracks: similarity to a track's mean face that continues it where the boxes
+    /// overlap.
+    pub track: f32,
+    /// Video tracks: similarity that continues a track wherever the face is.
+    pub track_strong: f32,
+    /// How the values were measured: command, sets, date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
+}
+
+impl Thresholds {
+    /// What a model without calibrated thresholds gets, with a warning: values that keep
+    /// people apart rather than merge them (the error users forgive least), above every
+    /// calibrated model's (the README's "Models" gives them). Calibrate the model with
+    /// `smoothface eval calibrate --write` to replace them.
+    pub const FALLBACK: Thresholds = Thresholds {
+        link: 0.6,
+        identify: 0.6,
+        track: 0.45,
+        track_strong: 0.7,
+        calibration: None,
+    };
+
+    /// Checks every value is a cosine similarity, naming the first that is not.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("link", self.link),
+            ("identify", self.identify),
+            ("track", self.track),
+            ("track_strong", self.track_strong),
+        ] {
+            if !(-1.0..=1.0).contains(&v) {
+                return Err(format!(
+                    "thresholds.{name} is {v}, not a cosine similarity between -1 and 1"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The manifest of one model folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelManifest {
@@ -161,6 +225,14 @@ pub struct ModelManifest {
     /// True when the graph's output is already L2-normalised.
     #[serde(default)]
     pub normalized_output: bool,
+    /// An embedder's calibrated similarity thresholds; a model without them gets
+    /// [`Thresholds::FALLBACK`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
+    /// A detector's smallest face score for the face to be grouped into people (its scores'
+    /// scale is its own: MTCNN's real faces score above 0.95, SCRFD's above 0.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_min_score: Option<f32>,
 }
 
 /// A model folder whose manifest was read and whose files match their hashes.
@@ -225,6 +297,9 @@ impl ModelManifest {
             }
             if dim == 0 {
                 return Err(invalid("`embedding_size` must be positive"));
+            }
+            if let Some(t) = &manifest.thresholds {
+                t.check().map_err(|e| invalid(&e))?;
             }
         }
         for f in &manifest.files {

@@ -110,6 +110,10 @@ pub fn export(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<Expor
             embedding_size: Some(EMBEDDING_SIZE as usize),
             max_batch: None,
             normalized_output: false,
+            // Training moves the similarity scale: a fine-tuned model is calibrated anew
+            // (`smoothface eval calibrate --write`), never given its parent's values.
+            thresholds: None,
+            group_min_score: None,
         };
         let path = tmp.join(MANIFEST_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
