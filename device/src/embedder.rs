@@ -3,7 +3,7 @@
 use crate::onnx::{self, PlanCache};
 use anyhow::{bail, Context, Result};
 use smoothface_shared::embedding::l2_normalize;
-use smoothface_shared::manifest::{InputSpec, Layout, ModelKind, VerifiedModel};
+use smoothface_shared::manifest::{InputSpec, Layout, ModelKind, Thresholds, VerifiedModel};
 use smoothface_shared::preprocess::face_tensor;
 use tract_onnx::prelude::*;
 
@@ -23,6 +23,11 @@ pub struct Embedder {
     /// Whether the model is an int8 quantization of another (`smoothface-train quantize`
     /// records `quantized_from` in its origin): runtimes then legitimately round differently.
     pub quantized: bool,
+    /// The similarity thresholds of this model: its manifest's, else [`Thresholds::FALLBACK`].
+    pub thresholds: Thresholds,
+    /// Whether [`Embedder::thresholds`] come from the manifest (false: the fallback, which
+    /// commands warn about).
+    pub calibrated: bool,
 }
 
 /// Batch sizes whose plans are kept (the indexer embeds the faces of one photo at a time, so
@@ -89,12 +94,33 @@ impl Embedder {
                 .origin
                 .as_ref()
                 .is_some_and(|o| o.get("quantized_from").is_some()),
+            thresholds: m.thresholds.clone().unwrap_or(Thresholds::FALLBACK),
+            calibrated: m.thresholds.is_some(),
         })
     }
 
     /// Embedding size.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// A warning for a model without calibrated thresholds, naming what it gets instead and how
+    /// to calibrate it; `None` for a calibrated model.
+    pub fn uncalibrated_warning(&self) -> Option<String> {
+        (!self.calibrated).then(|| {
+            let t = &self.thresholds;
+            format!(
+                "model {} has no calibrated thresholds in its manifest: using conservative ones \
+                 (link {}, identify {}, track {} / {}), which keep people apart rather than merge \
+                 them; calibrate it with `smoothface --model {} eval calibrate --write`",
+                self.name,
+                t.link,
+                t.identify,
+                t.track,
+                t.track_strong,
+                self.onnx_path.parent().unwrap_or(&self.onnx_path).display()
+            )
+        })
     }
 
     /// Side of the crop the model expects.

@@ -175,11 +175,15 @@ impl Sampling {
 }
 
 /// Picks frames at a fixed interval from a stream of timestamps: the first frame always, then
-/// the first frame at or after each multiple of the interval.
+/// the first frame at or after each multiple of the interval. Or picks the first frame at or
+/// after each of a list of times ([`Sampler::at_times`]).
 #[derive(Debug, Clone)]
 pub struct Sampler {
+    /// Seconds between frames; infinite for a list of times.
     interval: f64,
     next: f64,
+    /// The wanted times after `next`, latest first.
+    later: Vec<f64>,
 }
 
 impl Sampler {
@@ -188,16 +192,33 @@ impl Sampler {
         Sampler {
             interval,
             next: f64::NEG_INFINITY,
+            later: Vec::new(),
         }
     }
 
-    /// Seconds at which the next frame is wanted (before the first frame: minus infinity).
+    /// A sampler taking the first frame at or after each of `times` (seconds): the frames an
+    /// earlier sampling took, found again by their times. After the last it takes no frame.
+    pub fn at_times(times: &[f64]) -> Sampler {
+        let mut later: Vec<f64> = times.iter().copied().filter(|t| t.is_finite()).collect();
+        later.sort_by(|a, b| b.total_cmp(a));
+        later.dedup();
+        let next = later.pop().unwrap_or(f64::INFINITY);
+        Sampler {
+            interval: f64::INFINITY,
+            next,
+            later,
+        }
+    }
+
+    /// Seconds at which the next frame is wanted (before the first frame: minus infinity;
+    /// after the last of a list of times: infinity).
     pub fn next_wanted(&self) -> f64 {
         self.next
     }
 
     /// Whether the frame at `time_s` is taken; taking it moves the target to the next multiple
-    /// of the interval after it, so a gap in the stream is followed by one frame, not a burst.
+    /// of the interval after it (or the next listed time after it), so a gap in the stream is
+    /// followed by one frame, not a burst.
     pub fn take(&mut self, time_s: f64) -> bool {
         // Timestamps are rationals printed as floats: a millisecond of slack keeps a frame that
         // falls on a multiple from being missed by rounding.
@@ -205,7 +226,13 @@ impl Sampler {
         if t < self.next {
             return false;
         }
-        self.next = ((t / self.interval).floor() + 1.0) * self.interval;
+        self.next = if self.interval.is_finite() {
+            ((t / self.interval).floor() + 1.0) * self.interval
+        } else {
+            std::iter::from_fn(|| self.later.pop())
+                .find(|&n| n > t)
+                .unwrap_or(f64::INFINITY)
+        };
         true
     }
 }
@@ -323,6 +350,22 @@ mod tests {
         let times = [0.3, 0.9, 1.0, 1.1, 5.2, 5.3, 6.0];
         let taken: Vec<f64> = times.into_iter().filter(|&t| s.take(t)).collect();
         assert_eq!(taken, vec![0.3, 1.0, 5.2, 6.0]);
+    }
+
+    #[test]
+    fn a_list_of_times_finds_the_frames_an_interval_sampling_took() {
+        // The frames Sampler::new(0.5) took at 25 fps (0, 0.52, 1.0, 1.52) found again from
+        // three of their times, given out of order and once twice; nothing after the last.
+        let frames: Vec<f64> = (0..100).map(|i| i as f64 * 0.04).collect();
+        let mut s = Sampler::at_times(&[1.52, 0.52, 1.0, 0.52]);
+        let taken: Vec<f64> = frames.iter().copied().filter(|&t| s.take(t)).collect();
+        assert_eq!(taken, vec![0.52, 1.0, 1.52]);
+        assert_eq!(s.next_wanted(), f64::INFINITY);
+        // A time between frames takes the first frame after it; no times, no frame.
+        let mut s = Sampler::at_times(&[0.5]);
+        assert_eq!(frames.iter().position(|&t| s.take(t)), Some(13));
+        let mut s = Sampler::at_times(&[]);
+        assert!(!frames.iter().any(|&t| s.take(t)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use smoothface_device::eval::ijbc_fixture::{self, FixtureOptions};
 use smoothface_device::eval::{self, RECALL_KS};
 use smoothface_device::frames::Sampling;
 use smoothface_device::gallery::db::TrackSpan;
-use smoothface_device::gallery::{db, index, search::FaceMatrix};
+use smoothface_device::gallery::{db, index, model as gallery_model, search::FaceMatrix, switch};
 use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
 use smoothface_device::models::{self, ModelPlaces};
 use smoothface_device::mtcnn::MtcnnConfig;
@@ -24,7 +24,7 @@ use smoothface_device::pipeline::{FacePick, Pipeline};
 use smoothface_device::serve;
 use smoothface_device::thumbs::Cache;
 use smoothface_shared::ijb::cli::IjbcArgs;
-use smoothface_shared::manifest::ModelManifest;
+use smoothface_shared::manifest::{ModelManifest, Thresholds};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -254,8 +254,9 @@ enum Command {
         #[arg(long, default_value_t = 5.0, value_name = "FPS")]
         fps: f64,
         /// Smallest cosine similarity to a named person for --watch to name a track
-        #[arg(long, default_value_t = LinkageConfig::default().threshold, value_name = "S", allow_negative_numbers = true)]
-        min_score: f32,
+        /// [default: the embedder's calibrated `identify` threshold, from its manifest]
+        #[arg(long, value_name = "S", allow_negative_numbers = true)]
+        min_score: Option<f32>,
         /// Print --list and --enrol as JSON (--watch always prints JSON lines)
         #[arg(long)]
         json: bool,
@@ -408,10 +409,11 @@ fn positive(flag: &str, value: f64, unit: &str) -> Result<f64> {
 #[derive(Args, Clone)]
 struct GroupingArgs {
     /// Smallest mean cosine similarity of two groups of faces merged into one person
-    #[arg(long, default_value_t = LinkageConfig::default().threshold, value_name = "S")]
-    link_threshold: f32,
+    /// [default: the embedder's calibrated `link` threshold, from its manifest]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    link_threshold: Option<f32>,
     /// Faces a new person needs (fewer stay unassigned until more arrive)
-    #[arg(long, default_value_t = LinkageConfig::default().min_faces, value_name = "N")]
+    #[arg(long, default_value_t = LinkageConfig::MIN_FACES, value_name = "N")]
     person_min_faces: usize,
     /// Faces with a lower detector score are not grouped
     #[arg(long, default_value_t = Eligibility::default().min_score, value_name = "S")]
@@ -422,17 +424,15 @@ struct GroupingArgs {
 }
 
 impl GroupingArgs {
-    fn linkage(&self) -> Result<LinkageConfig> {
-        if !(-1.0..=1.0).contains(&self.link_threshold) {
-            bail!(
-                "--link-threshold is a cosine similarity, between -1 and 1: got {}",
-                self.link_threshold
-            );
+    /// Our grouping with the embedder's thresholds `t`, unless a flag says otherwise.
+    fn linkage(&self, t: &Thresholds) -> Result<LinkageConfig> {
+        let threshold = self.link_threshold.unwrap_or(t.link);
+        if !(-1.0..=1.0).contains(&threshold) {
+            bail!("--link-threshold is a cosine similarity, between -1 and 1: got {threshold}");
         }
         Ok(LinkageConfig {
-            threshold: self.link_threshold,
             min_faces: self.person_min_faces,
-            ..LinkageConfig::default()
+            ..LinkageConfig::at(threshold)
         })
     }
 
@@ -546,6 +546,32 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Switch the gallery to another embedder in place: re-embed every face, regroup people
+    #[command(
+        long_about = "Switch the gallery to another embedder in place.\n\n\
+        Every stored face is embedded again by MODEL from its stored box and landmarks (the photo \
+        is decoded again; no detection is rerun; a video's face track from its best frame), with \
+        a progress bar. Face ids, people, names, rejections and the decisions' history stay; the \
+        faces the grouping had assigned are grouped again with MODEL's thresholds, the user's \
+        assignments and rejections as constraints, and each person keeps its id where the new \
+        grouping agrees. A switch killed at any point resumes when run again. Files that are gone \
+        or unreadable lose their faces (listed). Camera enrolments keep the old model's vectors: \
+        enrol again. Stop `smoothface serve` on this gallery first.\n\n\
+        `smoothface index` with another --model switches the same way before indexing.",
+        after_help = "Examples:\n  smoothface models use w600k_mbf\n  \
+        smoothface models use mobilefacenet      # the MIT-licensed embedder\n  \
+        smoothface models use ~/exports/my-finetune --json"
+    )]
+    Use {
+        /// The embedder: an installed model's name (w600k_mbf, mobilefacenet) or a model folder
+        #[arg(value_name = "NAME|DIR")]
+        model: PathBuf,
+        #[command(flatten)]
+        grouping: GroupingArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -637,6 +663,35 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the embedder's similarity thresholds on labelled sets (for its manifest)
+    #[command(
+        long_about = "Measure the embedder's similarity thresholds on labelled sets, every \
+        threshold chosen on all of them at once and reported per set, the worst first.\n\n\
+        Each DIR (one sub-folder of photos per person) is indexed into a temporary gallery as a \
+        user's would be. link (people grouping): the best worst-set BCubed F among the thresholds \
+        0.20-0.80 whose BCubed precision is at least 0.97 on every set. identify (the camera \
+        naming a face) and track_strong (a video track continuing anywhere): the strictest set's \
+        threshold at a false-match rate of 1e-4 among different people's faces; track \
+        (continuing where the boxes overlap): at 1e-2.\n\n\
+        --write stores them in the model's manifest.json, where every command reads them; a \
+        model without them gets conservative ones, with a warning.",
+        after_help = "Examples:\n  smoothface eval calibrate ../shared/data/faces/*/\n  \
+        smoothface --model ~/exports/finetuned eval calibrate ~/labelled/* --write"
+    )]
+    Calibrate {
+        /// Folders with one sub-folder of photos per person
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Which face of each photo is labelled: largest, or central (nearest the image centre)
+        #[arg(long, default_value = "central", value_parser = face_pick, value_name = "PICK")]
+        face: FacePick,
+        /// Write the thresholds into the model's manifest.json
+        #[arg(long)]
+        write: bool,
+        /// Print JSON (with every set's grouping curve)
+        #[arg(long)]
+        json: bool,
+    },
     /// Verification accuracy on LFW-format pairs (10-fold, or threshold chosen on --dev)
     Pairs {
         /// Folder with one sub-folder of photos per person (LFW layout)
@@ -699,19 +754,56 @@ impl Global {
         }
     }
 
+    /// The embedder folder for a command on the gallery `conn`: `--model` when given; else the
+    /// gallery's own model wherever it is installed; else, for a new gallery, the default.
+    fn gallery_model_dir(&self, conn: &Connection) -> Result<PathBuf> {
+        if self.model.is_some() {
+            return self.model_dir();
+        }
+        let Some(cur) = gallery_model::current(conn)? else {
+            return self.places().find(models::EMBEDDER);
+        };
+        models::find_by_id(&self.places(), &cur.hash, cur.dir.as_deref()).with_context(|| {
+            format!(
+                "this gallery is embedded with {}, which is not installed here (last loaded from \
+                 {}): install it (`smoothface models install`), pass its folder with --model, or \
+                 switch the gallery to an installed model with `smoothface models use NAME`",
+                cur.label(),
+                cur.dir
+                    .as_deref()
+                    .map_or("an unknown folder".into(), |d| d.display().to_string())
+            )
+        })
+    }
+
+    /// The pipeline for a command on the gallery `conn`, with its embedder as
+    /// [`Global::gallery_model_dir`] finds it.
+    fn gallery_pipeline(&self, conn: &Connection) -> Result<Pipeline> {
+        self.pipeline_with(self.gallery_model_dir(conn)?)
+    }
+
     fn pipeline(&self) -> Result<Pipeline> {
+        self.pipeline_with(self.model_dir()?)
+    }
+
+    /// The pipeline with the embedder in `model`; a warning when that model has no calibrated
+    /// thresholds.
+    fn pipeline_with(&self, model: PathBuf) -> Result<Pipeline> {
         let config = MtcnnConfig {
             min_face: self.min_face,
             max_side: (self.detect_side > 0).then_some(self.detect_side),
             ..MtcnnConfig::default()
         };
         ensure_min_face(self.min_face)?;
-        let model = self.model_dir()?;
         let detector = match &self.detector {
             Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
             None => self.places().find(models::DETECTOR)?,
         };
-        Pipeline::load(&model, &detector, config, self.max_pixels)
+        let pipeline = Pipeline::load(&model, &detector, config, self.max_pixels)?;
+        if let Some(warning) = pipeline.embedder.uncalibrated_warning() {
+            eprintln!("warning: {warning}");
+        }
+        Ok(pipeline)
     }
 
     /// The gallery's file: `--db`, else the default.
@@ -785,8 +877,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if *list {
                 cmd_camera_list(*json)
             } else if let Some(name) = enrol {
-                let pipeline = g.pipeline()?;
                 let mut conn = g.db()?;
+                let pipeline = g.gallery_pipeline(&conn)?;
                 let mut src = open()?;
                 let r = smoothface_device::watch::enrol(
                     &mut conn,
@@ -810,15 +902,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             } else {
                 debug_assert!(*watch, "clap requires one mode");
-                let pipeline = g.pipeline()?;
                 let conn = g.db()?;
+                let pipeline = g.gallery_pipeline(&conn)?;
+                let min_score = min_score.unwrap_or(pipeline.embedder.thresholds.identify);
                 let mut src = open()?;
                 let mut out = std::io::stdout().lock();
                 let r = smoothface_device::watch::watch(
                     &conn,
                     &pipeline,
                     src.as_mut(),
-                    *min_score,
+                    min_score,
                     &mut |e| {
                         use std::io::Write;
                         // A line at a time, flushed: a reader of the pipe sees each event as it happens.
@@ -991,6 +1084,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Models(ModelsCommand::Install { from, to, json }) => {
             cmd_models_install(g, from.as_deref(), to.as_deref(), *json)
         }
+        Command::Models(ModelsCommand::Use {
+            model,
+            grouping,
+            json,
+        }) => cmd_models_use(g, model, grouping, *json),
         Command::Eval(EvalCommand::Retrieval {
             dir,
             face,
@@ -1019,6 +1117,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debug_assert_eq!(r.metrics.recall_at.len(), RECALL_KS.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(EvalCommand::Calibrate {
+            dirs,
+            face,
+            write,
+            json,
+        }) => {
+            let pipeline = g.pipeline()?;
+            let c = smoothface_device::eval::calibrate::calibrate(
+                &pipeline,
+                dirs,
+                *face,
+                &Eligibility::default(),
+                g.progress(),
+            )?;
+            let written = match write {
+                true => Some(smoothface_device::eval::calibrate::write_thresholds(
+                    &g.model_dir()?,
+                    &c.thresholds,
+                )?),
+                false => None,
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print_calibration(&c);
+            }
+            if let Some(path) = written {
+                eprintln!("thresholds written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(EvalCommand::People {
             dir,
             face,
@@ -1035,7 +1164,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let options = evaluation::PeopleEvalOptions {
                 pick: *face,
                 eligibility: grouping.eligibility(),
-                linkage: grouping.linkage()?,
+                linkage: grouping.linkage(&pipeline.embedder.thresholds)?,
                 immich,
             };
             let r = evaluation::people(&pipeline, dir, g.db.as_deref(), &options, g.progress())?;
@@ -1162,10 +1291,28 @@ fn cmd_index(
     video: &VideoArgs,
     json: bool,
 ) -> Result<ExitCode> {
-    let pipeline = g.pipeline()?;
-    let linkage = grouping.linkage()?;
     let mut conn = g.db()?;
+    let pipeline = g.gallery_pipeline(&conn)?;
+    let linkage = grouping.linkage(&pipeline.embedder.thresholds)?;
     let started = Instant::now();
+    let was = gallery_model::current(&conn)?;
+    let switched = match &was {
+        Some(cur) if cur.hash != pipeline.embedder.model_id => {
+            eprintln!(
+                "the gallery is embedded with {}: re-embedding its faces with {} first",
+                cur.label(),
+                pipeline.embedder.name
+            );
+            Some(switch::switch(
+                &mut conn,
+                &pipeline,
+                &grouping.eligibility(),
+                &linkage,
+                g.progress(),
+            )?)
+        }
+        _ => None,
+    };
     let r = index::index(
         &mut conn,
         &pipeline,
@@ -1174,14 +1321,17 @@ fn cmd_index(
         g.progress(),
         &index::Progress::default(),
     )?;
-    let emb = &pipeline.embedder;
-    let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
+    let model_id = gallery_model::adopt(&conn, &pipeline.embedder)?;
     let people = people_store::update(&mut conn, model_id, &grouping.eligibility(), &linkage)?;
     if json {
         let mut out = serde_json::to_value(&r)?;
         out["people"] = serde_json::to_value(&people)?;
+        out["switch"] = serde_json::to_value(&switched)?;
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        if let Some(s) = &switched {
+            print_switch(s);
+        }
         for f in &r.failed {
             eprintln!("failed: {}: {}", f.path, f.error);
         }
@@ -1204,6 +1354,20 @@ fn cmd_index(
             );
         }
         print_update(&people);
+        let default_id = g
+            .places()
+            .locate(models::EMBEDDER)
+            .and_then(|(dir, _)| models::stated_id(&dir));
+        let on_default = default_id.as_deref() == Some(pipeline.embedder.model_id.as_str());
+        if g.model.is_none() && !on_default && default_id.is_some() {
+            eprintln!(
+                "note: this gallery uses {}, not the default embedder ({}, stronger): \
+                 `smoothface models use {}` switches it in place, keeping people and names",
+                pipeline.embedder.name,
+                models::EMBEDDER,
+                models::EMBEDDER
+            );
+        }
     }
     Ok(if r.failed.is_empty() {
         ExitCode::SUCCESS
@@ -1220,8 +1384,8 @@ fn cmd_search(
     min_score: f32,
     json: bool,
 ) -> Result<ExitCode> {
-    let pipeline = g.pipeline()?;
     let conn = g.db()?;
+    let pipeline = g.gallery_pipeline(&conn)?;
     let faces = pipeline.analyze_file(photo, &media::scan_file(photo, false)?)?;
     let Some(query) = faces.get(face) else {
         bail!(
@@ -1232,7 +1396,7 @@ fn cmd_search(
         );
     };
     let emb = &pipeline.embedder;
-    let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
+    let model_id = gallery_model::adopt(&conn, emb)?;
     let loading = Instant::now();
     let matrix = FaceMatrix::load(&conn, model_id, emb.dim())?;
     let load_ms = loading.elapsed().as_secs_f64() * 1e3;
@@ -1439,6 +1603,7 @@ fn cmd_serve(
                 .with_context(|| format!("--library {}: no such folder", l.display()))
         })
         .collect::<Result<Vec<_>>>()?;
+    let pipeline = g.gallery_pipeline(&g.db()?)?;
     let config = serve::Config {
         db: g.db_path(),
         token,
@@ -1446,9 +1611,8 @@ fn cmd_serve(
         max_upload: max_upload_mb.saturating_mul(1024 * 1024),
         sampling: video.sampling()?,
         eligibility: grouping.eligibility(),
-        linkage: grouping.linkage()?,
+        linkage: grouping.linkage(&pipeline.embedder.thresholds)?,
     };
-    let pipeline = g.pipeline()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the service's runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -1493,18 +1657,124 @@ fn cmd_forget(g: &Global, paths: &[PathBuf]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The gallery's row of the embedder in use, for commands that need no pipeline: an error
-/// saying to index first when the gallery has never seen this model.
+/// The gallery's model, for commands that need no pipeline: an error saying to index first for a
+/// gallery without one, and one naming both models when `--model` names another.
 fn gallery_model(g: &Global, conn: &Connection) -> Result<(i64, usize)> {
-    let dir = g.model_dir()?;
+    let cur = gallery_model::current(conn)?
+        .context("the gallery holds no faces yet: run `smoothface index DIR` first")?;
+    if g.model.is_some() {
+        let dir = g.model_dir()?;
+        let model = ModelManifest::load(&dir)?;
+        if model.id != cur.hash {
+            bail!(gallery_model::mismatch(
+                &cur,
+                &model.manifest.name,
+                &model.id,
+                &dir.display().to_string()
+            ));
+        }
+    }
+    Ok((cur.id, cur.dim))
+}
+
+/// The thresholds of the gallery's model (its manifest's, else the fallback, with a warning).
+fn gallery_thresholds(g: &Global, conn: &Connection) -> Result<Thresholds> {
+    let dir = g.gallery_model_dir(conn)?;
     let model = ModelManifest::load(&dir)?;
-    db::find_model(conn, &model.id)?.with_context(|| {
-        format!(
-            "the gallery holds no faces of model {} ({}): run `smoothface index DIR` first",
-            model.manifest.name,
-            dir.display()
-        )
+    Ok(match model.manifest.thresholds {
+        Some(t) => t,
+        None => {
+            eprintln!(
+                "warning: model {} ({}) has no calibrated thresholds: grouping with the \
+                 conservative ones; calibrate it with `smoothface --model {} eval calibrate --write`",
+                model.manifest.name,
+                dir.display(),
+                dir.display()
+            );
+            Thresholds::FALLBACK
+        }
     })
+}
+
+fn cmd_models_use(g: &Global, model: &Path, grouping: &GroupingArgs, json: bool) -> Result<ExitCode> {
+    let mut conn = g.db()?;
+    let pipeline = g.pipeline_with(models::given_folder(model, "models use", &g.places())?)?;
+    let linkage = grouping.linkage(&pipeline.embedder.thresholds)?;
+    let r = switch::switch(
+        &mut conn,
+        &pipeline,
+        &grouping.eligibility(),
+        &linkage,
+        g.progress(),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_switch(&r);
+    }
+    Ok(if r.dropped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn print_switch(r: &switch::SwitchReport) {
+    let Some(from) = &r.from else {
+        println!("the gallery is embedded with {}: nothing to switch", r.to);
+        return;
+    };
+    for d in &r.dropped {
+        eprintln!("dropped: {}: {} (its faces left the gallery)", d.path, d.error);
+    }
+    let resumed = if r.resumed > 0 {
+        format!(" ({} done by an earlier run)", r.resumed)
+    } else {
+        String::new()
+    };
+    println!(
+        "switched from {from} to {}: {} faces re-embedded{resumed} in {:.1} s",
+        r.to,
+        r.faces,
+        r.ms / 1e3
+    );
+    let g = &r.regroup;
+    println!(
+        "people: {} faces the grouping had assigned grouped again, {} in the same person as \
+         before; {} faces the user assigned kept; {} people, {} emptied ones removed",
+        g.auto_faces, g.same_person, g.user_faces, g.people, g.removed_people
+    );
+    if r.enrolments_kept > 0 {
+        eprintln!(
+            "note: {} camera enrolments are of another model and do not count with this one: \
+             enrol again (`smoothface camera --enrol NAME`)",
+            r.enrolments_kept
+        );
+    }
+}
+
+fn print_calibration(c: &smoothface_device::eval::calibrate::Calibration) {
+    let t = &c.thresholds;
+    println!(
+        "{}: link {:.2}, identify {:.4}, track {:.4}, track_strong {:.4}",
+        c.model, t.link, t.identify, t.track, t.track_strong
+    );
+    println!("| set (worst first) | photos | people | BCubed F | P | R | at FMR 1e-4 | at FMR 1e-2 | same-person pairs at identify |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &c.sets {
+        println!(
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1}% |",
+            s.set,
+            s.photos,
+            s.people,
+            s.grouping.bcubed_f,
+            s.grouping.scores.bcubed_precision,
+            s.grouping.scores.bcubed_recall,
+            s.strict,
+            s.loose,
+            100.0 * s.identify_tmr
+        );
+    }
 }
 
 fn print_update(r: &people_store::UpdateReport) {
@@ -1624,11 +1894,12 @@ fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         PeopleCommand::Update { grouping, json } => {
+            let thresholds = gallery_thresholds(g, &conn)?;
             let r = people_store::update(
                 &mut conn,
                 model_id,
                 &grouping.eligibility(),
-                &grouping.linkage()?,
+                &grouping.linkage(&thresholds)?,
             )?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -172,6 +172,28 @@ pub fn given_folder(dir: &Path, flag: &str, places: &ModelPlaces) -> Result<Path
     bail!("{flag} {}: no such model folder", dir.display());
 }
 
+/// The identity of the model in `dir` as its manifest states it (its first file's sha256),
+/// without hashing the files: to find a model by identity cheaply; loading it checks the hashes.
+pub fn stated_id(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).ok()?;
+    let manifest: ModelManifest = serde_json::from_str(&text).ok()?;
+    Some(manifest.files.first()?.sha256.to_ascii_lowercase())
+}
+
+/// The installed folder of the model whose identity is `id`: `hint` (where it was last loaded
+/// from) if it still holds it, else the first pinned model's folder in the places that does.
+pub fn find_by_id(places: &ModelPlaces, id: &str, hint: Option<&Path>) -> Option<PathBuf> {
+    let holds = |dir: &Path| stated_id(dir).is_some_and(|s| s == id);
+    if let Some(dir) = hint.filter(|d| holds(d)) {
+        return Some(dir.to_path_buf());
+    }
+    PINNED
+        .iter()
+        .filter_map(|(name, _)| places.locate(name))
+        .map(|(dir, _)| dir)
+        .find(|dir| holds(dir))
+}
+
 /// True when `dir` holds a folder with a manifest for every pinned model.
 pub fn holds_pinned(dir: &Path) -> bool {
     PINNED
@@ -339,6 +361,39 @@ mod tests {
     }
 
     #[test]
+    fn a_model_is_found_by_its_identity_where_it_was_or_among_the_installed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let manifest = |dir: &Path, sha: &str| {
+            std::fs::create_dir_all(dir).unwrap();
+            let text = format!(
+                r#"{{"name":"x","kind":"embedder","files":[{{"file":"m.onnx","sha256":"{sha}"}}]}}"#
+            );
+            std::fs::write(dir.join(MANIFEST_FILE), text).unwrap();
+        };
+        let installed = tmp.path().join("models");
+        manifest(&installed.join(EMBEDDER), "AAAA");
+        manifest(&installed.join(PERMISSIVE_EMBEDDER), "bbbb");
+        let elsewhere = tmp.path().join("export");
+        manifest(&elsewhere, "cccc");
+        let places = ModelPlaces::new(Some(installed.clone()), None, None, None);
+        assert_eq!(stated_id(&elsewhere).as_deref(), Some("cccc"));
+        assert_eq!(
+            find_by_id(&places, "bbbb", None),
+            Some(installed.join(PERMISSIVE_EMBEDDER))
+        );
+        // Identities are compared in lower case; the hint wins when it holds the model.
+        assert_eq!(
+            find_by_id(&places, "aaaa", Some(&elsewhere)),
+            Some(installed.join(EMBEDDER))
+        );
+        assert_eq!(
+            find_by_id(&places, "cccc", Some(&elsewhere)),
+            Some(elsewhere.clone())
+        );
+        assert_eq!(find_by_id(&places, "dddd", Some(&elsewhere)), None);
+    }
+
+    #[test]
     fn every_pinned_manifest_parses_and_names_its_licence() {
         for (name, text) in PINNED {
             let m: ModelManifest = serde_json::from_str(text).unwrap();
@@ -355,14 +410,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
         std::fs::create_dir_all(from.join(EMBEDDER)).unwrap();
-        std::fs::write(
-            from.join(EMBEDDER).join("fr_feature.onnx"),
-            b"not the model",
-        )
-        .unwrap();
+        std::fs::write(from.join(EMBEDDER).join("w600k_mbf.onnx"), b"not the model").unwrap();
         let msg = format!("{:#}", install(&from, &to).unwrap_err());
         assert!(
-            msg.contains("fr_feature.onnx") && msg.contains("refusing it"),
+            msg.contains("w600k_mbf.onnx") && msg.contains("refusing it"),
             "{msg}"
         );
         assert!(!to.join(EMBEDDER).exists(), "nothing half-installed");

@@ -29,14 +29,16 @@ pub struct TrackerConfig {
 }
 
 impl TrackerConfig {
-    /// The defaults: MobileFaceNet's embeddings of one face in consecutive frames score above
-    /// 0.7, of different people below 0.3 (README, "Video").
-    pub const DEFAULT: TrackerConfig = TrackerConfig {
-        min_iou: 0.2,
-        min_similarity: 0.3,
-        strong_similarity: 0.5,
-        max_gap: 3,
-    };
+    /// The tracker for a model: its calibrated `track` and `track_strong` similarities
+    /// (README, "Video"), a fifth of the box overlapping and three frames of gap.
+    pub fn for_model(t: &smoothface_shared::manifest::Thresholds) -> TrackerConfig {
+        TrackerConfig {
+            min_iou: 0.2,
+            min_similarity: t.track,
+            strong_similarity: t.track_strong,
+            max_gap: 3,
+        }
+    }
 }
 
 /// How a track's frames become its one vector.
@@ -286,6 +288,25 @@ mod tests {
         }
     }
 
+    /// The tracker these tests were worked out for: different people below 0.3, one person's
+    /// consecutive frames above 0.5.
+    const TEST_CONFIG: TrackerConfig = TrackerConfig {
+        min_iou: 0.2,
+        min_similarity: 0.3,
+        strong_similarity: 0.5,
+        max_gap: 3,
+    };
+
+    #[test]
+    fn the_tracker_takes_the_models_thresholds() {
+        let t = smoothface_shared::manifest::Thresholds {
+            track: 0.3,
+            track_strong: 0.5,
+            ..smoothface_shared::manifest::Thresholds::FALLBACK
+        };
+        assert_eq!(TrackerConfig::for_model(&t), TEST_CONFIG);
+    }
+
     #[test]
     fn boxes_overlap_by_hand_computed_amounts() {
         let a = [0.0, 0.0, 10.0, 10.0];
@@ -297,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_cut_to_someone_else_in_the_same_place_starts_a_new_track() {
-        let mut t = Tracker::new(TrackerConfig::DEFAULT);
+        let mut t = Tracker::new(TEST_CONFIG);
         // A for three frames, then B in the same place, then A again after a long absence.
         for i in 0..3 {
             assert_eq!(
@@ -322,7 +343,7 @@ mod tests {
 
     #[test]
     fn two_faces_that_cross_keep_their_tracks_and_a_short_gap_is_bridged() {
-        let mut t = Tracker::new(TrackerConfig::DEFAULT);
+        let mut t = Tracker::new(TEST_CONFIG);
         assert_eq!(
             t.update(0.0, vec![face(0.0, 0, 0.0, 0.9), face(200.0, 1, 0.0, 0.9)]),
             vec![0, 1]
@@ -350,7 +371,7 @@ mod tests {
         let mut t = Tracker::new(TrackerConfig {
             strong_similarity: 0.0,
             min_similarity: -1.0,
-            ..TrackerConfig::DEFAULT
+            ..TEST_CONFIG
         });
         let mut a = face(0.0, 0, 0.0, 0.5);
         let mut b = face(0.0, 1, 0.0, 1.0);

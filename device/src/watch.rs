@@ -152,8 +152,7 @@ pub fn enrol(
         );
     }
     let vector = mean_embedding(kept.iter().map(Vec::as_slice)).context("no frame kept")?;
-    let emb = &pipeline.embedder;
-    let model_id = db::model_row(conn, &emb.model_id, &emb.name, emb.dim())?;
+    let model_id = crate::gallery::model::adopt(conn, &pipeline.embedder)?;
     let tx = conn.transaction()?;
     let existing: Option<i64> = tx
         .query_row(
@@ -167,12 +166,14 @@ pub fn enrol(
         None => crate::people::store::create_person(&tx, model_id, Some(name))?,
     };
     tx.execute(
-        "INSERT INTO enrolments (person_id, embedding, frames, source) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO enrolments (person_id, embedding, frames, source, model_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             person,
             db::to_blob(&vector),
             kept.len() as i64,
-            source.name()
+            source.name(),
+            model_id
         ],
     )?;
     tx.commit()?;
@@ -197,7 +198,7 @@ struct Known {
 fn known_people(conn: &Connection, model_id: i64, dim: usize) -> Result<Vec<Known>> {
     let mut stmt = conn.prepare(
         "SELECT p.id, p.name, e.embedding FROM people p JOIN enrolments e ON e.person_id = p.id
-         WHERE p.model_id = ?1 AND p.name IS NOT NULL
+         WHERE p.model_id = ?1 AND e.model_id = ?1 AND p.name IS NOT NULL
          UNION ALL
          SELECT p.id, p.name, f.embedding FROM people p JOIN faces f ON f.person_id = p.id
          WHERE p.model_id = ?1 AND p.name IS NOT NULL
@@ -282,7 +283,7 @@ pub fn watch(
     let mut gallery = FaceMatrix::load(conn, model_id, dim)?;
     // Every frame's faces query the gallery: large galleries scan compact codes.
     gallery.compact_when_large();
-    let mut tracker = Tracker::new(TrackerConfig::DEFAULT);
+    let mut tracker = Tracker::new(TrackerConfig::for_model(&emb.thresholds));
     let mut matched: std::collections::HashMap<usize, Option<String>> = Default::default();
     let mut report = WatchReport::default();
     let matcher = Matcher {

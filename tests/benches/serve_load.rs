@@ -186,7 +186,7 @@ fn main() {
             max_upload: serve::DEFAULT_MAX_UPLOAD,
             sampling: Sampling::DEFAULT,
             eligibility: Eligibility::default(),
-            linkage: LinkageConfig::default(),
+            linkage: LinkageConfig::for_model(&pipeline.embedder.thresholds),
         };
         let service = Service::start(config, pipeline).unwrap();
         let listener = runtime

@@ -54,7 +54,12 @@ pub fn faces(test: &str, set: &str) -> Option<PathBuf> {
 /// they are not installed (every test run installs them first: `scripts/test`).
 pub fn models() -> PathBuf {
     let dir = repo().join("models");
-    for file in ["mobilefacenet/fr_feature.onnx", "mtcnn/pnet.onnx"] {
+    for file in [
+        "w600k_mbf/w600k_mbf.onnx",
+        "mobilefacenet/fr_feature.onnx",
+        "mtcnn/pnet.onnx",
+        "scrfd/scrfd_500m_bnkps.onnx",
+    ] {
         assert!(
             dir.join(file).is_file(),
             "{} is missing: run scripts/setup (scripts/test does)",

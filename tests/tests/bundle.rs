@@ -39,8 +39,10 @@ fn an_unpacked_bundle_indexes_and_searches_on_its_own() {
     for file in [
         "smoothface",
         "README.txt",
+        "models/w600k_mbf/w600k_mbf.onnx",
         "models/mobilefacenet/manifest.json",
         "models/mtcnn/pnet.onnx",
+        "models/scrfd/manifest.json",
     ] {
         assert!(
             bundle.join(file).is_file(),

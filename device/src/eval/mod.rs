@@ -1,6 +1,7 @@
 //! `smoothface eval`: accuracy of the detector and embedder on labelled photos, with the
 //! shared metrics (the same code the trainer reports).
 
+pub mod calibrate;
 pub mod ijbc;
 pub mod ijbc_fixture;
 

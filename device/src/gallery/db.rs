@@ -96,6 +96,30 @@ CREATE TABLE enrolments (
 );
 CREATE INDEX enrolments_person ON enrolments (person_id);
 "#,
+    r#"
+-- One model at a time (schema 4): the gallery's faces, people and decisions are of its current
+-- model; another model re-embeds them in place (gallery/switch.rs). A gallery indexed with two
+-- models before keeps the one that analysed the most files.
+ALTER TABLE models ADD COLUMN current INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE models ADD COLUMN dir TEXT;         -- the folder it was last loaded from
+UPDATE models SET current = 1 WHERE id = (
+    SELECT model_id FROM analyses GROUP BY model_id ORDER BY count(*) DESC, model_id DESC LIMIT 1);
+-- An enrolment keeps the model it was embedded with: its camera frames were not kept, so a
+-- switch cannot re-embed it (it counts again if the gallery switches back).
+ALTER TABLE enrolments ADD COLUMN model_id INTEGER REFERENCES models (id) ON DELETE CASCADE;
+UPDATE enrolments SET model_id = (SELECT model_id FROM people p WHERE p.id = enrolments.person_id);
+-- A switch under way: the new embeddings of the faces done so far, so that a killed switch
+-- resumes where it stopped.
+CREATE TABLE switch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    from_model INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    to_model INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE
+);
+CREATE TABLE switch_embeddings (
+    face_id INTEGER PRIMARY KEY REFERENCES faces (id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL            -- dim little-endian f32 of the new model, unit length
+);
+"#,
 ];
 
 /// Opens (creating if needed) a gallery and brings its schema up to date.

@@ -101,8 +101,7 @@ pub fn index(
     bar: bool,
     progress: &Progress,
 ) -> Result<IndexReport> {
-    let emb = &pipeline.embedder;
-    let model_id = db::model_row(conn, &emb.model_id, &emb.name, emb.dim())?;
+    let model_id = super::model::adopt(conn, &pipeline.embedder)?;
     let mut report = IndexReport::default();
     let roots: Vec<PathBuf> = roots
         .iter()
@@ -276,7 +275,7 @@ fn examine_video(
     sampling: Sampling,
 ) -> Outcome {
     use crate::tracks::{Pooling, TrackerConfig};
-    match crate::video::analyse(pipeline, path, sampling, TrackerConfig::DEFAULT) {
+    match crate::video::analyse(pipeline, path, sampling, TrackerConfig::for_model(&pipeline.embedder.thresholds)) {
         Ok(v) => {
             let faces = v
                 .tracks

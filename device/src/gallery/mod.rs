@@ -3,5 +3,7 @@
 pub mod compact;
 pub mod db;
 pub mod index;
+pub mod model;
 pub mod search;
+pub mod switch;
 pub mod top;

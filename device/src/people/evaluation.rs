@@ -95,15 +95,94 @@ pub struct PeopleEvalOptions {
     pub immich: ImmichConfig,
 }
 
-/// Runs `eval people` on a folder-per-person tree, in the gallery `db` (a temporary one when
-/// `None`).
-pub fn people(
+/// A labelled tree indexed into a gallery, ready to be grouped any number of ways: every face of
+/// every photo, the eligible ones as grouping rows, and the labelled face of each photo.
+pub struct Prepared {
+    /// Photos of the tree.
+    pub photos: usize,
+    /// Every face of the gallery.
+    pub faces: Vec<FaceRow>,
+    /// The labelled faces, as indices into `faces`.
+    pub labelled: Vec<usize>,
+    /// The true person of each labelled face.
+    pub truth: Vec<u32>,
+    /// Photos without a labelled face, and why.
+    pub missing: Vec<Missing>,
+    /// The faces grouped (eligible), as indices into `faces`.
+    pub grouped: Vec<usize>,
+    row_of: HashMap<usize, usize>,
+    data: Vec<f32>,
+    /// Embedding size.
+    pub dim: usize,
+}
+
+impl Prepared {
+    /// The eligible faces as a grouping from scratch.
+    pub fn gallery(&self) -> Gallery<'_> {
+        Gallery::from_scratch(&self.data, self.dim)
+    }
+
+    /// The embedding of face `i` (an index into `faces`).
+    pub fn embedding(&self, i: usize) -> &[f32] {
+        self.faces[i].embedding.as_deref().unwrap_or_default()
+    }
+
+    /// Runs a grouping over [`Prepared::gallery`] and scores the labelled faces: a labelled face
+    /// left out of every person counts as a person of its own.
+    pub fn score(&self, group: &dyn Fn(&Gallery) -> Grouping) -> Result<GroupingScore> {
+        let gallery = self.gallery();
+        let started = Instant::now();
+        let grouping = group(&gallery);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let labels = grouping.labels(&gallery);
+        let assigned: std::collections::HashSet<u32> = grouping
+            .new_people
+            .iter()
+            .flatten()
+            .map(|&r| labels[r as usize])
+            .collect();
+        // Labelled faces outside the grouping get labels past every grouping label.
+        let mut next = labels.len() as u32;
+        let predicted: Vec<u32> = self
+            .labelled
+            .iter()
+            .map(|i| match self.row_of.get(i) {
+                Some(&r) => labels[r],
+                None => {
+                    next += 1;
+                    next
+                }
+            })
+            .collect();
+        let scores = clustering::score(&self.truth, &predicted)?;
+        let found: std::collections::HashSet<u32> = predicted
+            .iter()
+            .copied()
+            .filter(|l| assigned.contains(l))
+            .collect();
+        let unassigned = predicted.iter().filter(|l| !assigned.contains(l)).count();
+        Ok(GroupingScore {
+            bcubed_f: scores.bcubed_f,
+            pairwise_f: scores.pairwise_f,
+            scores,
+            people_found: found.len(),
+            unassigned_share: unassigned as f64 / predicted.len() as f64,
+            ms,
+        })
+    }
+}
+
+/// Indexes a folder-per-person tree into the gallery `db` (a temporary one when `None`) as a
+/// user's would be, and finds each photo's labelled face (`pick`); the faces `eligibility`
+/// admits are the grouping's rows.
+pub fn prepare(
     pipeline: &Pipeline,
     dir: &Path,
     db: Option<&Path>,
-    options: &PeopleEvalOptions,
+    pick: FacePick,
+    eligibility: &Eligibility,
     progress: bool,
-) -> Result<PeopleEval> {
+) -> Result<Prepared> {
     let people = protocol::folder_per_person(dir)?;
     let tmp = tempfile::tempdir().context("a temporary folder for the evaluation's gallery")?;
     let db_path = db.map_or_else(|| tmp.path().join("eval.sqlite"), Path::to_path_buf);
@@ -161,7 +240,7 @@ pub fn people(
                 reason,
             };
             let face = match by_path.get(key.as_str()) {
-                Some(rows) => choose(pipeline, &faces, rows, image, options.pick).map_err(missing),
+                Some(rows) => choose(pipeline, &faces, rows, image, pick).map_err(missing),
                 None => Err(missing(
                     failed
                         .get(key.as_str())
@@ -186,64 +265,46 @@ pub fn people(
         "{}: no photo has a face",
         dir.display()
     );
-
-    // Both groupings over the eligible faces of the whole gallery, from scratch.
     let grouped: Vec<usize> = (0..faces.len())
-        .filter(|&i| faces[i].eligible(&options.eligibility))
+        .filter(|&i| faces[i].eligible(eligibility))
         .collect();
     let row_of: HashMap<usize, usize> = grouped.iter().enumerate().map(|(r, &i)| (i, r)).collect();
     let data: Vec<f32> = grouped
         .iter()
         .flat_map(|&i| faces[i].embedding.clone().unwrap_or_default())
         .collect();
-    let gallery = Gallery::from_scratch(&data, emb.dim());
-    let run = |group: &dyn Fn(&Gallery) -> Grouping| -> Result<GroupingScore> {
-        let started = Instant::now();
-        let grouping = group(&gallery);
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        let labels = grouping.labels(&gallery);
-        let assigned: std::collections::HashSet<u32> = grouping
-            .new_people
-            .iter()
-            .flatten()
-            .map(|&r| labels[r as usize])
-            .collect();
-        // Labelled faces outside the grouping get labels past every grouping label.
-        let mut next = labels.len() as u32;
-        let predicted: Vec<u32> = labelled
-            .iter()
-            .map(|i| match row_of.get(i) {
-                Some(&r) => labels[r],
-                None => {
-                    next += 1;
-                    next
-                }
-            })
-            .collect();
-        let scores = clustering::score(&truth, &predicted)?;
-        let found: std::collections::HashSet<u32> = predicted
-            .iter()
-            .copied()
-            .filter(|l| assigned.contains(l))
-            .collect();
-        let unassigned = predicted.iter().filter(|l| !assigned.contains(l)).count();
-        Ok(GroupingScore {
-            bcubed_f: scores.bcubed_f,
-            pairwise_f: scores.pairwise_f,
-            scores,
-            people_found: found.len(),
-            unassigned_share: unassigned as f64 / predicted.len() as f64,
-            ms,
-        })
-    };
-    let ours = run(&|g| linkage::group(g, &options.linkage))?;
-    let immich = run(&|g| immich::group(g, &options.immich))?;
+    Ok(Prepared {
+        photos,
+        faces,
+        labelled,
+        truth,
+        missing,
+        grouped,
+        row_of,
+        data,
+        dim: emb.dim(),
+    })
+}
+
+/// Runs `eval people` on a folder-per-person tree, in the gallery `db` (a temporary one when
+/// `None`).
+pub fn people(
+    pipeline: &Pipeline,
+    dir: &Path,
+    db: Option<&Path>,
+    options: &PeopleEvalOptions,
+    progress: bool,
+) -> Result<PeopleEval> {
+    let p = prepare(pipeline, dir, db, options.pick, &options.eligibility, progress)?;
+    let ours = p.score(&|g| linkage::group(g, &options.linkage))?;
+    let immich = p.score(&|g| immich::group(g, &options.immich))?;
 
     // Fusions of search --person, on the labelled faces and their true people.
-    let dim = emb.dim();
+    let dim = p.dim;
+    let (labelled, truth) = (&p.labelled, &p.truth);
     let vectors: Vec<f32> = labelled
         .iter()
-        .flat_map(|&i| faces[i].embedding.clone().unwrap_or_default())
+        .flat_map(|&i| p.embedding(i).to_vec())
         .collect();
     let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (pos, &t) in truth.iter().enumerate() {
@@ -258,16 +319,16 @@ pub fn people(
     };
     let mut fusion_map = BTreeMap::new();
     for f in Fusion::ALL {
-        let map = half_query_map(&queries, &truth, |known| {
+        let map = half_query_map(&queries, truth, |known| {
             fusion::scores(&vectors, &rows_of(known), dim, f)
         });
         fusion_map.insert(f.name(), map);
     }
     // Track poolings on the same queries: one vector from the known faces.
-    let face_scores: Vec<f32> = labelled.iter().map(|&i| faces[i].score).collect();
+    let face_scores: Vec<f32> = labelled.iter().map(|&i| p.faces[i].score).collect();
     let mut pooling_map = BTreeMap::new();
     for pooling in Pooling::ALL {
-        let map = half_query_map(&queries, &truth, |known| {
+        let map = half_query_map(&queries, truth, |known| {
             let weights: Vec<f32> = known.iter().map(|&p| face_scores[p]).collect();
             let template = tracks::pool(&rows_of(known), &weights, dim, pooling);
             // One face to match: every fusion is its plain similarity.
@@ -277,12 +338,12 @@ pub fn people(
     }
 
     Ok(PeopleEval {
-        photos,
-        gallery_faces: faces.len(),
-        grouped_faces: grouped.len(),
+        photos: p.photos,
+        gallery_faces: p.faces.len(),
+        grouped_faces: p.grouped.len(),
         labelled_faces: labelled.len(),
         true_people: members.len(),
-        missing,
+        missing: p.missing.clone(),
         ours,
         immich,
         linkage: options.linkage,

@@ -35,14 +35,24 @@ pub struct LinkageConfig {
     pub min_faces: usize,
 }
 
-impl Default for LinkageConfig {
-    /// Calibrated on `lfw-devtrain` (README, "People").
-    fn default() -> LinkageConfig {
+impl LinkageConfig {
+    /// Neighbours per face in the graph, whatever the model.
+    pub const K: usize = 32;
+    /// Faces a new person needs, whatever the model.
+    pub const MIN_FACES: usize = 2;
+
+    /// Our grouping at `threshold`, with the default graph and person size.
+    pub fn at(threshold: f32) -> LinkageConfig {
         LinkageConfig {
-            threshold: 0.46,
-            k: 32,
-            min_faces: 2,
+            threshold,
+            k: Self::K,
+            min_faces: Self::MIN_FACES,
         }
+    }
+
+    /// Our grouping for a model: its calibrated `link` threshold (README, "People").
+    pub fn for_model(t: &smoothface_shared::manifest::Thresholds) -> LinkageConfig {
+        LinkageConfig::at(t.link)
     }
 }
 

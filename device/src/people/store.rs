@@ -242,22 +242,30 @@ pub fn create_person(tx: &Transaction, model_id: i64, name: Option<&str>) -> Res
     Ok(tx.last_insert_rowid())
 }
 
-/// Stores a grouping's outcome: new people created, faces assigned automatically. Only faces
-/// still unassigned are touched, so a decision made meanwhile is never overwritten.
-pub fn apply(tx: &Transaction, model_id: i64, face_ids: &[i64], g: &Grouping) -> Result<()> {
+/// Stores a grouping's outcome: new people created (their ids returned, in the order of
+/// [`Grouping::new_people`]), faces assigned automatically. Only faces still unassigned are
+/// touched, so a decision made meanwhile is never overwritten.
+pub fn apply(
+    tx: &Transaction,
+    model_id: i64,
+    face_ids: &[i64],
+    g: &Grouping,
+) -> Result<Vec<i64>> {
     let mut assign = tx.prepare_cached(
         "UPDATE faces SET person_id = ?1, assigned_by = 'auto' WHERE id = ?2 AND person_id IS NULL",
     )?;
     for &(row, person) in &g.joins {
         assign.execute(params![person, face_ids[row as usize]])?;
     }
+    let mut created = Vec::with_capacity(g.new_people.len());
     for group in &g.new_people {
         let person = create_person(tx, model_id, None)?;
         for &row in group {
             assign.execute(params![person, face_ids[row as usize]])?;
         }
+        created.push(person);
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Groups the model's unassigned faces into people, in one write transaction.

@@ -162,7 +162,7 @@ impl Service {
     pub fn start(config: Config, pipeline: Pipeline) -> Result<Arc<Service>> {
         let conn = db::open(&config.db)?;
         let emb = &pipeline.embedder;
-        let model_id = db::model_row(&conn, &emb.model_id, &emb.name, emb.dim())?;
+        let model_id = crate::gallery::model::adopt(&conn, emb)?;
         let cache = Cache::for_gallery(&config.db);
         cache.sweep(&conn)?;
         let pipeline = Arc::new(pipeline);

@@ -110,6 +110,27 @@ impl VideoFile {
     /// Opens a video and its best video stream. `max_pixels` refuses absurd frame sizes before
     /// any frame is decoded.
     pub fn open(path: &Path, sampling: Sampling, max_pixels: u64) -> Result<VideoFile, VideoError> {
+        VideoFile::open_sampled(path, max_pixels, |duration_s| {
+            Sampler::new(sampling.interval(duration_s))
+        })
+    }
+
+    /// Opens a video to read the frames at `times` (seconds) again: each the first frame at or
+    /// after its time, as a sampling found them ([`Sampler::at_times`]).
+    pub fn open_at_times(
+        path: &Path,
+        times: &[f64],
+        max_pixels: u64,
+    ) -> Result<VideoFile, VideoError> {
+        VideoFile::open_sampled(path, max_pixels, |_| Sampler::at_times(times))
+    }
+
+    /// Opens a video whose frames are picked by the sampler `sampler` makes for its duration.
+    fn open_sampled(
+        path: &Path,
+        max_pixels: u64,
+        sampler: impl FnOnce(Option<f64>) -> Sampler,
+    ) -> Result<VideoFile, VideoError> {
         init_ffmpeg();
         let input = ffmpeg::format::input(&path).map_err(|e| {
             VideoError::new(
@@ -169,7 +190,7 @@ impl VideoFile {
                 ),
             ));
         }
-        let sampler = Sampler::new(sampling.interval(duration_s));
+        let sampler = sampler(duration_s);
         Ok(VideoFile {
             path: path.to_path_buf(),
             input,
@@ -247,7 +268,12 @@ impl VideoFile {
             return;
         }
         let ahead = self.sampler.next_wanted() - self.last_time_s;
-        if self.seek_helps && ahead > SEEK_AHEAD_S && self.last_time_s.is_finite() {
+        // No seek once nothing more is wanted (an infinite target): the reader stops reading.
+        if self.seek_helps
+            && ahead > SEEK_AHEAD_S
+            && self.last_time_s.is_finite()
+            && ahead.is_finite()
+        {
             let target = self.sampler.next_wanted();
             let ts = (target * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
             if self.input.seek(ts, ..ts).is_ok() {
