@@ -642,7 +642,7 @@ fn ort_embed(
 /// from scratch over `faces`, then `add` more faces (of the same people and of new ones) grouped
 /// against what each made.
 pub fn grouping(faces: usize, add: usize, dim: usize) -> Vec<Row> {
-    use crate::people::{immich, linkage, Gallery, Grouping};
+    use crate::people::{ente, immich, linkage, Gallery, Grouping};
     let each = 20;
     let total = faces + add;
     let people = total.div_ceil(each);
@@ -677,6 +677,7 @@ pub fn grouping(faces: usize, add: usize, dim: usize) -> Vec<Row> {
                 .chain(faces as u32..total as u32)
                 .collect(),
             rejected: Default::default(),
+            seen: Vec::new(),
         }
     };
     // The synthetic people (centre + 0.8 noise: same-person pairs about 0.6, others about 0)
@@ -690,7 +691,21 @@ pub fn grouping(faces: usize, add: usize, dim: usize) -> Vec<Row> {
     let ours_add_ms = time_ms(|| linkage::group(&ours_add, &ours_config)).0;
     let immich_add_ms = time_ms(|| immich::group(&theirs_add, &immich_config)).0;
     let peer = Some("Immich rule, same vectors".to_string());
+    // Ente's HDBSCAN builds a spanning tree over every pair of faces (its time grows with the
+    // square of the faces) and clusters the whole gallery again each time: it is timed from
+    // scratch on at most the first ENTE_FACES faces.
+    const ENTE_FACES: usize = 10_000;
+    let few = faces.min(ENTE_FACES);
+    let scratch_few = Gallery::from_scratch(&data[..few * dim], dim);
+    let ours_few_ms = time_ms(|| linkage::group(&scratch_few, &ours_config)).0;
+    let ente_ms = time_ms(|| ente::group(&scratch_few, &ente::EnteConfig::default())).0;
     vec![
+        Row {
+            what: format!("group {few} faces from scratch (the first of them)"),
+            ours_ms: ours_few_ms,
+            peer_ms: Some(ente_ms),
+            peer: Some("Ente's HDBSCAN, same vectors".to_string()),
+        },
         Row {
             what: format!(
                 "group {faces} faces from scratch ({} people of {each}, 512-d synthetic)",

@@ -8,10 +8,12 @@
 //! folder. A labelled face that is not grouped (too small, too unsure, or left alone) counts as a
 //! person of its own: that is what a user sees.
 
+use super::ente::{self, EnteConfig};
 use super::fusion::{self, Fusion};
 use super::immich::{self, ImmichConfig};
 use super::linkage::{self, LinkageConfig};
 use super::store::{self, Eligibility, FaceRow};
+use super::suggest::{self, PersonFaces};
 use super::{Gallery, Grouping};
 use crate::eval::Missing;
 use crate::frames::Sampling;
@@ -42,8 +44,28 @@ pub struct GroupingScore {
     pub people_found: usize,
     /// Share of the labelled faces left unassigned.
     pub unassigned_share: f64,
+    /// Pairs of faces of one photo put in one person (each such pair is a certain mistake:
+    /// one photo shows a person once), over every grouped face of the gallery.
+    pub same_photo_pairs: usize,
     /// Time to group the gallery's faces, milliseconds.
     pub ms: f64,
+}
+
+/// How the "same person?" suggestions did on a grouping's people.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuggestionScore {
+    /// Suggestions looked at (the best ones).
+    pub top: usize,
+    /// Suggestions there were (at most `top`).
+    pub suggested: usize,
+    /// Of them, pairs of people who are one true person.
+    pub right: usize,
+    /// `right / suggested`.
+    pub precision: f64,
+    /// Pairs of the grouping's people who are one true person: the splits to repair.
+    pub split_pairs: usize,
+    /// `right / split_pairs`: the share of the splits the suggestions cover.
+    pub recall: f64,
 }
 
 /// Result of `eval people`.
@@ -65,10 +87,16 @@ pub struct PeopleEval {
     pub ours: GroupingScore,
     /// The Immich rule.
     pub immich: GroupingScore,
+    /// Ente's HDBSCAN.
+    pub ente: GroupingScore,
+    /// "Same person?" suggestions among our people: the best 20, and the best 100.
+    pub suggestions: Vec<SuggestionScore>,
     /// Our parameters.
     pub linkage: LinkageConfig,
     /// Immich's parameters.
     pub immich_config: ImmichConfig,
+    /// Ente's parameters.
+    pub ente_config: EnteConfig,
     /// Which faces were grouped.
     pub eligibility: Eligibility,
     /// mAP of `search --person` by fusion: each true person with two or more labelled faces
@@ -93,6 +121,8 @@ pub struct PeopleEvalOptions {
     pub linkage: LinkageConfig,
     /// The Immich rule's.
     pub immich: ImmichConfig,
+    /// Ente's HDBSCAN's.
+    pub ente: EnteConfig,
 }
 
 /// A labelled tree indexed into a gallery, ready to be grouped any number of ways: every face of
@@ -117,9 +147,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The eligible faces as a grouping from scratch.
+    /// The eligible faces as a grouping from scratch, with where each was seen.
     pub fn gallery(&self) -> Gallery<'_> {
-        Gallery::from_scratch(&self.data, self.dim)
+        Gallery {
+            seen: self.grouped.iter().map(|&i| self.faces[i].seen()).collect(),
+            ..Gallery::from_scratch(&self.data, self.dim)
+        }
     }
 
     /// The embedding of face `i` (an index into `faces`).
@@ -130,6 +163,14 @@ impl Prepared {
     /// Runs a grouping over [`Prepared::gallery`] and scores the labelled faces: a labelled face
     /// left out of every person counts as a person of its own.
     pub fn score(&self, group: &dyn Fn(&Gallery) -> Grouping) -> Result<GroupingScore> {
+        Ok(self.score_grouping(group)?.0)
+    }
+
+    /// [`Prepared::score`], with the grouping itself.
+    pub fn score_grouping(
+        &self,
+        group: &dyn Fn(&Gallery) -> Grouping,
+    ) -> Result<(GroupingScore, Grouping)> {
         let gallery = self.gallery();
         let started = Instant::now();
         let grouping = group(&gallery);
@@ -161,14 +202,76 @@ impl Prepared {
             .filter(|l| assigned.contains(l))
             .collect();
         let unassigned = predicted.iter().filter(|l| !assigned.contains(l)).count();
-        Ok(GroupingScore {
+        let score = GroupingScore {
             bcubed_f: scores.bcubed_f,
             pairwise_f: scores.pairwise_f,
             scores,
             people_found: found.len(),
             unassigned_share: unassigned as f64 / predicted.len() as f64,
+            same_photo_pairs: same_photo_pairs(&grouping, &gallery),
             ms,
-        })
+        };
+        Ok((score, grouping))
+    }
+
+    /// The "same person?" suggestions among the new people of `grouping`, scored: each person
+    /// is the true person most of its labelled faces are; a pair of people of one true person is
+    /// a split, which a right suggestion repairs.
+    pub fn suggestions(&self, grouping: &Grouping, top: usize) -> SuggestionScore {
+        let gallery = self.gallery();
+        let truth_of_row: HashMap<usize, u32> = self
+            .labelled
+            .iter()
+            .zip(&self.truth)
+            .filter_map(|(i, &t)| self.row_of.get(i).map(|&r| (r, t)))
+            .collect();
+        let mut people = Vec::new();
+        let mut truth = HashMap::new();
+        for (id, rows) in grouping.new_people.iter().enumerate() {
+            let mut counts: HashMap<u32, usize> = HashMap::new();
+            for r in rows {
+                if let Some(&t) = truth_of_row.get(&(*r as usize)) {
+                    *counts.entry(t).or_default() += 1;
+                }
+            }
+            let Some((&t, _)) = counts
+                .iter()
+                .max_by_key(|(t, n)| (**n, std::cmp::Reverse(**t)))
+            else {
+                continue; // no labelled face: nothing to score it by
+            };
+            truth.insert(id as i64, t);
+            let mut sum = vec![0.0f32; self.dim];
+            let mut seen = Vec::with_capacity(rows.len());
+            for &r in rows {
+                let v = &self.data[r as usize * self.dim..(r as usize + 1) * self.dim];
+                sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+                seen.extend(gallery.seen.get(r as usize).copied());
+            }
+            seen.sort_by_key(|s| s.media);
+            people.push(PersonFaces {
+                id: id as i64,
+                sum,
+                size: rows.len(),
+                seen,
+                face: rows[0] as i64,
+            });
+        }
+        let mut by_truth: HashMap<u32, usize> = HashMap::new();
+        for t in truth.values() {
+            *by_truth.entry(*t).or_default() += 1;
+        }
+        let split_pairs: usize = by_truth.values().map(|&k| k * (k - 1) / 2).sum();
+        let ranked = suggest::rank(&people, &Default::default(), top);
+        let right = ranked.iter().filter(|s| truth[&s.a] == truth[&s.b]).count();
+        SuggestionScore {
+            top,
+            suggested: ranked.len(),
+            right,
+            precision: right as f64 / ranked.len().max(1) as f64,
+            split_pairs,
+            recall: right as f64 / split_pairs.max(1) as f64,
+        }
     }
 }
 
@@ -295,9 +398,21 @@ pub fn people(
     options: &PeopleEvalOptions,
     progress: bool,
 ) -> Result<PeopleEval> {
-    let p = prepare(pipeline, dir, db, options.pick, &options.eligibility, progress)?;
-    let ours = p.score(&|g| linkage::group(g, &options.linkage))?;
+    let p = prepare(
+        pipeline,
+        dir,
+        db,
+        options.pick,
+        &options.eligibility,
+        progress,
+    )?;
+    let (ours, our_people) = p.score_grouping(&|g| linkage::group(g, &options.linkage))?;
+    let suggestions = vec![
+        p.suggestions(&our_people, 20),
+        p.suggestions(&our_people, 100),
+    ];
     let immich = p.score(&|g| immich::group(g, &options.immich))?;
+    let ente = p.score(&|g| ente::group(g, &options.ente))?;
 
     // Fusions of search --person, on the labelled faces and their true people.
     let dim = p.dim;
@@ -346,13 +461,41 @@ pub fn people(
         missing: p.missing.clone(),
         ours,
         immich,
+        ente,
+        suggestions,
         linkage: options.linkage,
         immich_config: options.immich,
+        ente_config: options.ente,
         eligibility: options.eligibility,
         fusion_map,
         fusion_queries: queries.len(),
         pooling_map,
     })
+}
+
+/// Pairs of rows seen together (one photo, or one moment of a video) that a grouping put in
+/// one person: each is a certain mistake.
+pub fn same_photo_pairs(grouping: &Grouping, gallery: &Gallery) -> usize {
+    let labels = grouping.labels(gallery);
+    let mut buckets: HashMap<(u32, i64), Vec<usize>> = HashMap::new();
+    for (row, seen) in gallery.seen.iter().enumerate() {
+        buckets
+            .entry((labels[row], seen.media))
+            .or_default()
+            .push(row);
+    }
+    buckets
+        .values()
+        .map(|rows| {
+            let mut pairs = 0;
+            for (i, &a) in rows.iter().enumerate() {
+                for &b in &rows[i + 1..] {
+                    pairs += gallery.seen[a].together(&gallery.seen[b]) as usize;
+                }
+            }
+            pairs
+        })
+        .sum()
 }
 
 /// mAP when each query (a true person's labelled faces, as positions) searches with the first

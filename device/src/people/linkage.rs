@@ -16,8 +16,8 @@
 //! each other; two existing people are never merged (that is the user's call), and a face the
 //! user rejected from a person never joins it.
 
-use super::neighbours::{gather, neighbours, similarities};
-use super::{Gallery, Grouping};
+use super::neighbours::{gather, neighbours, similarities, Neighbour};
+use super::{Gallery, Grouping, Seen};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 use smoothface_shared::embedding::dot;
@@ -27,8 +27,13 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 /// The parameters of our grouping.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LinkageConfig {
-    /// Smallest mean cosine similarity between two groups that are merged.
+    /// First pass: smallest mean cosine similarity between two groups that are merged.
     pub threshold: f32,
+    /// Second pass: smallest mean similarity of two groups relative to their own spread
+    /// ([`relative_link`]) for them to merge; `None`: no second pass.
+    pub relative: Option<f32>,
+    /// Second pass: smallest plain mean similarity of two groups that merge.
+    pub floor: f32,
     /// Neighbours per face in the graph.
     pub k: usize,
     /// Faces a new person needs; smaller groups stay unassigned until more faces arrive.
@@ -41,18 +46,41 @@ impl LinkageConfig {
     /// Faces a new person needs, whatever the model.
     pub const MIN_FACES: usize = 2;
 
-    /// Our grouping at `threshold`, with the default graph and person size.
+    /// Our grouping in one pass at `threshold`, with the default graph and person size.
     pub fn at(threshold: f32) -> LinkageConfig {
         LinkageConfig {
             threshold,
+            relative: None,
+            floor: threshold,
             k: Self::K,
             min_faces: Self::MIN_FACES,
         }
     }
 
-    /// Our grouping for a model: its calibrated `link` threshold (README, "People").
+    /// Our grouping in two passes: at `threshold`, then groups whose relative link is at least
+    /// `relative` and plain link at least `floor`.
+    pub fn two_pass(threshold: f32, relative: f32, floor: f32) -> LinkageConfig {
+        LinkageConfig {
+            relative: Some(relative),
+            floor,
+            ..LinkageConfig::at(threshold)
+        }
+    }
+
+    /// Our grouping for a model: its calibrated `link` thresholds (README, "People").
     pub fn for_model(t: &smoothface_shared::manifest::Thresholds) -> LinkageConfig {
-        LinkageConfig::at(t.link)
+        match (t.link_relative, t.link_floor) {
+            (Some(relative), Some(floor)) => LinkageConfig::two_pass(t.link, relative, floor),
+            _ => LinkageConfig::at(t.link),
+        }
+    }
+
+    /// The lowest plain similarity either pass merges at: the neighbour graph's floor.
+    pub fn lowest(&self) -> f32 {
+        match self.relative {
+            Some(_) => self.threshold.min(self.floor),
+            None => self.threshold,
+        }
     }
 }
 
@@ -65,6 +93,8 @@ struct Group {
     person: Option<i64>,
     /// People some face of it was rejected from.
     rejected: Vec<i64>,
+    /// Where its faces were seen, by media.
+    seen: Vec<Seen>,
     /// Pending faces in it.
     pending: Vec<u32>,
     neighbours: HashSet<u32>,
@@ -98,6 +128,9 @@ impl PartialOrd for Candidate {
 }
 
 fn may_merge(a: &Group, b: &Group) -> bool {
+    if Seen::any_together(&a.seen, &b.seen) {
+        return false;
+    }
     match (a.person, b.person) {
         (Some(_), Some(_)) => false,
         (Some(p), None) => !b.rejected.contains(&p),
@@ -108,6 +141,28 @@ fn may_merge(a: &Group, b: &Group) -> bool {
 
 fn link(a: &Group, b: &Group) -> f32 {
     dot(&a.sum, &b.sum) / (a.size * b.size) as f32
+}
+
+/// A group's mean similarity between two different faces of it (1 for a single face): how
+/// tight it is. `|sum|^2` counts every ordered pair and each face with itself once.
+fn self_link(g: &Group) -> f32 {
+    if g.size < 2 {
+        return 1.0;
+    }
+    let n = g.size as f32;
+    (dot(&g.sum, &g.sum) - n) / (n * (n - 1.0))
+}
+
+/// Two groups' mean similarity relative to their own tightness: `link(A, B) /
+/// sqrt(self(A) self(B))` (for large groups, about the cosine of their mean faces). One person
+/// photographed over the years ends in several tight groups whose faces are only moderately
+/// alike across groups (mean 0.35 where each group's own is 0.55: relative 0.64), while two
+/// people's groups are not alike at all (0.05 against 0.55: 0.09): relative to each group's
+/// own spread, the first pair stands out where a plain threshold cannot tell it from a
+/// look-alike pair.
+pub fn relative_link(a_link: f32, a_self: f32, b_self: f32) -> f32 {
+    // A group whose faces are barely alike among themselves is no evidence of anything.
+    a_link / (a_self.max(1e-3) * b_self.max(1e-3)).sqrt()
 }
 
 /// Pending faces grouped at once: beyond it a gallery is grouped in batches, each against the
@@ -134,6 +189,7 @@ pub fn group(g: &Gallery, config: &LinkageConfig) -> Grouping {
             person: person.clone(),
             pending,
             rejected: g.rejected.clone(),
+            seen: g.seen.clone(),
         };
         let out = group_batch(&batch, config);
         for (r, p) in out.joins {
@@ -151,15 +207,77 @@ pub fn group(g: &Gallery, config: &LinkageConfig) -> Grouping {
     Grouping::from_persons(&g.pending, &person)
 }
 
+/// Groups one gallery from scratch at many thresholds (calibration sweeps them), finding its
+/// faces' nearest neighbours once, at the lowest threshold: a face's `k` nearest at least `t`
+/// similar are its `k` nearest at least `floor` that reach `t`, for any `t >= floor`. Every face
+/// is one batch, whatever the gallery's size (unlike [`group`] beyond [`BATCH`] faces).
+pub struct Sweep<'a> {
+    gallery: &'a Gallery<'a>,
+    floor: f32,
+    graph: Vec<Vec<Neighbour>>,
+}
+
+impl<'a> Sweep<'a> {
+    /// The neighbour graph of a gallery with no people yet, for thresholds from `floor` up.
+    pub fn new(gallery: &'a Gallery<'a>, k: usize, floor: f32) -> Sweep<'a> {
+        assert!(
+            gallery.person.iter().all(Option::is_none),
+            "a sweep groups from scratch"
+        );
+        let pending = gather(gallery.data, gallery.dim, &gallery.pending);
+        let queries: Vec<u32> = (0..gallery.pending.len() as u32).collect();
+        let graph = neighbours(
+            pending.as_slice().expect("contiguous"),
+            gallery.dim,
+            &queries,
+            k,
+            floor,
+        );
+        Sweep {
+            gallery,
+            floor,
+            graph,
+        }
+    }
+
+    /// The grouping at `config` (its `k` at most the sweep's, its threshold at least its floor).
+    pub fn group(&self, config: &LinkageConfig) -> Grouping {
+        assert!(config.lowest() >= self.floor, "below the sweep's floor");
+        let graph: Vec<Vec<Neighbour>> = self
+            .graph
+            .iter()
+            .map(|hits| {
+                hits.iter()
+                    .copied()
+                    .filter(|h| h.sim >= config.lowest())
+                    .take(config.k)
+                    .collect()
+            })
+            .collect();
+        group_batch_with(self.gallery, config, Some(graph))
+    }
+}
+
 /// One batch: every pending face against every other and against every person.
 fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
+    group_batch_with(g, config, None)
+}
+
+/// [`group_batch`], with the pending faces' neighbour graph given (`Some`) or found here.
+fn group_batch_with(
+    g: &Gallery,
+    config: &LinkageConfig,
+    graph: Option<Vec<Vec<Neighbour>>>,
+) -> Grouping {
     let dim = g.dim;
     let row = |r: u32| &g.data[r as usize * dim..(r as usize + 1) * dim];
-    let fresh = |sum: Vec<f32>, size, person, rejected, pending| Group {
+    let seen = |r: u32| g.seen.get(r as usize).copied();
+    let fresh = |sum: Vec<f32>, size, person, rejected, pending: Vec<u32>| Group {
         sum,
         size,
         person,
         rejected,
+        seen: pending.iter().filter_map(|&r| seen(r)).collect(),
         pending,
         alive: true,
         ..Group::default()
@@ -191,13 +309,19 @@ fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
             .zip(row(r as u32))
             .for_each(|(s, x)| *s += x);
         grp.size += 1;
+        grp.seen.extend(seen(r as u32));
+    }
+    for grp in &mut groups[g.pending.len()..] {
+        grp.seen.sort_by_key(|s| s.media);
     }
     let n_pending = g.pending.len();
     // Edges between pending faces: their nearest neighbours among each other.
     let pending_data = gather(g.data, dim, &g.pending);
     let pending_data = pending_data.as_slice().expect("contiguous");
-    let queries: Vec<u32> = (0..n_pending as u32).collect();
-    let graph = neighbours(pending_data, dim, &queries, config.k, config.threshold);
+    let graph = graph.unwrap_or_else(|| {
+        let queries: Vec<u32> = (0..n_pending as u32).collect();
+        neighbours(pending_data, dim, &queries, config.k, config.lowest())
+    });
     for (a, hits) in graph.iter().enumerate() {
         for h in hits {
             groups[a].neighbours.insert(h.row);
@@ -223,7 +347,7 @@ fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
                 let mut out = Vec::new();
                 for (i, row) in links.rows().into_iter().enumerate() {
                     for (p, &l) in row.iter().enumerate() {
-                        if l >= config.threshold {
+                        if l >= config.lowest() {
                             out.push(((block * 1024 + i) as u32, (n_pending + p) as u32));
                         }
                     }
@@ -236,7 +360,19 @@ fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
             groups[b as usize].neighbours.insert(a);
         }
     }
-    merge_all(&mut groups, config.threshold);
+    let threshold = config.threshold;
+    merge_all(&mut groups, &|a, b| {
+        let l = link(a, b);
+        (l >= threshold).then_some(l)
+    });
+    if let Some(relative) = config.relative {
+        let floor = config.floor;
+        merge_all(&mut groups, &|a, b| {
+            let l = link(a, b);
+            let r = relative_link(l, self_link(a), self_link(b));
+            (l >= floor && r >= relative).then_some(r)
+        });
+    }
     let mut out = Grouping::default();
     for grp in groups
         .into_iter()
@@ -254,14 +390,14 @@ fn group_batch(g: &Gallery, config: &LinkageConfig) -> Grouping {
     out
 }
 
-/// Average linkage over the groups' neighbour edges, best pair first, down to `threshold`.
-fn merge_all(groups: &mut [Group], threshold: f32) {
+/// Merges groups joined by neighbour edges, best pair first by `score` (`None`: the pair does
+/// not merge), until no pair scores.
+fn merge_all(groups: &mut [Group], score: &dyn Fn(&Group, &Group) -> Option<f32>) {
     let mut heap = BinaryHeap::new();
     let push = |heap: &mut BinaryHeap<Candidate>, groups: &[Group], a: u32, b: u32| {
         let (ga, gb) = (&groups[a as usize], &groups[b as usize]);
         if may_merge(ga, gb) {
-            let l = link(ga, gb);
-            if l >= threshold {
+            if let Some(l) = score(ga, gb) {
                 let (a, b) = (a.min(b), a.max(b));
                 let versions = (groups[a as usize].version, groups[b as usize].version);
                 heap.push(Candidate {
@@ -304,6 +440,7 @@ fn merge_all(groups: &mut [Group], threshold: f32) {
         k.size += absorbed.size;
         k.person = k.person.or(absorbed.person);
         k.rejected.extend(absorbed.rejected);
+        k.seen = Seen::merged(&k.seen, &absorbed.seen);
         k.pending.extend(absorbed.pending);
         k.neighbours
             .extend(absorbed.neighbours.into_iter().filter(|&n| n != keep));
@@ -344,6 +481,59 @@ mod tests {
 
     /// Average linkage, by hand: 1-d "directions" in the plane at angles where single linkage
     /// would chain everything together but the mean similarity says stop.
+    #[test]
+    fn two_faces_seen_together_are_never_one_person() {
+        use crate::people::Seen;
+        let at = |deg: f32| [deg.to_radians().cos(), deg.to_radians().sin()];
+        // Faces 0 and 1 are the nearest pair (1 degree apart) but of one photo (media 7); 2 is
+        // near both, 3 near 1. Without the rule all four are one person.
+        let data: Vec<f32> = [0.0, 1.0, 3.0, 4.0].into_iter().flat_map(at).collect();
+        let photo = |media| Seen { media, span: None };
+        let free = Gallery::from_scratch(&data, 2);
+        assert_eq!(
+            group(&free, &config(0.9)).new_people,
+            vec![vec![0, 1, 2, 3]]
+        );
+        let g = Gallery {
+            seen: vec![photo(7), photo(7), photo(8), photo(9)],
+            ..Gallery::from_scratch(&data, 2)
+        };
+        // 2 and 3 merge, then 1 with them; 0 may not join 1's group and is left alone.
+        let out = group(&g, &config(0.9));
+        assert_eq!(out.new_people, vec![vec![1, 2, 3]], "{out:?}");
+        assert_eq!(out.unassigned, vec![0]);
+        // Two tracks of one video at different times may be one person; at once, never.
+        let track = |s: f64, e: f64| Seen {
+            media: 5,
+            span: Some((s, e)),
+        };
+        let g = Gallery {
+            seen: vec![track(0.0, 2.0), track(3.0, 4.0), photo(8), photo(9)],
+            ..Gallery::from_scratch(&data, 2)
+        };
+        assert_eq!(group(&g, &config(0.9)).new_people, vec![vec![0, 1, 2, 3]]);
+        let g = Gallery {
+            seen: vec![track(0.0, 3.0), track(2.5, 4.0), photo(8), photo(9)],
+            ..Gallery::from_scratch(&data, 2)
+        };
+        assert_eq!(group(&g, &config(0.9)).new_people, vec![vec![1, 2, 3]]);
+    }
+
+    #[test]
+    fn a_sweep_groups_as_a_grouping_at_each_threshold_does() {
+        // People close enough that the thresholds decide: some merge at 0.2, none at 0.7.
+        let data = clustered(10, 5, 16, 1.2, 9);
+        let g = Gallery::from_scratch(&data, 16);
+        let sweep = Sweep::new(&g, 16, 0.1);
+        let mut distinct = std::collections::HashSet::new();
+        for t in [0.1, 0.2, 0.3, 0.45, 0.6, 0.7] {
+            let swept = sweep.group(&config(t));
+            assert_eq!(swept, group(&g, &config(t)), "threshold {t}");
+            distinct.insert(swept.new_people.len());
+        }
+        assert!(distinct.len() > 2, "the thresholds made no difference");
+    }
+
     #[test]
     fn a_chain_of_look_alikes_does_not_merge_two_people() {
         let at = |deg: f32| {
@@ -392,6 +582,7 @@ mod tests {
             person,
             pending: (10..17).collect(),
             rejected: HashMap::new(),
+            seen: Vec::new(),
         };
         let out = group(&g, &config(0.3));
         assert_eq!(out.joins, vec![(15, 100), (16, 200)]);
@@ -412,6 +603,7 @@ mod tests {
             person,
             pending: vec![2, 3],
             rejected,
+            seen: Vec::new(),
         };
         let out = group(&g, &config(0.8));
         assert_eq!(out.joins, vec![(3, 7)]);
@@ -419,6 +611,7 @@ mod tests {
         assert_eq!(out.unassigned, vec![2]);
         let free = Gallery {
             rejected: HashMap::new(),
+            seen: Vec::new(),
             ..g
         };
         assert_eq!(group(&free, &config(0.8)).joins, vec![(2, 7), (3, 7)]);

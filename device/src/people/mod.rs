@@ -8,12 +8,14 @@
 //! scores both groupings and the fusions on labelled photos.
 
 pub mod decisions;
+pub mod ente;
 pub mod evaluation;
 pub mod fusion;
 pub mod immich;
 pub mod linkage;
 pub mod neighbours;
 pub mod store;
+pub mod suggest;
 
 use std::collections::HashMap;
 
@@ -31,6 +33,71 @@ pub struct Gallery<'a> {
     pub pending: Vec<u32>,
     /// People each pending row must never join (the user's rejections).
     pub rejected: HashMap<u32, Vec<i64>>,
+    /// Where each row was seen: faces seen together are never grouped into one person (ours;
+    /// the baselines do not know this rule). Empty: not known, no such constraint.
+    pub seen: Vec<Seen>,
+}
+
+/// Where a face was seen: in a photo, or in a video while its track was on screen. One photo,
+/// or one moment of a video, shows a person once: two faces seen together are two people.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seen {
+    /// The media row.
+    pub media: i64,
+    /// For a video's face track, the seconds it spans.
+    pub span: Option<(f64, f64)>,
+}
+
+impl Seen {
+    /// Whether the two faces were seen together: in one photo, or in one video at
+    /// overlapping times.
+    pub fn together(&self, other: &Seen) -> bool {
+        self.media == other.media
+            && match (self.span, other.span) {
+                (Some((a0, a1)), Some((b0, b1))) => a0 <= b1 && b0 <= a1,
+                _ => true,
+            }
+    }
+
+    /// Whether any face of `a` was seen together with any of `b`; both sorted by media.
+    pub fn any_together(a: &[Seen], b: &[Seen]) -> bool {
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].media.cmp(&b[j].media) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    let media = a[i].media;
+                    let end_a = a[i..].iter().take_while(|s| s.media == media).count() + i;
+                    let end_b = b[j..].iter().take_while(|s| s.media == media).count() + j;
+                    if a[i..end_a]
+                        .iter()
+                        .any(|x| b[j..end_b].iter().any(|y| x.together(y)))
+                    {
+                        return true;
+                    }
+                    (i, j) = (end_a, end_b);
+                }
+            }
+        }
+        false
+    }
+
+    /// `a` and `b` (each sorted by media) as one list sorted by media.
+    pub fn merged(a: &[Seen], b: &[Seen]) -> Vec<Seen> {
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if j == b.len() || (i < a.len() && a[i].media <= b[j].media) {
+                out.push(a[i]);
+                i += 1;
+            } else {
+                out.push(b[j]);
+                j += 1;
+            }
+        }
+        out
+    }
 }
 
 impl<'a> Gallery<'a> {
@@ -43,6 +110,7 @@ impl<'a> Gallery<'a> {
             person: vec![None; n],
             pending: (0..n as u32).collect(),
             rejected: HashMap::new(),
+            seen: Vec::new(),
         }
     }
 }

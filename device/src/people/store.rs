@@ -7,7 +7,7 @@
 //! rejection in these tables, is kept by construction.
 
 use super::linkage::{self, LinkageConfig};
-use super::{Gallery, Grouping};
+use super::{Gallery, Grouping, Seen};
 use crate::gallery::db;
 use anyhow::Result;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
@@ -55,12 +55,22 @@ pub struct FaceRow {
     pub start_s: Option<f64>,
     /// For a video's face track: its last sampled frame.
     pub end_s: Option<f64>,
+    /// Its media row.
+    pub media: i64,
     /// The embedding, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
 }
 
 impl FaceRow {
+    /// Where the face was seen: its photo, or its video while its track is on screen.
+    pub fn seen(&self) -> Seen {
+        Seen {
+            media: self.media,
+            span: self.start_s.map(|s| (s, self.end_s.unwrap_or(s))),
+        }
+    }
+
     /// Whether the face is grouped at all under `e`.
     pub fn eligible(&self, e: &Eligibility) -> bool {
         let side = (self.bbox[2] - self.bbox[0]).min(self.bbox[3] - self.bbox[1]);
@@ -97,7 +107,7 @@ pub fn faces(
     };
     let mut stmt = conn.prepare(&format!(
         "SELECT f.id, m.path, f.x1, f.y1, f.x2, f.y2, f.score, f.person_id, f.assigned_by, f.embedding,
-                f.start_s, f.end_s
+                f.start_s, f.end_s, f.media_id
          FROM faces f JOIN media m ON m.id = f.media_id WHERE f.model_id = ?1{pick} ORDER BY f.id",
     ))?;
     let mut rows = if whose == Whose::All {
@@ -133,6 +143,7 @@ pub fn faces(
             assigned_by: r.get(8)?,
             start_s: r.get(10)?,
             end_s: r.get(11)?,
+            media: r.get(12)?,
             embedding,
         });
     }
@@ -154,6 +165,8 @@ pub struct Loaded {
     pub pending: Vec<u32>,
     /// People each pending row was rejected from.
     pub rejected: HashMap<u32, Vec<i64>>,
+    /// Where each row was seen.
+    pub seen: Vec<Seen>,
     /// Faces left out because their embedding is damaged.
     pub damaged: Vec<i64>,
 }
@@ -167,6 +180,7 @@ impl Loaded {
             person: self.person.clone(),
             pending: self.pending.clone(),
             rejected: self.rejected.clone(),
+            seen: self.seen.clone(),
         }
     }
 }
@@ -182,6 +196,7 @@ pub fn load(conn: &Connection, model_id: i64, e: &Eligibility) -> Result<Loaded>
         person: Vec::new(),
         pending: Vec::new(),
         rejected: HashMap::new(),
+        seen: Vec::new(),
         damaged,
     };
     let mut row_of: HashMap<i64, u32> = HashMap::new();
@@ -196,6 +211,7 @@ pub fn load(conn: &Connection, model_id: i64, e: &Eligibility) -> Result<Loaded>
         row_of.insert(f.face, row);
         l.face_ids.push(f.face);
         l.person.push(f.person);
+        l.seen.push(f.seen());
         l.data.extend(f.embedding.unwrap_or_default());
     }
     let mut stmt = conn.prepare(
@@ -245,12 +261,7 @@ pub fn create_person(tx: &Transaction, model_id: i64, name: Option<&str>) -> Res
 /// Stores a grouping's outcome: new people created (their ids returned, in the order of
 /// [`Grouping::new_people`]), faces assigned automatically. Only faces still unassigned are
 /// touched, so a decision made meanwhile is never overwritten.
-pub fn apply(
-    tx: &Transaction,
-    model_id: i64,
-    face_ids: &[i64],
-    g: &Grouping,
-) -> Result<Vec<i64>> {
+pub fn apply(tx: &Transaction, model_id: i64, face_ids: &[i64], g: &Grouping) -> Result<Vec<i64>> {
     let mut assign = tx.prepare_cached(
         "UPDATE faces SET person_id = ?1, assigned_by = 'auto' WHERE id = ?2 AND person_id IS NULL",
     )?;
