@@ -15,6 +15,7 @@ use smoothface_device::gallery::{db, index, model as gallery_model, search::Face
 use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
 use smoothface_device::models::{self, ModelPlaces};
 use smoothface_device::mtcnn::MtcnnConfig;
+use smoothface_device::people::ente::EnteConfig;
 use smoothface_device::people::fusion::Fusion;
 use smoothface_device::people::immich::ImmichConfig;
 use smoothface_device::people::linkage::LinkageConfig;
@@ -408,10 +409,18 @@ fn positive(flag: &str, value: f64, unit: &str) -> Result<f64> {
 /// How faces are grouped into people (`index`, `people update`, `eval people`).
 #[derive(Args, Clone)]
 struct GroupingArgs {
-    /// Smallest mean cosine similarity of two groups of faces merged into one person
-    /// [default: the embedder's calibrated `link` threshold, from its manifest]
+    /// Smallest mean cosine similarity of two groups of faces merged into one person (the
+    /// first pass) [default: the embedder's calibrated `link`, from its manifest]
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     link_threshold: Option<f32>,
+    /// The second pass: smallest similarity of two groups' mean faces for them to merge (0:
+    /// no second pass) [default: the embedder's calibrated `link_relative`]
+    #[arg(long, value_name = "S")]
+    link_relative: Option<f32>,
+    /// The second pass: smallest plain mean similarity of two groups that merge [default: the
+    /// embedder's calibrated `link_floor`]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    link_floor: Option<f32>,
     /// Faces a new person needs (fewer stay unassigned until more arrive)
     #[arg(long, default_value_t = LinkageConfig::MIN_FACES, value_name = "N")]
     person_min_faces: usize,
@@ -426,13 +435,26 @@ struct GroupingArgs {
 impl GroupingArgs {
     /// Our grouping with the embedder's thresholds `t`, unless a flag says otherwise.
     fn linkage(&self, t: &Thresholds) -> Result<LinkageConfig> {
-        let threshold = self.link_threshold.unwrap_or(t.link);
-        if !(-1.0..=1.0).contains(&threshold) {
-            bail!("--link-threshold is a cosine similarity, between -1 and 1: got {threshold}");
+        let model = LinkageConfig::for_model(t);
+        let threshold = self.link_threshold.unwrap_or(model.threshold);
+        let relative = self.link_relative.or(model.relative).filter(|&r| r > 0.0);
+        let floor = self.link_floor.unwrap_or(model.floor);
+        for (flag, v) in [
+            ("--link-threshold", threshold),
+            ("--link-relative", relative.unwrap_or(0.0)),
+            ("--link-floor", floor),
+        ] {
+            if !(-1.0..=1.0).contains(&v) {
+                bail!("{flag} is a cosine similarity, between -1 and 1: got {v}");
+            }
         }
+        let base = match relative {
+            Some(r) => LinkageConfig::two_pass(threshold, r, floor),
+            None => LinkageConfig::at(threshold),
+        };
         Ok(LinkageConfig {
             min_faces: self.person_min_faces,
-            ..LinkageConfig::at(threshold)
+            ..base
         })
     }
 
@@ -688,6 +710,10 @@ enum EvalCommand {
         /// Write the thresholds into the model's manifest.json
         #[arg(long)]
         write: bool,
+        /// Keep each set's gallery in this folder (SET.sqlite, one folder per model), so that
+        /// a second run indexes nothing again
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
         /// Print JSON (with every set's grouping curve)
         #[arg(long)]
         json: bool,
@@ -1121,14 +1147,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dirs,
             face,
             write,
+            keep,
             json,
         }) => {
             let pipeline = g.pipeline()?;
+            if let Some(k) = keep {
+                std::fs::create_dir_all(k)
+                    .with_context(|| format!("--keep {}: cannot create it", k.display()))?;
+            }
             let c = smoothface_device::eval::calibrate::calibrate(
                 &pipeline,
                 dirs,
                 *face,
                 &Eligibility::default(),
+                keep.as_deref(),
                 g.progress(),
             )?;
             let written = match write {
@@ -1166,6 +1198,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eligibility: grouping.eligibility(),
                 linkage: grouping.linkage(&pipeline.embedder.thresholds)?,
                 immich,
+                ente: EnteConfig::default(),
             };
             let r = evaluation::people(&pipeline, dir, g.db.as_deref(), &options, g.progress())?;
             if *json {
@@ -1178,14 +1211,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "{} photos, {} labelled faces of {} people; {} faces in the gallery, {} grouped",
                     r.photos, r.labelled_faces, r.true_people, r.gallery_faces, r.grouped_faces
                 );
-                println!("| grouping | BCubed F | BCubed P | BCubed R | pairwise F | NMI | people found | unassigned | time |");
-                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+                println!("| grouping | BCubed F | BCubed P | BCubed R | pairwise F | NMI | people found | unassigned | same-photo pairs | time |");
+                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
                 for (what, s) in [
                     ("ours (average linkage)", &r.ours),
                     ("Immich rule", &r.immich),
+                    ("Ente's HDBSCAN", &r.ente),
                 ] {
                     println!(
-                        "| {what} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {:.1}% | {:.0} ms |",
+                        "| {what} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {:.1}% | {} | {:.0} ms |",
                         s.bcubed_f,
                         s.scores.bcubed_precision,
                         s.scores.bcubed_recall,
@@ -1193,7 +1227,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         s.scores.nmi,
                         s.people_found,
                         100.0 * s.unassigned_share,
+                        s.same_photo_pairs,
                         s.ms
+                    );
+                }
+                for s in &r.suggestions {
+                    println!(
+                        "\"same person?\" suggestions, best {}: {} of {} right (precision {:.3}), \
+                         {} of our {} split pairs (recall {:.3})",
+                        s.top, s.right, s.suggested, s.precision, s.right, s.split_pairs, s.recall
                     );
                 }
                 println!(
@@ -1696,7 +1738,12 @@ fn gallery_thresholds(g: &Global, conn: &Connection) -> Result<Thresholds> {
     })
 }
 
-fn cmd_models_use(g: &Global, model: &Path, grouping: &GroupingArgs, json: bool) -> Result<ExitCode> {
+fn cmd_models_use(
+    g: &Global,
+    model: &Path,
+    grouping: &GroupingArgs,
+    json: bool,
+) -> Result<ExitCode> {
     let mut conn = g.db()?;
     let pipeline = g.pipeline_with(models::given_folder(model, "models use", &g.places())?)?;
     let linkage = grouping.linkage(&pipeline.embedder.thresholds)?;
@@ -1725,7 +1772,10 @@ fn print_switch(r: &switch::SwitchReport) {
         return;
     };
     for d in &r.dropped {
-        eprintln!("dropped: {}: {} (its faces left the gallery)", d.path, d.error);
+        eprintln!(
+            "dropped: {}: {} (its faces left the gallery)",
+            d.path, d.error
+        );
     }
     let resumed = if r.resumed > 0 {
         format!(" ({} done by an earlier run)", r.resumed)
@@ -1755,8 +1805,12 @@ fn print_switch(r: &switch::SwitchReport) {
 
 fn print_calibration(c: &smoothface_device::eval::calibrate::Calibration) {
     let t = &c.thresholds;
+    let second = match (t.link_relative, t.link_floor) {
+        (Some(r), Some(f)) => format!(" then relative {r:.2} over {f:.2}"),
+        _ => String::new(),
+    };
     println!(
-        "{}: link {:.2}, identify {:.4}, track {:.4}, track_strong {:.4}",
+        "{}: link {:.2}{second}, identify {:.4}, track {:.4}, track_strong {:.4}",
         c.model, t.link, t.identify, t.track, t.track_strong
     );
     println!("| set (worst first) | photos | people | BCubed F | P | R | at FMR 1e-4 | at FMR 1e-2 | same-person pairs at identify |");
@@ -1994,7 +2048,10 @@ fn cmd_models_list(g: &Global, json: bool) -> Result<ExitCode> {
                     place.origin,
                     role(name)
                 ),
-                None => println!("{name}: not found (smoothface models install), {}", role(name)),
+                None => println!(
+                    "{name}: not found (smoothface models install), {}",
+                    role(name)
+                ),
             }
             if let Some(licence) = &manifest.license {
                 println!("  licence: {licence}");

@@ -31,7 +31,10 @@ pub const SCRFD: &str = "scrfd";
 
 /// The pinned manifests of the pretrained models, by folder name.
 pub const PINNED: [(&str, &str); 4] = [
-    (EMBEDDER, include_str!("../../models/w600k_mbf/manifest.json")),
+    (
+        EMBEDDER,
+        include_str!("../../models/w600k_mbf/manifest.json"),
+    ),
     (
         PERMISSIVE_EMBEDDER,
         include_str!("../../models/mobilefacenet/manifest.json"),
@@ -245,7 +248,16 @@ fn install_one(name: &str, pinned: &str, from: &Path, to: &Path) -> Result<Insta
         })
     };
     if dest.join(MANIFEST_FILE).is_file() && matches(&dest) {
-        return Ok(result(false));
+        // The files are the pinned ones; a manifest of an older binary (without this one's
+        // calibrated thresholds, say) is brought up to date through a rename.
+        if std::fs::read_to_string(dest.join(MANIFEST_FILE)).is_ok_and(|m| m == pinned) {
+            return Ok(result(false));
+        }
+        smoothface_shared::atomic::write_atomically(&dest.join(MANIFEST_FILE), |f| {
+            std::io::Write::write_all(f, pinned.as_bytes())
+        })
+        .with_context(|| format!("{}: cannot update the manifest", dest.display()))?;
+        return Ok(result(true));
     }
     for f in &manifest.files {
         let file = src.join(&f.file);
@@ -400,9 +412,33 @@ mod tests {
             assert!(m.license.is_some(), "{name} names no licence");
             assert!(m.source.is_some(), "{name} has no registry source");
             if m.kind == ModelKind::Embedder {
-                assert!(m.thresholds.is_some(), "{name} has no calibrated thresholds");
+                assert!(
+                    m.thresholds.is_some(),
+                    "{name} has no calibrated thresholds"
+                );
             }
         }
+    }
+
+    #[test]
+    fn install_brings_an_old_manifest_of_the_pinned_files_up_to_date() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        // The pinned file's hash is known: a folder whose file is "abc" pinned as such.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let pinned = format!(
+            r#"{{"name":"m","kind":"embedder","files":[{{"file":"m.onnx","sha256":"{abc}"}}]}}"#
+        );
+        std::fs::create_dir_all(to.join("m")).unwrap();
+        std::fs::write(to.join("m/m.onnx"), b"abc").unwrap();
+        std::fs::write(to.join("m").join(MANIFEST_FILE), "{\"old\": true}").unwrap();
+        let done = install_one("m", &pinned, &from, &to).unwrap();
+        assert!(done.copied);
+        assert_eq!(
+            std::fs::read_to_string(to.join("m").join(MANIFEST_FILE)).unwrap(),
+            pinned
+        );
+        assert!(!install_one("m", &pinned, &from, &to).unwrap().copied);
     }
 
     #[test]

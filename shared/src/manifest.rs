@@ -146,8 +146,15 @@ pub struct InputSpec {
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
     /// People: smallest mean similarity of two groups of faces merged into one person
-    /// (average linkage).
+    /// (average linkage, the first pass).
     pub link: f32,
+    /// People, the second pass: smallest mean similarity of two groups relative to their own
+    /// tightness (the cosine of their mean faces) for them to merge; absent: one pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_relative: Option<f32>,
+    /// People, the second pass: smallest plain mean similarity of two groups that merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_floor: Option<f32>,
     /// Camera: smallest similarity to a person's enrolment or faces for a track to be named
     /// after them.
     pub identify: f32,
@@ -168,6 +175,8 @@ impl Thresholds {
     /// `smoothface eval calibrate --write` to replace them.
     pub const FALLBACK: Thresholds = Thresholds {
         link: 0.6,
+        link_relative: None,
+        link_floor: None,
         identify: 0.6,
         track: 0.45,
         track_strong: 0.7,
@@ -176,12 +185,19 @@ impl Thresholds {
 
     /// Checks every value is a cosine similarity, naming the first that is not.
     pub fn check(&self) -> Result<(), String> {
+        if self.link_relative.is_some() != self.link_floor.is_some() {
+            return Err("thresholds.link_relative and link_floor go together".into());
+        }
+        let second = [self.link_relative, self.link_floor].into_iter().flatten();
         for (name, v) in [
             ("link", self.link),
             ("identify", self.identify),
             ("track", self.track),
             ("track_strong", self.track_strong),
-        ] {
+        ]
+        .into_iter()
+        .chain(second.map(|v| ("link_relative or link_floor", v)))
+        {
             if !(-1.0..=1.0).contains(&v) {
                 return Err(format!(
                     "thresholds.{name} is {v}, not a cosine similarity between -1 and 1"

@@ -65,7 +65,7 @@ fn start(tmp: tempfile::TempDir, o: Options) -> Served {
         max_upload: o.max_upload,
         sampling: Sampling::DEFAULT,
         eligibility: Eligibility::default(),
-        linkage: LinkageConfig::default(),
+        linkage: LinkageConfig::for_model(&pipeline.embedder.thresholds),
     };
     let service = Service::start(config, pipeline).unwrap();
     Served {

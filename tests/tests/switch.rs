@@ -60,8 +60,7 @@ fn a_gallery_switches_models_in_place_keeping_people_names_and_rejections() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("g.sqlite");
-    let (lib, people, query) =
-        library_with_query(tmp.path(), &root.join("lfw-devtrain"), 3, 6);
+    let (lib, people, query) = library_with_query(tmp.path(), &root.join("lfw-devtrain"), 3, 6);
     succeed(
         smoothface(&db)
             .args(["--model", "mobilefacenet", "index"])
@@ -71,9 +70,8 @@ fn a_gallery_switches_models_in_place_keeping_people_names_and_rejections() {
 
     // Name the person of the first folder, and reject one of her faces.
     let before = faces(&db);
-    let in_folder = |f: &(Option<i64>, String, Vec<f64>), i: usize| {
-        f.1.contains(&format!("/{}/", people[i]))
-    };
+    let in_folder =
+        |f: &(Option<i64>, String, Vec<f64>), i: usize| f.1.contains(&format!("/{}/", people[i]));
     let mut counts: HashMap<i64, usize> = HashMap::new();
     for f in before.values().filter(|f| in_folder(f, 0)) {
         if let Some(p) = f.0 {
@@ -82,18 +80,8 @@ fn a_gallery_switches_models_in_place_keeping_people_names_and_rejections() {
     }
     let anna = *counts.iter().max_by_key(|(p, n)| (**n, -**p)).unwrap().0;
     succeed(smoothface(&db).args(["people", "name", &anna.to_string(), "Anna"]));
-    let rejected = *before
-        .iter()
-        .find(|(_, f)| f.0 == Some(anna))
-        .unwrap()
-        .0;
-    succeed(smoothface(&db).args([
-        "people",
-        "reject",
-        "Anna",
-        "--faces",
-        &rejected.to_string(),
-    ]));
+    let rejected = *before.iter().find(|(_, f)| f.0 == Some(anna)).unwrap().0;
+    succeed(smoothface(&db).args(["people", "reject", "Anna", "--faces", &rejected.to_string()]));
 
     // Without --model, commands use the gallery's own model; with another, a clear error.
     succeed(smoothface(&db).arg("search").arg(&query));
@@ -115,7 +103,11 @@ fn a_gallery_switches_models_in_place_keeping_people_names_and_rejections() {
         "w600k_mbf",
         "--json",
     ])));
-    assert_eq!(report["faces"].as_u64(), Some(before.len() as u64), "{report}");
+    assert_eq!(
+        report["faces"].as_u64(),
+        Some(before.len() as u64),
+        "{report}"
+    );
     assert_eq!(report["dropped"].as_array().unwrap().len(), 0, "{report}");
     assert_eq!(models_with_faces(&db), ["w600k-mbf-insightface"]);
 
@@ -174,10 +166,9 @@ fn a_gallery_switches_models_in_place_keeping_people_names_and_rejections() {
 
 /// Rows in the table of a switch under way, read beside the running switch.
 fn switched_so_far(db: &Path) -> i64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return 0;
     };
     conn.query_row("SELECT count(*) FROM switch_embeddings", [], |r| r.get(0))
@@ -193,7 +184,10 @@ fn a_switch_killed_midway_resumes_and_ends_as_one_that_ran_through() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("library");
     copy_people(&root.join("lfw-devtrain"), &lib, 12, 10);
-    let (killed, through) = (tmp.path().join("killed.sqlite"), tmp.path().join("through.sqlite"));
+    let (killed, through) = (
+        tmp.path().join("killed.sqlite"),
+        tmp.path().join("through.sqlite"),
+    );
     succeed(
         smoothface(&killed)
             .args(["--model", "mobilefacenet", "index"])

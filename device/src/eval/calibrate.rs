@@ -33,9 +33,18 @@ pub const MIN_PRECISION: f64 = 0.97;
 pub const FMR_STRICT: f64 = 1e-4;
 /// False-match rate of `track`.
 pub const FMR_LOOSE: f64 = 1e-2;
-/// The grouping thresholds tried: 0.20 to 0.80 by 0.01.
-fn link_grid() -> impl Iterator<Item = f32> {
-    (20..=80).map(|c| c as f32 / 100.0)
+/// The groupings tried: one pass at 0.20 to 0.80 by 0.01; two passes at a first threshold of
+/// 0.36 to 0.56 by 0.02, a relative link of 0.45 to 0.80 by 0.05 and a floor of 0.15 or 0.25.
+fn link_grid() -> Vec<LinkageConfig> {
+    let one = (20..=80).map(|c| LinkageConfig::at(c as f32 / 100.0));
+    let two = (0..=10).flat_map(|t| {
+        (0..8).flat_map(move |r| {
+            [0.15, 0.25].map(|floor| {
+                LinkageConfig::two_pass(0.36 + 0.02 * t as f32, 0.45 + 0.05 * r as f32, floor)
+            })
+        })
+    });
+    one.chain(two).collect()
 }
 
 /// One set's measurements.
@@ -63,15 +72,19 @@ pub struct SetCalibration {
     pub identify_tmr: f64,
     /// Our grouping at the chosen `link`.
     pub grouping: GroupingScore,
-    /// BCubed F, precision and recall at every threshold tried.
+    /// BCubed F, precision and recall at every grouping tried.
     pub link_curve: Vec<LinkPoint>,
 }
 
-/// The grouping at one threshold.
+/// The grouping at one point of the grid.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct LinkPoint {
-    /// The threshold.
+    /// The first pass's threshold.
     pub link: f32,
+    /// The second pass's relative threshold (`None`: one pass).
+    pub relative: Option<f32>,
+    /// The second pass's floor.
+    pub floor: Option<f32>,
     /// BCubed F.
     pub f: f64,
     /// BCubed precision.
@@ -129,6 +142,33 @@ fn pair_scores(vectors: &[&[f32]], truth: &[u32]) -> (Vec<f32>, Vec<f32>) {
     (impostor, genuine)
 }
 
+/// BCubed F, precision and recall of our grouping at every threshold of the grid. The
+/// neighbours are found once for the whole grid ([`linkage::Sweep`]: past `linkage::group`'s
+/// batch size it groups as one batch); the scores reported at the chosen threshold are
+/// `linkage::group`'s own.
+fn sweep_links(prepared: &evaluation::Prepared) -> Result<Vec<LinkPoint>> {
+    let gallery = prepared.gallery();
+    let grid = link_grid();
+    let floor = grid
+        .iter()
+        .map(|c| c.lowest())
+        .fold(f32::INFINITY, f32::min);
+    let sweep = linkage::Sweep::new(&gallery, LinkageConfig::K, floor);
+    grid.iter()
+        .map(|config| {
+            let s = prepared.score(&|_| sweep.group(config))?;
+            Ok(LinkPoint {
+                link: config.threshold,
+                relative: config.relative,
+                floor: config.relative.map(|_| config.floor),
+                f: s.bcubed_f,
+                precision: s.scores.bcubed_precision,
+                recall: s.scores.bcubed_recall,
+            })
+        })
+        .collect()
+}
+
 /// What one set gives before the thresholds are chosen.
 struct Measured {
     set: String,
@@ -142,24 +182,29 @@ struct Measured {
 }
 
 /// Calibrates the pipeline's embedder on the sets `dirs` (folder-per-person trees), each face
-/// of a photo labelled by `pick`, the faces `eligibility` admits grouped.
+/// of a photo labelled by `pick`, the faces `eligibility` admits grouped. With `keep`, each
+/// set's gallery is kept there (`SET.sqlite`), so a second run indexes nothing again.
 pub fn calibrate(
     pipeline: &Pipeline,
     dirs: &[PathBuf],
     pick: FacePick,
     eligibility: &Eligibility,
+    keep: Option<&Path>,
     progress: bool,
 ) -> Result<Calibration> {
     ensure!(!dirs.is_empty(), "no sets to calibrate on");
     let mut measured = Vec::new();
     for dir in dirs {
-        let set = dir
-            .file_name()
-            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let set = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         if progress {
             eprintln!("calibrate: {set}");
         }
-        let prepared = evaluation::prepare(pipeline, dir, None, pick, eligibility, progress)?;
+        let db = keep.map(|k| k.join(format!("{set}.sqlite")));
+        let prepared =
+            evaluation::prepare(pipeline, dir, db.as_deref(), pick, eligibility, progress)?;
         let vectors: Vec<&[f32]> = prepared
             .labelled
             .iter()
@@ -173,17 +218,7 @@ pub fn calibrate(
         );
         let strict = threshold_at_fmr(&mut impostor, FMR_STRICT);
         let loose = threshold_at_fmr(&mut impostor, FMR_LOOSE);
-        let curve = link_grid()
-            .map(|link| {
-                let s = prepared.score(&|g| linkage::group(g, &LinkageConfig::at(link)))?;
-                Ok(LinkPoint {
-                    link,
-                    f: s.bcubed_f,
-                    precision: s.scores.bcubed_precision,
-                    recall: s.scores.bcubed_recall,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let curve = sweep_links(&prepared)?;
         measured.push(Measured {
             set,
             dir: dir.clone(),
@@ -195,28 +230,35 @@ pub fn calibrate(
             curve,
         });
     }
-    let link = choose_link(&measured.iter().map(|m| m.curve.as_slice()).collect::<Vec<_>>());
+    let chosen = choose_link(
+        &measured
+            .iter()
+            .map(|m| m.curve.as_slice())
+            .collect::<Vec<_>>(),
+    );
     let identify = measured.iter().map(|m| m.strict).fold(f32::MIN, f32::max);
     let track = measured.iter().map(|m| m.loose).fold(f32::MIN, f32::max);
     let names: Vec<&str> = measured.iter().map(|m| m.set.as_str()).collect();
     let thresholds = Thresholds {
-        link,
+        link: chosen.link,
+        link_relative: chosen.relative,
+        link_floor: chosen.floor,
         identify,
         track,
         track_strong: identify,
         calibration: Some(format!(
-            "smoothface eval calibrate on {}: link = best worst-set BCubed F with BCubed \
-             precision >= {MIN_PRECISION} on every set; identify and track_strong = the strictest \
-             set's threshold at false-match rate {FMR_STRICT:e}, track at {FMR_LOOSE:e}",
+            "smoothface eval calibrate on {}: link (and link_relative, link_floor) = the grouping \
+             of the best worst-set BCubed F with BCubed precision >= {MIN_PRECISION} on every \
+             set; identify and track_strong = the strictest set's threshold at false-match rate \
+             {FMR_STRICT:e}, track at {FMR_LOOSE:e}",
             names.join(", ")
         )),
     };
+    let config = LinkageConfig::for_model(&thresholds);
     let mut sets = measured
         .into_iter()
         .map(|m| {
-            let grouping = m
-                .prepared
-                .score(&|g| linkage::group(g, &LinkageConfig::at(link)))?;
+            let grouping = m.prepared.score(&|g| linkage::group(g, &config))?;
             let accepted = m.genuine.iter().filter(|&&s| s >= identify).count();
             Ok(SetCalibration {
                 set: m.set,
@@ -246,13 +288,16 @@ fn count_people(truth: &[u32]) -> usize {
     truth.iter().collect::<std::collections::HashSet<_>>().len()
 }
 
-/// The threshold with the best worst-set F among those precise enough on every set, else the
-/// one of the best worst-set precision; ties go to the higher (more cautious) threshold. The
-/// curves are over the same thresholds, in the same order.
-pub fn choose_link(curves: &[&[LinkPoint]]) -> f32 {
+/// The grouping with the best worst-set F among those precise enough on every set, else the
+/// one of the best worst-set precision; ties go to the later point of the grid. The curves are
+/// over the same groupings, in the same order.
+pub fn choose_link(curves: &[&[LinkPoint]]) -> LinkPoint {
     let points = curves.first().map_or(0, |c| c.len());
     let worst = |i: usize, of: fn(&LinkPoint) -> f64| {
-        curves.iter().map(|c| of(&c[i])).fold(f64::INFINITY, f64::min)
+        curves
+            .iter()
+            .map(|c| of(&c[i]))
+            .fold(f64::INFINITY, f64::min)
     };
     let precise: Vec<usize> = (0..points)
         .filter(|&i| worst(i, |p| p.precision) >= MIN_PRECISION)
@@ -269,7 +314,15 @@ pub fn choose_link(curves: &[&[LinkPoint]]) -> f32 {
     } else {
         best(&precise, |p| p.f)
     };
-    pick.map_or(LinkageConfig::at(0.5).threshold, |i| curves[0][i].link)
+    let fallback = LinkPoint {
+        link: Thresholds::FALLBACK.link,
+        relative: None,
+        floor: None,
+        f: 0.0,
+        precision: 0.0,
+        recall: 0.0,
+    };
+    pick.map_or(fallback, |i| curves[0][i])
 }
 
 /// Writes `thresholds` into the manifest of the model folder `dir` (through a temporary file
@@ -310,6 +363,8 @@ mod tests {
     fn point(link: f32, f: f64, precision: f64) -> LinkPoint {
         LinkPoint {
             link,
+            relative: None,
+            floor: None,
             f,
             precision,
             recall: 0.0,
@@ -330,16 +385,16 @@ mod tests {
             point(0.5, 0.85, 0.98),
             point(0.6, 0.80, 0.99),
         ];
-        assert_eq!(choose_link(&[&a, &b]), 0.5);
+        assert_eq!(choose_link(&[&a, &b]).link, 0.5);
         // Nothing precise enough: the best worst-set precision (0.6 here, B's 0.95).
         let c = [
             point(0.4, 0.9, 0.80),
             point(0.5, 0.9, 0.90),
             point(0.6, 0.9, 0.95),
         ];
-        assert_eq!(choose_link(&[&a, &c]), 0.6);
-        // A tie goes to the higher threshold.
+        assert_eq!(choose_link(&[&a, &c]).link, 0.6);
+        // A tie goes to the later point.
         let d = [point(0.4, 0.9, 0.99), point(0.5, 0.9, 0.99)];
-        assert_eq!(choose_link(&[&d]), 0.5);
+        assert_eq!(choose_link(&[&d]).link, 0.5);
     }
 }

@@ -119,6 +119,13 @@ CREATE TABLE switch_embeddings (
     face_id INTEGER PRIMARY KEY REFERENCES faces (id) ON DELETE CASCADE,
     embedding BLOB NOT NULL            -- dim little-endian f32 of the new model, unit length
 );
+-- "These two are not the same person" (`people keep-apart`): no suggestion pairs them again.
+CREATE TABLE keep_apart (
+    a INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    b INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    PRIMARY KEY (a, b),
+    CHECK (a < b)
+);
 "#,
 ];
 

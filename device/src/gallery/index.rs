@@ -275,7 +275,12 @@ fn examine_video(
     sampling: Sampling,
 ) -> Outcome {
     use crate::tracks::{Pooling, TrackerConfig};
-    match crate::video::analyse(pipeline, path, sampling, TrackerConfig::for_model(&pipeline.embedder.thresholds)) {
+    match crate::video::analyse(
+        pipeline,
+        path,
+        sampling,
+        TrackerConfig::for_model(&pipeline.embedder.thresholds),
+    ) {
         Ok(v) => {
             let faces = v
                 .tracks

@@ -254,7 +254,11 @@ fn embed_job(pipeline: &Pipeline, job: &Job) -> JobResult {
 
 /// A photo's faces, aligned from the same pixels `index` aligned them from: the copy decoded
 /// for detection, or a finer one where the face needs it.
-fn embed_photo(pipeline: &Pipeline, path: &Path, faces: &[Stored]) -> Result<Vec<(i64, Vec<f32>)>, String> {
+fn embed_photo(
+    pipeline: &Pipeline,
+    path: &Path,
+    faces: &[Stored],
+) -> Result<Vec<(i64, Vec<f32>)>, String> {
     let scan = crate::media::scan_file(path, false).map_err(|e| e.reason())?;
     let side = pipeline.detector.config().max_side;
     let photo = crate::media::load_reduced(path, &scan, pipeline.max_pixels, side)
@@ -268,7 +272,11 @@ fn embed_photo(pipeline: &Pipeline, path: &Path, faces: &[Stored]) -> Result<Vec
 
 /// A video's face tracks, each from its best frame (the box and landmarks stored for it).
 #[cfg(feature = "video")]
-fn embed_video(pipeline: &Pipeline, path: &Path, faces: &[Stored]) -> Result<Vec<(i64, Vec<f32>)>, String> {
+fn embed_video(
+    pipeline: &Pipeline,
+    path: &Path,
+    faces: &[Stored],
+) -> Result<Vec<(i64, Vec<f32>)>, String> {
     use crate::video::decode::VideoFile;
     let time = |f: &Stored| f.best_s.unwrap_or(0.0);
     let times: Vec<f64> = faces.iter().map(time).collect();
@@ -287,7 +295,10 @@ fn embed_video(pipeline: &Pipeline, path: &Path, faces: &[Stored]) -> Result<Vec
         };
         // The sampler took the first frame at or after each wanted time (1 ms of slack).
         let mut here = Vec::new();
-        while pending.last().is_some_and(|f| time(f) <= frame.time_s + 1e-3) {
+        while pending
+            .last()
+            .is_some_and(|f| time(f) <= frame.time_s + 1e-3)
+        {
             here.push(pending.pop().expect("checked"));
         }
         let wanted: Vec<Face> = here.iter().map(|f| f.face.clone()).collect();
@@ -367,9 +378,7 @@ fn regroup(
     config: &LinkageConfig,
 ) -> Result<Regroup> {
     let before: HashMap<i64, i64> = tx
-        .prepare(
-            "SELECT id, person_id FROM faces WHERE model_id = ?1 AND assigned_by = 'auto'",
-        )?
+        .prepare("SELECT id, person_id FROM faces WHERE model_id = ?1 AND assigned_by = 'auto'")?
         .query_map([model_id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let user_faces: i64 = tx.query_row(
