@@ -11,6 +11,10 @@
 //! [`align`] writes training crops, [`models`] finds and installs the models, [`progress`] draws
 //! the progress bars, [`serve`] is the local web service and app, [`thumbs`] makes and caches
 //! their thumbnails and face crops.
+//!
+//! Where to start reading: [`pipeline`] (one photo: decode, detect, align, embed), then
+//! [`gallery::index`] (a library into the gallery) and [`gallery::search`] (the gallery ranked by
+//! a face). `docs/design.md` follows a photo from disk to a ranked result through these modules.
 
 pub mod align;
 pub mod bench;

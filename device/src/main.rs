@@ -1,4 +1,8 @@
 //! `smoothface`: index a photo library by face and search it, on the device.
+//!
+//! The command line alone: the clap definitions (every `--help` page; `docs/` shows them and
+//! `tests/tests/docs_flags.rs` checks that every flag the docs show exists here) and the glue that
+//! calls the `smoothface_device` library, where every job lives (start at its `lib.rs`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};

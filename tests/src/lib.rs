@@ -1,6 +1,12 @@
 //! The one test-support module of the workspace: where the real face photos, the models and the
 //! freshly built binaries are, a small seeded generator, and how to run the binaries. The
 //! end-to-end tests in `tests/` use it, and so do the other crates' tests (a dev-dependency).
+//!
+//! The crate `smoothface-tests` is the workspace's cross-crate tests: `tests/tests/*.rs` run the
+//! built binaries on real faces (the gallery, people, videos, the service and its web app in a
+//! browser, bundles, int8, IJB-C, trained models) and check that the docs' flags exist
+//! (`docs_flags.rs`); `tests/benches/serve_load.rs` is the service's load benchmark. Where to
+//! start reading: [`binary`] and [`faces`], which every test calls first.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,17 @@
 //! The Smoothface trainer: the losses that teach an embedder to rank photos of the same person
 //! first, on libtorch through `tch`. The `smoothface-train` binary is its command line.
+//!
+//! [`loss`] holds Smooth-AP and the baselines, [`backbone`] the networks, [`import`] fills them
+//! from a pretrained ONNX model, [`data`] reads and batches aligned faces, [`fit`] trains (with
+//! [`optim`]'s Adam, [`precision`]'s mixed precision and [`checkpoint`]'s files) as [`config`]
+//! says, [`export`] writes the ONNX model folder the device runs and quantizes it to int8
+//! ([`onnx_graph`] is the ONNX they write), [`eval`] runs the IJB evaluation on a checkpoint,
+//! [`bench`] times the loss and the training step beside the authors' form and PyTorch, and
+//! [`npy`] reads numpy arrays for the `loss` command.
+//!
+//! Where to start reading: [`fit`] (a run: batches, the step, validation, checkpoints), then
+//! [`loss::SmoothAp`]. `docs/training.md` is the user's side; `docs/design.md` follows a batch
+//! from disk to a checkpoint through these modules.
 
 pub mod backbone;
 pub mod bench;

@@ -1,4 +1,8 @@
 //! `smoothface-train`: the trainer's command line.
+//!
+//! The clap definitions (every `--help` page; `docs/training.md` shows them and
+//! `tests/tests/docs_flags.rs` checks that every flag the docs show exists here) and the glue
+//! that calls the `smoothface_trainer` library, where the work lives (start at its `lib.rs`).
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
