@@ -530,6 +530,23 @@ enum PeopleCommand {
         #[arg(long, required = true, value_delimiter = ',', value_name = "ID,...")]
         faces: Vec<i64>,
     },
+    /// Pairs of people that may be one, best first: answer with `people merge A B` or
+    /// `people keep-apart A B`
+    #[command(
+        long_about = "Pairs of people that may be one person, best first, for you to answer: \
+        `smoothface people merge A B` (they are) or `smoothface people keep-apart A B` (they are \
+        not; never suggested again). The score is how alike the two people's faces are, relative \
+        to how alike each one's own faces are (1 at most). People with a face each in one photo \
+        are never suggested."
+    )]
+    Suggest {
+        /// How many pairs (0: every pair scoring above zero)
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        top: usize,
+        /// Print JSON: a, b, score, a_face, b_face
+        #[arg(long)]
+        json: bool,
+    },
     /// Revert the last decision (repeat to go further back)
     Undo,
     /// Group the faces that belong to nobody (index does this after every run)
@@ -1835,6 +1852,20 @@ fn print_calibration(c: &smoothface_device::eval::calibrate::Calibration) {
     }
 }
 
+/// A stored name as a terminal may print it: control characters (a legacy name could hold
+/// escape sequences) escaped.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn print_update(r: &people_store::UpdateReport) {
     println!(
         "people: {} faces joined people, {} new people ({} faces), {} faces unassigned; {} people in all",
@@ -1941,6 +1972,33 @@ fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
             let id = decisions::resolve(&conn, model_id, person)?;
             let (faces, _) = people_store::faces(&conn, model_id, Whose::Person(id), false)?;
             print_faces(&faces, *json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeopleCommand::Suggest { top, json } => {
+            let pairs = smoothface_device::people::suggest::for_gallery(&conn, model_id, *top)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&pairs)?);
+            } else {
+                let name = |id: i64| -> Result<String> {
+                    Ok(people_store::summary(&conn, model_id, id)?
+                        .and_then(|p| p.name)
+                        .map_or(format!("{id}"), |n| format!("{id} ({})", printable(&n))))
+                };
+                for s in &pairs {
+                    println!(
+                        "{:.3}  {:<28} {:<28} faces {} and {}",
+                        s.score,
+                        name(s.a)?,
+                        name(s.b)?,
+                        s.a_face,
+                        s.b_face
+                    );
+                }
+                eprintln!(
+                    "{} pairs; answer with `smoothface people merge A B` or `smoothface people keep-apart A B`",
+                    pairs.len()
+                );
+            }
             return Ok(ExitCode::SUCCESS);
         }
         PeopleCommand::Faces { embeddings, .. } => {

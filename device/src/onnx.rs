@@ -49,9 +49,26 @@ pub fn rewritten_proto(path: &Path) -> Result<ModelProto> {
         .proto_model_for_path(path)
         .with_context(|| format!("{}: not a readable ONNX model", path.display()))?;
     if let Some(graph) = proto.graph.as_mut() {
+        forget_declared_shapes(graph);
         rewrite_prelu(graph);
     }
     Ok(proto)
+}
+
+/// Drops the shapes a file declares for its outputs and intermediate values, keeping their
+/// types: some exports declare a batch of 1 there though the graph runs any batch
+/// (insightface's `w600k_mbf` says `[1, 512]` for its output and `1x128x56x56` inside), and
+/// tract takes declared shapes as facts to unify, so a batch of three faces failed to plan.
+/// Every shape follows from the input's anyway.
+pub fn forget_declared_shapes(graph: &mut GraphProto) {
+    graph.value_info.clear();
+    for output in &mut graph.output {
+        if let Some(type_proto::Value::TensorType(t)) =
+            output.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None;
+        }
+    }
 }
 
 /// Loads a graph exactly as written, planned as tract plans it: for comparisons with the

@@ -70,6 +70,36 @@ fn rewritten_embedder_and_detector_compute_what_the_originals_do() {
 }
 
 #[test]
+fn a_graph_that_declares_a_batch_of_one_runs_any_batch() {
+    // insightface's w600k_mbf declares its output (and inner values) with a batch of 1.
+    let path = model("w600k_mbf/w600k_mbf.onnx");
+    assert!(max_abs_diff(&path, &[1, 3, 112, 112]) < 1e-4);
+    let graph = onnx::load_graph(&path).unwrap();
+    let batch = input(&[3, 3, 112, 112]);
+    let three = onnx::plan(&graph, &[3, 3, 112, 112])
+        .unwrap()
+        .run(tvec!(batch.clone().into()))
+        .unwrap();
+    let three = three[0].to_plain_array_view::<f32>().unwrap().to_owned();
+    assert_eq!(three.shape(), [3, 512]);
+    let one = onnx::plan(&graph, &[1, 3, 112, 112]).unwrap();
+    let images = batch.to_plain_array_view::<f32>().unwrap().to_owned();
+    for i in 0..3 {
+        let image = images
+            .slice(tract_ndarray::s![i..i + 1, .., .., ..])
+            .to_owned();
+        let alone = one.run(tvec!(Tensor::from(image).into())).unwrap();
+        let alone = alone[0].to_plain_array_view::<f32>().unwrap().to_owned();
+        let diff = alone
+            .iter()
+            .zip(three.row(i))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-4, "image {i}: {diff}");
+    }
+}
+
+#[test]
 fn every_prelu_of_the_embedder_is_rewritten() {
     let path = model("mobilefacenet/fr_feature.onnx");
     let mut proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();

@@ -82,11 +82,15 @@ pub fn adopt(conn: &Connection, emb: &Embedder) -> Result<i64> {
 /// The error for a command run with model `name` (`hash`, loaded from `dir`) on a gallery of
 /// model `cur`.
 pub fn mismatch(cur: &GalleryModel, name: &str, hash: &str, dir: &str) -> String {
+    let own = cur
+        .dir
+        .as_deref()
+        .map_or_else(|| cur.name.clone(), |d| d.display().to_string());
     format!(
         "this gallery is embedded with {}, not with {name} ({}): the two models' scores cannot \
          be compared. Switch the gallery to it with `smoothface models use {dir}` (re-embeds \
-         every face, keeps people, names and decisions), or leave out --model to use the \
-         gallery's own",
+         every face, keeps people, names and decisions), or use the gallery's own model \
+         (`--model {own}`; commands on a gallery use it when --model is not given)",
         cur.label(),
         &hash[..hash.len().min(12)],
     )

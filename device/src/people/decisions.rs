@@ -511,9 +511,8 @@ mod tests {
 
         fn update(&mut self) -> store::UpdateReport {
             let config = LinkageConfig {
-                threshold: 0.5,
                 k: 16,
-                min_faces: 2,
+                ..LinkageConfig::at(0.5)
             };
             store::update(&mut self.conn, self.model, &Eligibility::default(), &config).unwrap()
         }

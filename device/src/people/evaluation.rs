@@ -255,6 +255,7 @@ impl Prepared {
                 size: rows.len(),
                 seen,
                 face: rows[0] as i64,
+                area: 0.0,
             });
         }
         let mut by_truth: HashMap<u32, usize> = HashMap::new();

@@ -461,9 +461,8 @@ mod tests {
 
     fn config(threshold: f32) -> LinkageConfig {
         LinkageConfig {
-            threshold,
             k: 16,
-            min_faces: 2,
+            ..LinkageConfig::at(threshold)
         }
     }
 

@@ -8,11 +8,56 @@
 //! video), or a user's `keep-apart`. The best pairs come first.
 
 use super::linkage::relative_link;
+use super::store::{self, Whose};
 use super::Seen;
+use anyhow::Result;
 use ndarray::ArrayView2;
+use rusqlite::Connection;
 use serde::Serialize;
 use smoothface_shared::embedding::dot;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+
+/// The `top` best suggestions among the people of a model in the gallery (0: all), best
+/// first; the user's `keep-apart` pairs left out.
+pub fn for_gallery(conn: &Connection, model_id: i64, top: usize) -> Result<Vec<Suggestion>> {
+    let (faces, _damaged) = store::faces(conn, model_id, Whose::All, true)?;
+    let mut people: BTreeMap<i64, PersonFaces> = BTreeMap::new();
+    for f in faces {
+        let (Some(person), Some(v)) = (f.person, f.embedding.as_ref()) else {
+            continue;
+        };
+        let p = people.entry(person).or_insert_with(|| PersonFaces {
+            id: person,
+            sum: vec![0.0; v.len()],
+            size: 0,
+            seen: Vec::new(),
+            face: f.face,
+            area: 0.0,
+        });
+        p.sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+        p.size += 1;
+        p.seen.push(f.seen());
+        // The face shown is the person's largest, as `people list` shows.
+        let area = (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
+        if area > p.area {
+            (p.face, p.area) = (f.face, area);
+        }
+    }
+    let mut people: Vec<PersonFaces> = people.into_values().collect();
+    for p in &mut people {
+        p.seen.sort_by_key(|s| s.media);
+    }
+    Ok(rank(&people, &kept_apart(conn)?, top))
+}
+
+/// The user's `keep-apart` pairs, smaller id first.
+pub fn kept_apart(conn: &Connection) -> Result<HashSet<(i64, i64)>> {
+    let mut stmt = conn.prepare("SELECT a, b FROM keep_apart")?;
+    let pairs = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(pairs)
+}
 
 /// One person as the suggestions see them.
 #[derive(Debug, Clone)]
@@ -27,6 +72,8 @@ pub struct PersonFaces {
     pub seen: Vec<Seen>,
     /// The face shown for them.
     pub face: i64,
+    /// That face's box area, pixels (to pick the largest).
+    pub area: f32,
 }
 
 /// A pair that may be one person.
@@ -124,6 +171,7 @@ mod tests {
             size: faces.len(),
             seen,
             face: id * 10,
+            area: 0.0,
         }
     }
 
