@@ -1,6 +1,7 @@
 """The peer of `smoothface-train bench-step`: the same training step in PyTorch.
 
-Builds MobileFaceNet or IResNet-50 with the parameter names of the trainer's var store, loads
+Builds MobileFaceNet (mobilefacenet or mbf) or IResNet-50 with the parameter names of the
+trainer's var store, loads
 the weights and the batch that bench-step wrote (safetensors), and times forward + Smooth-AP
 (paper mode, in float32) + backward + torch.optim.Adam, after one warm-up step, exactly as the
 trainer's child does. Prints one JSON object: seconds_per_step, images_per_second, first_loss,
@@ -44,39 +45,53 @@ class Bottleneck(nn.Module):
         return y + x if self.residual else y
 
 
-# name, blocks, in, expanded, out, first stride: trainer/src/backbone/mobilefacenet.rs's STAGES.
-STAGES = [
-    ("conv_23", 1, 64, 128, 64, 2),
-    ("conv_3", 4, 64, 128, 64, 1),
-    ("conv_34", 1, 64, 256, 128, 2),
-    ("conv_4", 6, 128, 256, 128, 1),
-    ("conv_45", 1, 128, 512, 128, 2),
-    ("conv_5", 2, 128, 256, 128, 1),
-]
+def stages(width, blocks):
+    """name, blocks, in, expanded, out, first stride: mobilefacenet.rs's stages()."""
+    narrow, wide = 64 * width, 128 * width
+    return [
+        ("conv_23", 1, narrow, 128, narrow, 2),
+        ("conv_3", blocks[0], narrow, 128, narrow, 1),
+        ("conv_34", 1, narrow, 256, wide, 2),
+        ("conv_4", blocks[1], wide, 256, wide, 1),
+        ("conv_45", 1, wide, 512, wide, 2),
+        ("conv_5", blocks[2], wide, 256, wide, 1),
+    ]
 
 
 class MobileFaceNet(nn.Module):
-    def __init__(self):
+    """mobilefacenet.rs's Variant: width 1 with the global depthwise head (mobilefacenet) or
+    width 2 with the flattened fully connected head (mbf)."""
+
+    def __init__(self, width=1, blocks=(4, 6, 2), flatten_head=False):
         super().__init__()
-        self.conv1 = ConvPRelu(3, 64, 3, 2)
-        self.conv2_dw = ConvPRelu(64, 64, 3, 1, groups=64)
+        stem = 64 * width
+        self.conv1 = ConvPRelu(3, stem, 3, 2)
+        self.conv2_dw = ConvPRelu(stem, stem, 3, 1, groups=64)
         self.order = []
-        for name, count, cin, expanded, cout, stride in STAGES:
-            blocks = [
+        for name, count, cin, expanded, cout, stride in stages(width, blocks):
+            stage = [
                 Bottleneck(cin if i == 0 else cout, expanded, cout, stride if i == 0 else 1)
                 for i in range(count)
             ]
-            setattr(self, name, blocks[0] if count == 1 else nn.Sequential(*blocks))
+            setattr(self, name, stage[0] if count == 1 else nn.Sequential(*stage))
             self.order.append(name)
-        self.conv_6_sep = ConvPRelu(128, 512, 1, 1)
-        self.conv_6_dw = nn.Conv2d(512, 512, 7, 1, 0, groups=512, bias=True)
-        self.embedding = nn.Conv2d(512, 512, 1, 1, 0, bias=True)
+        self.conv_6_sep = ConvPRelu(128 * width, 512, 1, 1)
+        self.flatten_head = flatten_head
+        if flatten_head:
+            self.reduce = ConvPRelu(512, 64, 1, 1)
+            self.fc = nn.Linear(64 * 7 * 7, 512)
+        else:
+            self.conv_6_dw = nn.Conv2d(512, 512, 7, 1, 0, groups=512, bias=True)
+            self.embedding = nn.Conv2d(512, 512, 1, 1, 0, bias=True)
 
     def forward(self, x):
         x = self.conv2_dw(self.conv1(x))
         for name in self.order:
             x = getattr(self, name)(x)
-        return self.embedding(self.conv_6_dw(self.conv_6_sep(x))).flatten(1)
+        x = self.conv_6_sep(x)
+        if self.flatten_head:
+            return self.fc(self.reduce(x).flatten(1))
+        return self.embedding(self.conv_6_dw(x)).flatten(1)
 
 
 class IBasicBlock(nn.Module):
@@ -152,7 +167,7 @@ def peak_bytes():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--input", required=True, help="folder with weights.safetensors and batch.safetensors")
-    ap.add_argument("--arch", choices=["mobilefacenet", "iresnet50"], required=True)
+    ap.add_argument("--arch", choices=["mobilefacenet", "mbf", "iresnet50"], required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", choices=["f32", "bf16", "f16"], default="f32")
@@ -165,7 +180,11 @@ def main():
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = MobileFaceNet() if args.arch == "mobilefacenet" else IResNet50()
+    model = {
+        "mobilefacenet": lambda: MobileFaceNet(),
+        "mbf": lambda: MobileFaceNet(width=2, flatten_head=True),
+        "iresnet50": lambda: IResNet50(),
+    }[args.arch]()
     prefix = args.arch + "."
     weights = {k[len(prefix):]: v for k, v in load_file(f"{args.input}/weights.safetensors").items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -181,9 +181,11 @@ fn arch_of(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Arch> {
             tensors.keys().any(|k| k.starts_with(&prefix))
         })
         .ok_or_else(|| {
+            let prefixes: Vec<String> = Arch::ALL.iter().map(|a| format!("{a}.*")).collect();
             anyhow!(
-                "{}: holds no backbone (no mobilefacenet.* or iresnet50.* variables)",
-                path.display()
+                "{}: holds no backbone (no {} variables)",
+                path.display(),
+                prefixes.join(", ")
             )
         })
 }

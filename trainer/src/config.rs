@@ -78,7 +78,7 @@ pub struct DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `mobilefacenet` or `iresnet50`.
+    /// `mobilefacenet`, `mbf` or `iresnet50`.
     #[serde(default = "default_arch")]
     pub arch: Arch,
     /// Starting weights: a checkpoint from `smoothface-train import` or from an earlier `fit`;

@@ -13,6 +13,15 @@
 //! identity plus the convolution's bias (mean 0, variance 1 - eps, scale 1), which computes the
 //! same in evaluation mode; fine-tune such a model with frozen batch norm
 //! ([`crate::backbone::Options::frozen_batch_norm`]), since batch statistics would undo the fold.
+//!
+//! The other way round, a BatchNormalization node right after a Gemm where the backbone has a
+//! fully connected layer and no batch norm is folded into that layer at import (w600k_mbf's
+//! final BatchNorm1d: see [`crate::backbone::Variant::MBF`]). In evaluation mode a batch norm
+//! is an affine map per feature, so the fold computes the same; and every other batch norm of
+//! such a graph was already folded by its exporter, so the network can no longer be trained
+//! with batch statistics as it was: a real batch norm kept at the end would only make training
+//! differ from evaluation (or need freezing) and carry running statistics that fine-tuning
+//! would overwrite.
 
 use crate::backbone::layers::{BatchNorm, Conv, Layer, Linear, PRelu};
 use crate::backbone::{Arch, Backbone, Options};
@@ -35,6 +44,8 @@ pub struct Imported {
     pub layers: usize,
     /// Batch norms the graph had folded into convolutions, imported as identity plus bias.
     pub folded_batch_norms: usize,
+    /// Batch norms the graph keeps after a fully connected layer, folded into that layer here.
+    pub batch_norms_folded_into_linear: usize,
 }
 
 /// Reads the ONNX model at `onnx`, loads its weights into a fresh `arch` backbone and saves them
@@ -72,16 +83,17 @@ pub fn load_weights(proto: &ModelProto, backbone: &dyn Backbone) -> Result<Impor
         .filter_map(|n| n.input.first().map(String::as_str))
         .collect();
     let all = backbone.layers();
-    let mut layers = all.iter().copied();
-    let mut next = |node: &At| {
-        layers.next().ok_or_else(|| {
-            anyhow!(
-                "{node}: the graph has more layers than the backbone's {}",
-                all.len()
-            )
-        })
+    let mut layers = all.iter().copied().peekable();
+    let too_many = |node: &At| {
+        anyhow!(
+            "{node}: the graph has more layers than the backbone's {}",
+            all.len()
+        )
     };
     let mut folded_batch_norms = 0;
+    let mut batch_norms_folded_into_linear = 0;
+    // The fully connected layer the previous node filled, and that node's output.
+    let mut after_linear: Option<(&Linear, &str)> = None;
     for (index, proto) in graph.node.iter().enumerate() {
         let node = At { proto, index };
         let op = proto.op_type.as_str();
@@ -93,9 +105,18 @@ pub fn load_weights(proto: &ModelProto, backbone: &dyn Backbone) -> Result<Impor
                     w.name
                 );
             }
+            after_linear = None;
             continue;
         }
-        let layer = next(&node)?;
+        let previous = after_linear.take();
+        if op == "BatchNormalization" && !matches!(layers.peek(), Some(Layer::BatchNorm(_))) {
+            if let Some((linear, output)) = previous {
+                fold_batch_norm_into_linear(&node, graph, &weights, linear, output)?;
+                batch_norms_folded_into_linear += 1;
+                continue;
+            }
+        }
+        let layer = layers.next().ok_or_else(|| too_many(&node))?;
         match (op, layer) {
             ("Conv", Layer::Conv(conv)) => {
                 let Some(bias) = import_conv(&node, &weights, conv)? else {
@@ -107,7 +128,7 @@ pub fn load_weights(proto: &ModelProto, backbone: &dyn Backbone) -> Result<Impor
                     "{node}: has a bias and feeds a BatchNormalization, but {} has no bias",
                     conv.name
                 );
-                let Layer::BatchNorm(bn) = next(&node)? else {
+                let Layer::BatchNorm(bn) = layers.next().ok_or_else(|| too_many(&node))? else {
                     bail!(
                         "{node}: has a bias, but {} has none and is not followed by a batch \
                          norm the bias could come from",
@@ -119,7 +140,10 @@ pub fn load_weights(proto: &ModelProto, backbone: &dyn Backbone) -> Result<Impor
             }
             ("BatchNormalization", Layer::BatchNorm(bn)) => import_batch_norm(&node, &weights, bn)?,
             ("PRelu", Layer::PRelu(prelu)) => import_prelu(&node, &weights, prelu)?,
-            ("Gemm", Layer::Linear(linear)) => import_gemm(&node, &weights, linear)?,
+            ("Gemm", Layer::Linear(linear)) => {
+                import_gemm(&node, &weights, linear)?;
+                after_linear = proto.output.first().map(|o| (linear, o.as_str()));
+            }
             _ => return Err(node.kind_mismatch(layer)),
         }
     }
@@ -135,7 +159,56 @@ pub fn load_weights(proto: &ModelProto, backbone: &dyn Backbone) -> Result<Impor
     Ok(Imported {
         layers: all.len(),
         folded_batch_norms,
+        batch_norms_folded_into_linear,
     })
+}
+
+/// Folds the BatchNormalization `node`, which must read `output` of the Gemm just imported into
+/// `linear` and be its only reader (no other node, not a graph output), into `linear`:
+/// `bn(W x + b) = (s W) x + (s b + shift)` with `s = scale / sqrt(var + epsilon)` and
+/// `shift = bias - mean s` per output feature, computed in float64 and rounded once.
+fn fold_batch_norm_into_linear(
+    node: &At,
+    graph: &GraphProto,
+    weights: &Weights,
+    linear: &Linear,
+    output: &str,
+) -> Result<()> {
+    ensure!(
+        node.proto.input.first().is_some_and(|i| i == output),
+        "{node}: the backbone has no batch norm here, and the node does not normalise the output \
+         of {} (which could take it in)",
+        linear.name
+    );
+    let readers = graph
+        .node
+        .iter()
+        .filter(|n| n.input.iter().any(|i| i == output))
+        .count()
+        + graph.output.iter().filter(|o| o.name == output).count();
+    ensure!(
+        readers == 1,
+        "{node}: folding it into {} would change '{output}', which {} other nodes or graph \
+         outputs read",
+        linear.name,
+        readers - 1
+    );
+    let features = linear.bias.size();
+    let mut params = Vec::new();
+    for (i, role) in ["scale", "bias", "mean", "var"].into_iter().enumerate() {
+        let w = weights.required(node, i + 1, role)?;
+        w.check_shape(node, &features, &linear.name)?;
+        params.push(w.values()?.to_kind(tch::Kind::Double));
+    }
+    let [gamma, beta, mean, var] = <[Tensor; 4]>::try_from(params).expect("four parameters");
+    let epsilon = f64::from(node.float("epsilon", 1e-5));
+    let s = gamma / (var + epsilon).sqrt();
+    let shift = beta - mean * &s;
+    let double = |t: &Tensor| t.detach().to_kind(tch::Kind::Double);
+    let weight = double(&linear.weight) * s.unsqueeze(1);
+    let bias = double(&linear.bias) * &s + shift;
+    write(&linear.weight, &weight.to_kind(tch::Kind::Float))?;
+    write(&linear.bias, &bias.to_kind(tch::Kind::Float))
 }
 
 /// Checks a Conv node's hyper-parameters against `conv` and copies its filters and bias.

@@ -72,8 +72,8 @@ enum Command {
     BenchLoss(BenchArgs),
     /// Benchmark a whole training step (forward, loss, backward, Adam) against PyTorch's
     #[command(
-        long_about = "Benchmark a whole training step of MobileFaceNet and IResNet-50 (forward \
-        in the chosen precision, Smooth-AP in float32, backward, Adam), this trainer beside \
+        long_about = "Benchmark a whole training step of MobileFaceNet, mbf and IResNet-50 \
+        (forward in the chosen precision, Smooth-AP in float32, backward, Adam), this trainer beside \
         PyTorch's own step in Python on the same architecture, weights and batch, side by side \
         in one run. For each model and batch the weights and a batch are drawn once and written \
         as safetensors; each configuration then runs in a fresh child process per \
@@ -95,9 +95,13 @@ enum Command {
         fine-tune it. The weights are matched by graph structure: the nodes are walked in order \
         and each Conv, BatchNormalization, PRelu and Gemm fills the next layer of the \
         architecture; every shape and convolution setting is checked, and a mismatch names the \
-        node. Prints {\"checkpoint\", \"arch\", \"layers\", \"folded_batch_norms\"} as JSON.\n\n\
+        node. Prints {\"checkpoint\", \"arch\", \"layers\", \"folded_batch_norms\", \
+        \"batch_norms_folded_into_linear\"} as JSON.\n\n\
         Batch norms the exporter folded into convolutions are imported as identity plus bias: \
-        fine-tune such a model with frozen batch norm.\n\n  \
+        fine-tune such a model with frozen batch norm. A batch norm the graph keeps after a \
+        fully connected layer where the architecture has none (w600k_mbf's last node) is folded \
+        into that layer, which computes the same.\n\n  \
+        smoothface-train import models/w600k_mbf/w600k_mbf.onnx --arch mbf --out mbf.safetensors\n  \
         smoothface-train import models/mobilefacenet/fr_feature.onnx --arch mobilefacenet \
         --out mobilefacenet.safetensors"
     )]
@@ -435,7 +439,7 @@ fn bench_loss(args: &BenchArgs) -> Result<()> {
 
 #[derive(Args)]
 struct BenchStepArgs {
-    /// Backbones, comma-separated: `mobilefacenet`, `iresnet50`
+    /// Backbones, comma-separated: `mobilefacenet`, `mbf`, `iresnet50`
     #[arg(long, value_name = "ARCH,...", value_delimiter = ',', value_parser = Arch::from_str,
           default_values_t = Arch::ALL)]
     arch: Vec<Arch>,
@@ -616,8 +620,9 @@ struct ImportArgs {
     #[arg(value_name = "MODEL.onnx")]
     model: PathBuf,
     /// The architecture the graph is: `mobilefacenet` (MobileFaceNet with batch norm folded into
-    /// its convolutions, the device's pretrained embedder) or `iresnet50` (insightface
-    /// arcface_torch's IResNet-50, with real batch norm)
+    /// its convolutions: models/mobilefacenet/fr_feature.onnx), `mbf` (insightface's wider
+    /// MobileFaceNet, batch norm folded: models/w600k_mbf/w600k_mbf.onnx) or `iresnet50`
+    /// (insightface arcface_torch's IResNet-50, with real batch norm)
     #[arg(long, value_name = "ARCH", value_parser = Arch::from_str)]
     arch: Arch,
     /// Where to write the checkpoint; the name must end in .safetensors. Written under a
@@ -633,6 +638,7 @@ fn import(args: &ImportArgs) -> Result<()> {
         "arch": args.arch.name(),
         "layers": imported.layers,
         "folded_batch_norms": imported.folded_batch_norms,
+        "batch_norms_folded_into_linear": imported.batch_norms_folded_into_linear,
     });
     println!("{report}");
     Ok(())

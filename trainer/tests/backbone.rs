@@ -1,5 +1,5 @@
 //! The backbones' training-time behaviour: batch norm in training and frozen modes, which
-//! parameters the optimiser sees, and the shape of what comes out.
+//! parameters the optimiser sees, and the shapes of what is inside and what comes out.
 
 use smoothface_trainer::backbone::{Arch, Options};
 use tch::nn;
@@ -65,21 +65,49 @@ fn iresnet50_keeps_the_feature_scale_and_statistics_out_of_the_optimiser() {
 }
 
 #[test]
-fn mobilefacenet_embeds_a_batch_the_same_in_training_and_evaluation() {
+fn mobilefacenets_embed_a_batch_the_same_in_training_and_evaluation() {
+    for arch in [Arch::MobileFaceNet, Arch::Mbf] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = arch.build(&vs.root(), Options::default());
+        let x = faces(3);
+        let eval = tch::no_grad(|| net.forward_t(&x, false));
+        assert_eq!(eval.size(), [3, 512]);
+        let train = tch::no_grad(|| net.forward_t(&x, true));
+        assert_eq!(max_abs_diff(&train, &eval), 0.0, "{arch}");
+        // Each face is embedded on its own: the second face alone gives its row of the batch.
+        let alone = tch::no_grad(|| net.forward_t(&x.narrow(0, 1, 1), false));
+        let row = eval.narrow(0, 1, 1);
+        let scale = row.abs().max().double_value(&[]);
+        assert!(
+            max_abs_diff(&alone, &row) <= 1e-5 * scale,
+            "{arch}: scale {scale}"
+        );
+        let prefix = format!("{arch}.");
+        assert!(vs.variables().keys().all(|k| k.starts_with(&prefix)));
+        // No batch norm, nothing frozen: every variable trains.
+        assert_eq!(
+            vs.trainable_variables().len(),
+            vs.variables().len(),
+            "{arch}"
+        );
+    }
+}
+
+/// mbf has arcface_torch's widths: a 128-channel stem whose second convolution takes channels in
+/// pairs (64 groups), and the flattened head's 3,136 inputs to the fully connected layer.
+#[test]
+fn mbf_has_the_widths_of_w600k_mbf() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = Arch::MobileFaceNet.build(&vs.root(), Options::default());
-    let x = faces(3);
-    let eval = tch::no_grad(|| net.forward_t(&x, false));
-    assert_eq!(eval.size(), [3, 512]);
-    let train = tch::no_grad(|| net.forward_t(&x, true));
-    assert_eq!(max_abs_diff(&train, &eval), 0.0);
-    // Each face is embedded on its own: the second face alone gives its row of the batch.
-    let alone = tch::no_grad(|| net.forward_t(&x.narrow(0, 1, 1), false));
-    let row = eval.narrow(0, 1, 1);
-    let scale = row.abs().max().double_value(&[]);
-    assert!(max_abs_diff(&alone, &row) <= 1e-5 * scale, "scale {scale}");
-    assert!(vs
-        .variables()
-        .keys()
-        .all(|k| k.starts_with("mobilefacenet.")));
+    let _net = Arch::Mbf.build(&vs.root(), Options::default());
+    let variables = vs.variables();
+    let shape = |name: &str| variables[&format!("mbf.{name}")].size();
+    assert_eq!(shape("conv1.conv.weight"), [128, 3, 3, 3]);
+    assert_eq!(shape("conv2_dw.conv.weight"), [128, 2, 3, 3]);
+    assert_eq!(shape("conv_23.expand.conv.weight"), [128, 128, 1, 1]);
+    assert_eq!(shape("conv_45.expand.conv.weight"), [512, 256, 1, 1]);
+    assert_eq!(shape("conv_5.1.project.weight"), [256, 256, 1, 1]);
+    assert_eq!(shape("conv_6_sep.conv.weight"), [512, 256, 1, 1]);
+    assert_eq!(shape("reduce.conv.weight"), [64, 512, 1, 1]);
+    assert_eq!(shape("fc.weight"), [512, 3136]);
+    assert_eq!(shape("fc.bias"), [512]);
 }

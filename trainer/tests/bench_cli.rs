@@ -106,7 +106,7 @@ fn bench_step(python: &str, extra: &[&str]) -> serde_json::Value {
 }
 
 /// `bench-step` end to end, with its PyTorch peer (`bench/torch_step.py` in `.venv-torch`, which
-/// `scripts/setup --trainer` installs): for both backbones the peer loads the trainer's weights
+/// `scripts/setup --trainer` installs): for every backbone the peer loads the trainer's weights
 /// by name (it refuses weights that do not fit its model) and its warm-up step computes the
 /// trainer's loss on the same batch, which holds only if the two are the same network with the
 /// same Smooth-AP. The JSON has a row per configuration with both measurements.
@@ -122,7 +122,7 @@ fn bench_step_runs_the_same_step_as_pytorch() {
     let report = bench_step(&python, &[]);
     let rows = report["rows"].as_array().unwrap();
     let archs: Vec<&str> = rows.iter().map(|r| r["arch"].as_str().unwrap()).collect();
-    assert_eq!(archs, ["mobilefacenet", "iresnet50"]);
+    assert_eq!(archs, ["mobilefacenet", "mbf", "iresnet50"]);
     for row in rows {
         let (ours, peer) = (&row["smoothface"], &row["pytorch"]);
         assert_eq!(ours["status"], "measured", "{row}");

@@ -122,13 +122,13 @@ fn enum_flags_list_their_values_and_refuse_others() {
         (
             "bench-step",
             "--arch",
-            &["mobilefacenet", "iresnet50"],
+            &["mobilefacenet", "mbf", "iresnet50"],
             "architecture",
         ),
         (
             "import",
             "--arch",
-            &["mobilefacenet", "iresnet50"],
+            &["mobilefacenet", "mbf", "iresnet50"],
             "architecture",
         ),
         (

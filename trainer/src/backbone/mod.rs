@@ -2,7 +2,8 @@
 //! (not yet L2-normalised) 512-d embedding, with the topology of the pretrained ArcFace models
 //! they start from, so that [`crate::import`] can load those models' weights.
 //!
-//! - [`MobileFaceNet`]: the device's pretrained embedder, batch norm folded.
+//! - [`MobileFaceNet`], batch norm folded, in the shapes of two pretrained models
+//!   ([`Variant`]): the faceplugin MobileFaceNet and insightface's wider w600k_mbf.
 //! - [`IResNet50`]: insightface arcface_torch's ResNet-50, with real batch norm.
 
 mod iresnet;
@@ -10,7 +11,7 @@ pub mod layers;
 mod mobilefacenet;
 
 pub use iresnet::IResNet50;
-pub use mobilefacenet::MobileFaceNet;
+pub use mobilefacenet::{Head, MobileFaceNet, Variant};
 
 use crate::onnx_graph::OnnxGraph;
 use layers::Layer;
@@ -37,22 +38,26 @@ pub trait Backbone: nn::ModuleT {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
-    /// MobileFaceNet with batch norm folded into its convolutions: the device's pretrained
-    /// embedder (models/mobilefacenet)
+    /// MobileFaceNet with batch norm folded into its convolutions: the faceplugin model
+    /// (models/mobilefacenet)
     MobileFaceNet,
+    /// insightface's wider MobileFaceNet (arcface_torch's `mbf`: a 128-channel stem, a flattened
+    /// fully connected head), batch norm folded: w600k_mbf (models/w600k_mbf)
+    Mbf,
     /// insightface arcface_torch's IResNet-50 (its r50), with real batch norm
     IResNet50,
 }
 
 impl Arch {
     /// Every architecture, in the order the command line lists them.
-    pub const ALL: [Arch; 2] = [Arch::MobileFaceNet, Arch::IResNet50];
+    pub const ALL: [Arch; 3] = [Arch::MobileFaceNet, Arch::Mbf, Arch::IResNet50];
 
     /// The name on the command line, and the prefix of the backbone's variables in a checkpoint
     /// (so that loading one architecture's checkpoint into the other fails by name).
     pub fn name(self) -> &'static str {
         match self {
             Arch::MobileFaceNet => "mobilefacenet",
+            Arch::Mbf => "mbf",
             Arch::IResNet50 => "iresnet50",
         }
     }
@@ -61,7 +66,8 @@ impl Arch {
     pub fn build(self, p: &nn::Path, options: Options) -> Box<dyn Backbone> {
         let p = p / self.name();
         match self {
-            Arch::MobileFaceNet => Box::new(MobileFaceNet::new(&p)),
+            Arch::MobileFaceNet => Box::new(MobileFaceNet::new(&p, Variant::MOBILEFACENET)),
+            Arch::Mbf => Box::new(MobileFaceNet::new(&p, Variant::MBF)),
             Arch::IResNet50 => Box::new(IResNet50::new(&p, options)),
         }
     }
@@ -83,12 +89,13 @@ impl FromStr for Arch {
 }
 
 /// How the pretrained weights of each architecture expect their input, as the device will
-/// feed it: MobileFaceNet's manifest says `(pixel - 127) / 128`, arcface_torch trains IResNet
-/// on `(pixel / 255 - 0.5) / 0.5`.
+/// feed it: MobileFaceNet's manifest says `(pixel - 127) / 128`; arcface_torch trains mbf and
+/// IResNet on `(pixel / 255 - 0.5) / 0.5`, which is `(pixel - 127.5) / 127.5` (w600k_mbf's
+/// manifest).
 pub fn input_spec(arch: Arch) -> InputSpec {
     let (mean, std) = match arch {
         Arch::MobileFaceNet => (127.0, 128.0),
-        Arch::IResNet50 => (127.5, 127.5),
+        Arch::Mbf | Arch::IResNet50 => (127.5, 127.5),
     };
     InputSpec {
         layout: Layout::Nchw,
@@ -99,8 +106,8 @@ pub fn input_spec(arch: Arch) -> InputSpec {
     }
 }
 
-/// Training-time choices of a backbone. MobileFaceNet has neither batch norm nor dropout and
-/// ignores them.
+/// Training-time choices of a backbone. MobileFaceNet (`mobilefacenet` and `mbf`) has neither
+/// batch norm nor dropout and ignores them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Options {
     /// Keeps every batch norm in evaluation mode (running statistics, never updated) while

@@ -1,7 +1,7 @@
 //! `smoothface-train bench-step`: images per second of a whole training step (forward in the
-//! run's precision, Smooth-AP in float32, backward, Adam) of MobileFaceNet and IResNet-50, the
-//! trainer's [`Trainee::step`] beside PyTorch's own step in Python (`bench/torch_step.py`, built
-//! into this binary) on the same architecture, weights and batch.
+//! run's precision, Smooth-AP in float32, backward, Adam) of MobileFaceNet, mbf and IResNet-50,
+//! the trainer's [`Trainee::step`] beside PyTorch's own step in Python (`bench/torch_step.py`,
+//! built into this binary) on the same architecture, weights and batch.
 //!
 //! For each architecture and batch size the parent draws the weights and a batch once and writes
 //! them to a temporary folder as safetensors; every configuration (threads, device, precision)

@@ -12,8 +12,9 @@
 //!   - [`Format::Qdq`]: the float convolution keeps its place and reads
 //!     `DequantizeLinear(QuantizeLinear(x))` and `DequantizeLinear(int8 weights)`: the same
 //!     numbers, left to the runtime to fuse.
-//! - The fully connected layer (IResNet's) stays float, and `first_float` / `last_float` keep
-//!   the first or last convolution float, the usual places where int8 costs accuracy.
+//! - The fully connected layer (IResNet's and mbf's) stays float, and `first_float` /
+//!   `last_float` keep the first or last convolution float, the usual places where int8 costs
+//!   accuracy.
 
 use super::{ensure_new_folder, publish_folder, TractGraph, MODEL_FILE};
 use crate::data::crops_to_tensor;

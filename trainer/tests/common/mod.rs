@@ -8,7 +8,9 @@
 use smoothface_shared::protocol::folder_per_person;
 use smoothface_trainer::data::recordio::MAGIC;
 use std::path::{Path, PathBuf};
-use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
+use tract_onnx::prelude::{
+    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable,
+};
 
 /// The largest difference allowed between two runtimes' outputs for the same weights.
 pub const TOLERANCE: f32 = 1e-4;
@@ -42,10 +44,13 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Runs an ONNX file through tract on one input of shape `shape`.
+/// Runs an ONNX file through tract on one input of shape `shape`. The input is declared of that
+/// shape, as the device declares it: a graph's own declaration may leave the batch symbolic where
+/// its inner shapes say 1 (w600k_mbf's), which tract cannot reconcile by itself.
 pub fn run_tract(onnx: &Path, shape: &[usize], input: &[f32]) -> Vec<f32> {
     let plan = tract_onnx::onnx()
         .model_for_path(onnx)
+        .and_then(|m| m.with_input_fact(0, InferenceFact::dt_shape(DatumType::F32, shape)))
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .unwrap_or_else(|e| panic!("{}: tract cannot run it: {e:#}", onnx.display()));
@@ -53,6 +58,45 @@ pub fn run_tract(onnx: &Path, shape: &[usize], input: &[f32]) -> Vec<f32> {
     let out = plan.run(tvec!(x.into())).expect("tract run");
     let plain = out[0].try_as_plain_ram().expect("output in memory");
     plain.as_slice::<f32>().expect("float output").to_vec()
+}
+
+/// Runs an ONNX file through onnxruntime (the reference runtime, in the benchmark peers'
+/// `.venv-bench`, which `scripts/setup --bench` makes and `scripts/test` runs) on `input`, one
+/// face of `[3, size, size]` at a time (pretrained graphs may declare a batch of 1), and returns
+/// the outputs one after the other. Panics, saying what to run, when that Python is missing.
+pub fn run_onnxruntime(onnx: &Path, size: usize, input: &[f32]) -> Vec<f32> {
+    let python = smoothface_tests::repo().join(".venv-bench/bin/python");
+    assert!(
+        python.exists(),
+        "no {}: run scripts/setup --bench (scripts/test does)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    let n = input.len() / (3 * size * size);
+    tch::Tensor::from_slice(input)
+        .reshape([n as i64, 3, size as i64, size as i64])
+        .write_npy(&x)
+        .expect("write the input");
+    let script = "import sys, numpy as np, onnxruntime as ort\n\
+        onnx, x, y = sys.argv[1:]\n\
+        s = ort.InferenceSession(onnx, providers=['CPUExecutionProvider'])\n\
+        name, x = s.get_inputs()[0].name, np.load(x)\n\
+        np.save(y, np.concatenate([s.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))]))\n";
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(onnx)
+        .arg(&x)
+        .arg(&y)
+        .output()
+        .expect("run the benchmark Python");
+    assert!(
+        out.status.success(),
+        "onnxruntime failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let output = tch::Tensor::read_npy(&y).expect("read the output");
+    Vec::try_from(output.to_kind(tch::Kind::Float).flatten(0, -1)).expect("float output")
 }
 
 /// An IRHeader payload: flag, label, id, id2, the extra labels, the image bytes.
