@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use rusqlite::Connection;
 use serde_json::json;
 use smoothface_device::bench;
+use smoothface_device::detector::DetectorConfig;
 use smoothface_device::embedder::Embedder;
 use smoothface_device::eval::ijbc;
 use smoothface_device::eval::ijbc_fixture::{self, FixtureOptions};
@@ -14,7 +15,6 @@ use smoothface_device::gallery::db::TrackSpan;
 use smoothface_device::gallery::{db, index, search::FaceMatrix};
 use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
 use smoothface_device::models::{self, ModelPlaces};
-use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::people::fusion::Fusion;
 use smoothface_device::people::immich::ImmichConfig;
 use smoothface_device::people::linkage::LinkageConfig;
@@ -310,7 +310,7 @@ enum Command {
         /// Group photos made at each tile size
         #[arg(long, default_value_t = 2, value_name = "N")]
         group_photos: usize,
-        /// Only the detection timing (ours beside the reference MTCNN)
+        /// Only the detection timing (ours beside the detector's peer)
         #[arg(long)]
         detect_only: bool,
         /// Only the end-to-end timing (`index` beside the reference pipeline)
@@ -699,13 +699,17 @@ impl Global {
         }
     }
 
-    fn pipeline(&self) -> Result<Pipeline> {
-        let config = MtcnnConfig {
+    /// The detector settings of `--min-face` and `--detect-side`.
+    fn detector_config(&self) -> Result<DetectorConfig> {
+        ensure_min_face(self.min_face)?;
+        Ok(DetectorConfig {
             min_face: self.min_face,
             max_side: (self.detect_side > 0).then_some(self.detect_side),
-            ..MtcnnConfig::default()
-        };
-        ensure_min_face(self.min_face)?;
+        })
+    }
+
+    fn pipeline(&self) -> Result<Pipeline> {
+        let config = self.detector_config()?;
         let model = self.model_dir()?;
         let detector = match &self.detector {
             Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
@@ -1871,17 +1875,36 @@ fn print_end_to_end(e: &bench::EndToEnd) {
     );
 }
 
-/// The detection table in Markdown.
+/// The detection tables in Markdown: the detector beside its peer, and its sides.
 fn print_detect(r: &bench::detect::DetectReport) {
-    let peer = r
-        .reference
-        .as_deref()
-        .unwrap_or("the reference MTCNN (not run)");
+    print_detect_rows(r);
+    if let Some(sweep) = &r.sides {
+        print_sides(&r.detector, sweep);
+    }
+}
+
+/// One detector's timing beside its peer.
+fn print_detect_rows(r: &bench::detect::DetectReport) {
+    let peer = r.reference.as_deref().unwrap_or("its peer (not run)");
     println!(
-        "Decode + detect, one photo at a time on one thread, beside {peer} on the same files:\n"
+        "{}: decode + detect, one photo at a time on one thread, beside {peer} on the same files:\n",
+        r.detector
     );
-    println!("| photos | ours | reference | ours / reference | our decode | reduce | pyramid | P-Net | crops | R-Net | O-Net | plans | rest | faces: ours / reference | reference's found by ours | ours found by reference |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let Some(first) = r.rows.first() else {
+        return;
+    };
+    let parts: Vec<&str> = first.ours_stages.named().iter().map(|p| p.0).collect();
+    let peer_detect = r.rows.iter().any(|d| d.reference_detect_ms.is_some());
+    println!(
+        "| photos | ours | reference |{} ours / reference | our decode | {} | faces: ours / reference | reference's found by ours | ours found by reference |",
+        if peer_detect { " reference's detect alone |" } else { "" },
+        parts.join(" | ")
+    );
+    println!(
+        "|---|---:|---:|{}---:|---:|{}---:|---:|---:|",
+        if peer_detect { "---:|" } else { "" },
+        "---:|".repeat(parts.len())
+    );
     let share = |s: Option<f64>| s.map_or("-".into(), |s| format!("{:.1}%", 100.0 * s));
     for d in &r.rows {
         let size = match d.size {
@@ -1892,37 +1915,38 @@ fn print_detect(r: &bench::detect::DetectReport) {
                 format!("{} at {width}x{height}", d.photos)
             }
         };
-        let st = &d.ours_stages;
+        let stages: Vec<String> = d
+            .ours_stages
+            .named()
+            .iter()
+            .map(|p| format!("{:.1}", p.1))
+            .collect();
         println!(
-            "| {size} | {:.1} ms | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {} | {} |",
+            "| {size} | {:.1} ms | {} |{} {} | {:.1} | {} | {} / {} | {} | {} |",
             d.ours_ms,
             ms(d.reference_ms),
-            d.reference_ms.map_or("-".into(), |p| format!("{:.2}", d.ours_ms / p)),
+            if peer_detect {
+                format!(" {} |", ms(d.reference_detect_ms))
+            } else {
+                String::new()
+            },
+            d.reference_ms
+                .map_or("-".into(), |p| format!("{:.2}", d.ours_ms / p)),
             d.ours_decode_ms,
-            st.reduce,
-            st.pyramid,
-            st.pnet,
-            st.crops,
-            st.rnet,
-            st.onet,
-            st.plans,
-            st.rest,
+            stages.join(" | "),
             d.ours_faces,
             d.reference_faces.map_or("-".into(), |f| f.to_string()),
             share(d.reference_found_by_ours),
             share(d.ours_found_by_reference),
         );
     }
-    if let Some(sweep) = &r.sides {
-        print_sides(sweep);
-    }
 }
 
 /// The detection side table in Markdown.
-fn print_sides(sweep: &bench::detect::SideSweep) {
+fn print_sides(detector: &str, sweep: &bench::detect::SideSweep) {
     let (w, h) = bench::detect::GROUP_FRAME;
     println!(
-        "\n{} group photos ({w}x{h}, tiles of benchmark photos): of the faces found at full size, the share each --detect-side finds too, and decode + detect a photo:\n",
+        "\n{detector}, {} group photos ({w}x{h}, tiles of benchmark photos): of the faces found at full size, the share each --detect-side finds too, and decode + detect a photo:\n",
         sweep.photos
     );
     let sides: Vec<String> = sweep.sides.iter().map(|s| format!("side {s}")).collect();
@@ -1932,16 +1956,13 @@ fn print_sides(sweep: &bench::detect::SideSweep) {
     );
     println!("|---|---:|{}", "---:|".repeat(sides.len()));
     for r in &sweep.rows {
-        let found: Vec<String> = r
-            .found
-            .iter()
-            .map(|&f| format!("{:.1}%", 100.0 * f as f64 / r.full_faces.max(1) as f64))
-            .collect();
-        let width = match r.below_px {
-            Some(b) => format!("{}-{} px", r.from_px, b - 1),
-            None => format!("{} px and more", r.from_px),
-        };
-        println!("| {width} | {} | {} |", r.full_faces, found.join(" | "));
+        let found: Vec<String> = r.found.iter().map(|&f| percent(f, r.full_faces)).collect();
+        println!(
+            "| {} | {} | {} |",
+            width_range(r.from_px, r.below_px),
+            r.full_faces,
+            found.join(" | ")
+        );
     }
     let times: Vec<String> = sweep.side_ms.iter().map(|t| format!("{t:.0} ms")).collect();
     println!(
@@ -1949,6 +1970,19 @@ fn print_sides(sweep: &bench::detect::SideSweep) {
         sweep.full_ms,
         times.join(" | ")
     );
+}
+
+/// `found` of `of` as a percentage.
+fn percent(found: usize, of: usize) -> String {
+    format!("{:.1}%", 100.0 * found as f64 / of.max(1) as f64)
+}
+
+/// A row's face widths, as the side tables head them.
+fn width_range(from_px: u32, below_px: Option<u32>) -> String {
+    match below_px {
+        Some(b) => format!("{from_px}-{} px", b - 1),
+        None => format!("{from_px} px and more"),
+    }
 }
 
 /// The search table in Markdown.
