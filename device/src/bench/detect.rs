@@ -7,11 +7,17 @@
 //! run once to warm up (plans for its shapes are built then, as a library of one camera's photos
 //! builds them once), then each round times every photo again. The faces both find are compared
 //! box by box, so a faster detector that finds other faces shows.
+//!
+//! A second detector (`--detect-compare`) is timed the same way beside its own peer, on the same
+//! files in the same run; the two are then compared with each other: the same faces found, and
+//! how far apart their landmarks are ([`Agreement`]), and on the group photos, the faces each
+//! finds at each side ([`SideBySide`]).
 
 use super::{median, run_python, tempfile_dir, write_list};
 use crate::detector::{Detector, StageTimes};
 use crate::media;
 use crate::mtcnn::Face;
+use crate::people::store::Eligibility;
 use crate::pipeline::Pipeline;
 use crate::tracks::iou;
 use anyhow::{bail, Context, Result};
@@ -165,6 +171,111 @@ pub struct DetectReport {
     pub reference: Option<String>,
     /// What each detection side finds on group photos, when asked for.
     pub sides: Option<SideSweep>,
+    /// The second detector's own report (`--detect-compare`), from the same run.
+    pub compared: Option<Box<DetectReport>>,
+    /// With a second detector: how far the two agree, one entry per size.
+    pub agreement: Vec<Agreement>,
+    /// With a second detector and group photos: both detectors at every side, against the faces
+    /// either finds at full size.
+    pub side_by_side: Option<SideBySide>,
+}
+
+/// How two detectors agree on the same photos: the faces they find, and on the faces both find
+/// (a pair of boxes overlapping by [`SAME_FACE_IOU`], each face in one pair at most), how far
+/// apart their landmarks are and how their scores compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    /// Which photos.
+    pub photos: String,
+    /// Faces each detector found, the first detector's first.
+    pub faces: [usize; 2],
+    /// Faces both found.
+    pub matched: usize,
+    /// Where both found faces: landmark distances, none when no face was found by both.
+    pub landmarks: Option<LandmarkAgreement>,
+    /// The score each detector must be given to keep a share of the faces both found: for
+    /// reading one detector's score threshold in the other's scale.
+    pub score_at_share: Vec<ScoreAtShare>,
+    /// The grouping's default minimum score (set for MTCNN's scores) read in the second
+    /// detector's scale, none when no face was found by both.
+    pub grouping: Option<GroupingScore>,
+}
+
+/// The grouping's default minimum face score ([`Eligibility::default`], 0.95, MTCNN's scale)
+/// and the second detector's score that keeps as many of the faces both detectors find.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupingScore {
+    /// The default minimum score, in the first detector's scale.
+    pub first: f32,
+    /// The share of the faces both find whose first detector's score is at least that.
+    pub share: f64,
+    /// The second detector's score at or above which the same share of them scores.
+    pub second: f32,
+}
+
+/// Distances between two detectors' landmarks on the same faces, each in units of the face's
+/// inter-ocular distance (the distance between the eyes, the mean of both detectors').
+#[derive(Debug, Clone, Serialize)]
+pub struct LandmarkAgreement {
+    /// Faces measured (found by both, eyes apart).
+    pub faces: usize,
+    /// Over the faces, the mean of each face's mean distance over its five points.
+    pub mean: f64,
+    /// The median of each face's mean distance.
+    pub median: f64,
+    /// Its 95th percentile.
+    pub p95: f64,
+    /// The mean distance of each point over the faces: left eye, right eye, nose, left and
+    /// right mouth corner.
+    pub points: [f64; 5],
+}
+
+/// The score thresholds that keep the same share of the faces two detectors both found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreAtShare {
+    /// Share of the faces kept.
+    pub share: f64,
+    /// The score, for each detector, at or above which that share of the faces scores.
+    pub score: [f32; 2],
+}
+
+/// The shares [`ScoreAtShare`] reads: MTCNN's default grouping threshold (0.95) keeps 98% of
+/// the faces both detectors find on LFW.
+const SHARES: [f64; 5] = [0.9, 0.95, 0.98, 0.99, 0.995];
+
+/// Group photos by two detectors at each side, against the faces either finds at full size.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySide {
+    /// The detectors, the first detector's first.
+    pub detectors: [String; 2],
+    /// The sides, as `--detect-side` takes them.
+    pub sides: Vec<u32>,
+    /// Group photos detected, over every tile size.
+    pub photos: usize,
+    /// One row per face width, smallest first.
+    pub rows: Vec<SideBySideRow>,
+    /// Decode + detect at full size, milliseconds a photo (median), each detector.
+    pub full_ms: [f64; 2],
+    /// Decode + detect at each side, milliseconds a photo (median), each detector.
+    pub side_ms: [Vec<f64>; 2],
+    /// How the two agree at full size.
+    pub agreement: Agreement,
+}
+
+/// The faces of one width range in a [`SideBySide`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySideRow {
+    /// Box widths from this many photo pixels…
+    pub from_px: u32,
+    /// …up to this many (exclusive); none: no limit.
+    pub below_px: Option<u32>,
+    /// Faces of this width that either detector found at full size (its box width: the first
+    /// detector's where it found the face).
+    pub faces: usize,
+    /// Of these, how many each detector found at full size.
+    pub found_full: [usize; 2],
+    /// Of these, how many each detector found at each side.
+    pub found: [Vec<usize>; 2],
 }
 
 /// A face as a peer reports it, in the device's conventions ([`Face`]).
@@ -200,18 +311,21 @@ pub struct PeerDetect {
 }
 
 /// Times every size of `opts` on `files` (the benchmark photos, in order), the pipeline's
-/// detector on this thread beside its peer run with `python` when given.
+/// detector on this thread beside its peer run with `python` when given; with `compare`, that
+/// detector too, beside its own peer, and the two against each other.
 pub fn run(
     pipeline: &Pipeline,
+    compare: Option<&Detector>,
     files: &[PathBuf],
     opts: &DetectOptions,
     python: Option<&Path>,
 ) -> Result<DetectReport> {
     let scratch = tempfile_dir()?.join("detect");
-    let detector = &pipeline.detector;
+    let detectors: Vec<&Detector> = std::iter::once(&pipeline.detector).chain(compare).collect();
     let max_pixels = pipeline.max_pixels;
-    let mut rows = Vec::new();
-    let mut peer_runtime = None;
+    let mut rows = vec![Vec::new(); detectors.len()];
+    let mut references = vec![None; detectors.len()];
+    let mut agreement = Vec::new();
     for &size in &opts.sizes {
         let n = match size {
             PhotoSize::Scaled { width, height }
@@ -224,32 +338,68 @@ pub fn run(
         let photos = photos_at(files, size, n, &scratch)?;
         let (width, height) = image::image_dimensions(&photos[0])
             .with_context(|| format!("{}: cannot read its size", photos[0].display()))?;
-        let ours = time_ours(detector, max_pixels, &photos, opts.rounds)?;
-        let peer = python
-            .map(|py| reference(py, detector, &photos, opts.rounds, &scratch))
-            .transpose()?;
-        let (row, runtime) = row_of(detector, size, (width, height), &ours, peer);
-        rows.push(row);
-        peer_runtime = runtime.or(peer_runtime);
+        let mut found = Vec::new();
+        for (i, detector) in detectors.iter().enumerate() {
+            let ours = time_ours(detector, max_pixels, &photos, opts.rounds)?;
+            let peer = python
+                .map(|py| reference(py, detector, &photos, opts.rounds, &scratch))
+                .transpose()?;
+            let (row, runtime) = row_of(detector, size, (width, height), &ours, peer);
+            rows[i].push(row);
+            references[i] = runtime.or(references[i].take());
+            found.push(ours.into_iter().map(|p| p.faces).collect::<Vec<_>>());
+        }
+        if let [first, second] = &found[..] {
+            let label = match size {
+                PhotoSize::AsTaken => format!("{} as taken ({width}x{height})", photos.len()),
+                PhotoSize::Scaled { width, height } => {
+                    format!("{} at {width}x{height}", photos.len())
+                }
+            };
+            agreement.push(agreement_of(label, first, second));
+        }
     }
     let groups = !opts.sides.is_empty() && !opts.group_tiles.is_empty() && opts.group_photos > 0;
-    let sides = if groups {
+    let runs = if groups {
         let mut paths = Vec::new();
         for &tile in &opts.group_tiles {
             paths.extend(group_photos(files, tile, opts.group_photos, &scratch)?);
         }
-        let runs = group_runs(&[detector], max_pixels, &paths, &opts.sides)?;
-        Some(own_sweep(&runs[0], &opts.sides))
+        Some(group_runs(&detectors, max_pixels, &paths, &opts.sides)?)
     } else {
         None
     };
     std::fs::remove_dir_all(&scratch).ok();
-    Ok(DetectReport {
-        detector: detector.name().to_string(),
-        rows,
-        reference: peer_runtime,
-        sides,
-    })
+    let mut reports: Vec<DetectReport> = detectors
+        .iter()
+        .zip(rows)
+        .zip(references)
+        .enumerate()
+        .map(|(i, ((detector, rows), reference))| DetectReport {
+            detector: detector.name().to_string(),
+            rows,
+            reference,
+            sides: runs.as_ref().map(|r| own_sweep(&r[i], &opts.sides)),
+            compared: None,
+            agreement: Vec::new(),
+            side_by_side: None,
+        })
+        .collect();
+    let compared = (reports.len() > 1).then(|| Box::new(reports.remove(1)));
+    let mut report = reports.remove(0);
+    if let Some(other) = &compared {
+        report.side_by_side = runs.as_ref().and_then(|runs| match &runs[..] {
+            [first, second] => Some(side_by_side(
+                [report.detector.clone(), other.detector.clone()],
+                [first, second],
+                &opts.sides,
+            )),
+            _ => None,
+        });
+    }
+    report.compared = compared;
+    report.agreement = agreement;
+    Ok(report)
 }
 
 /// One size's row from our timings of its photos and the peer's answer, and the peer's versions.
@@ -311,6 +461,122 @@ fn row_of(
     row.reference_found_by_ours = share(found, theirs).or(Some(1.0));
     row.ours_found_by_reference = share(found_back, ours_faces).or(Some(1.0));
     (row, Some(peer.runtime))
+}
+
+/// The pairs of faces two detectors found on the same photo: each of `first`'s faces with the
+/// one of `second`'s it overlaps most, by [`SAME_FACE_IOU`] at least, best overlaps first and
+/// each face in one pair at most.
+fn pairs<'a>(first: &'a [Face], second: &'a [Face]) -> Vec<(&'a Face, &'a Face)> {
+    let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
+    for (i, a) in first.iter().enumerate() {
+        for (j, b) in second.iter().enumerate() {
+            let o = iou(&a.bbox, &b.bbox);
+            if o >= SAME_FACE_IOU {
+                candidates.push((o, i, j));
+            }
+        }
+    }
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut used_a, mut used_b) = (vec![false; first.len()], vec![false; second.len()]);
+    let mut out = Vec::new();
+    for (_, i, j) in candidates {
+        if !used_a[i] && !used_b[j] {
+            used_a[i] = true;
+            used_b[j] = true;
+            out.push((&first[i], &second[j]));
+        }
+    }
+    out
+}
+
+/// How two detectors' faces of the same photos (one list per photo each) agree.
+fn agreement_of(photos: String, first: &[Vec<Face>], second: &[Vec<Face>]) -> Agreement {
+    let all: Vec<(&Face, &Face)> = first
+        .iter()
+        .zip(second)
+        .flat_map(|(a, b)| pairs(a, b))
+        .collect();
+    let count = |faces: &[Vec<Face>]| -> usize { faces.iter().map(Vec::len).sum() };
+    let mut per_face = Vec::new();
+    let mut points = [0.0; 5];
+    for &(a, b) in &all {
+        let eyes = |f: &Face| {
+            let [l, r] = [f.landmarks[0], f.landmarks[1]];
+            f64::from((l[0] - r[0]).hypot(l[1] - r[1]))
+        };
+        let iod = (eyes(a) + eyes(b)) / 2.0;
+        if iod.is_nan() || iod <= 0.0 {
+            continue;
+        }
+        let d: [f64; 5] = std::array::from_fn(|k| {
+            let (p, q) = (a.landmarks[k], b.landmarks[k]);
+            f64::from((p[0] - q[0]).hypot(p[1] - q[1])) / iod
+        });
+        for (sum, v) in points.iter_mut().zip(d) {
+            *sum += v;
+        }
+        per_face.push(d.iter().sum::<f64>() / 5.0);
+    }
+    let landmarks = (!per_face.is_empty()).then(|| {
+        let n = per_face.len() as f64;
+        let mean = per_face.iter().sum::<f64>() / n;
+        let mut sorted = per_face.clone();
+        sorted.sort_by(f64::total_cmp);
+        LandmarkAgreement {
+            faces: per_face.len(),
+            mean,
+            median: quantile(&sorted, 0.5),
+            p95: quantile(&sorted, 0.95),
+            points: points.map(|s| s / n),
+        }
+    });
+    let mut scores: [Vec<f32>; 2] = [
+        all.iter().map(|(a, _)| a.score).collect(),
+        all.iter().map(|(_, b)| b.score).collect(),
+    ];
+    for s in &mut scores {
+        s.sort_by(f32::total_cmp);
+    }
+    // The lowest of the best `share` of sorted scores.
+    let at_share = |s: &[f32], share: f64| {
+        let kept = ((share * s.len() as f64).ceil() as usize).clamp(1, s.len());
+        s[s.len() - kept]
+    };
+    let score_at_share = if all.is_empty() {
+        Vec::new()
+    } else {
+        SHARES
+            .iter()
+            .map(|&share| ScoreAtShare {
+                share,
+                score: [0, 1].map(|k| at_share(&scores[k], share)),
+            })
+            .collect()
+    };
+    let grouping = (!all.is_empty()).then(|| {
+        let first = Eligibility::default().min_score;
+        let kept = scores[0].iter().filter(|&&s| s >= first).count();
+        let share = kept as f64 / scores[0].len() as f64;
+        GroupingScore {
+            first,
+            share,
+            second: at_share(&scores[1], share),
+        }
+    });
+    Agreement {
+        photos,
+        faces: [count(first), count(second)],
+        matched: all.len(),
+        landmarks,
+        score_at_share,
+        grouping,
+    }
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
 }
 
 /// One detector's detections of the group photos.
@@ -419,6 +685,52 @@ fn own_sweep(run: &GroupRun, sides: &[u32]) -> SideSweep {
         rows,
         full_ms: median(run.full_ms.clone()),
         side_ms: run.side_ms.iter().cloned().map(median).collect(),
+    }
+}
+
+/// Two detectors' sweeps against the faces either finds at full size: the first's, then the
+/// second's that no face of the first's overlaps by [`SAME_FACE_IOU`].
+fn side_by_side(detectors: [String; 2], runs: [&GroupRun; 2], sides: &[u32]) -> SideBySide {
+    let mut rows: Vec<SideBySideRow> = width_ranges()
+        .map(|(from_px, below_px)| SideBySideRow {
+            from_px,
+            below_px,
+            faces: 0,
+            found_full: [0, 0],
+            found: [vec![0; sides.len()], vec![0; sides.len()]],
+        })
+        .collect();
+    for p in 0..runs[0].full.len() {
+        let (first, second) = (&runs[0].full[p], &runs[1].full[p]);
+        let second_boxes: Vec<[f32; 4]> = second.iter().map(|f| f.bbox).collect();
+        let first_boxes: Vec<[f32; 4]> = first.iter().map(|f| f.bbox).collect();
+        let either = first
+            .iter()
+            .chain(second.iter().filter(|f| !found_in(&f.bbox, &first_boxes)));
+        for face in either {
+            let row = &mut rows[width_row(face.bbox[2] - face.bbox[0])];
+            row.faces += 1;
+            for (k, full) in [&first_boxes, &second_boxes].into_iter().enumerate() {
+                row.found_full[k] += usize::from(found_in(&face.bbox, full));
+                for (n, boxes) in row.found[k].iter_mut().zip(&runs[k].at_side[p]) {
+                    *n += usize::from(found_in(&face.bbox, boxes));
+                }
+            }
+        }
+    }
+    rows.retain(|r| r.faces > 0);
+    SideBySide {
+        detectors,
+        sides: sides.to_vec(),
+        photos: runs[0].full.len(),
+        rows,
+        full_ms: runs.map(|r| median(r.full_ms.clone())),
+        side_ms: runs.map(|r| r.side_ms.iter().cloned().map(median).collect()),
+        agreement: agreement_of(
+            format!("{} group photos at full size", runs[0].full.len()),
+            &runs[0].full,
+            &runs[1].full,
+        ),
     }
 }
 

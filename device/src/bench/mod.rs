@@ -275,7 +275,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     let files = photo_files(&opts.photos, wanted.into_iter().max().unwrap_or(1))?;
     let mut rows = Vec::new();
 
-    let detection = detect::run(pipeline, &files, &opts.detect, opts.python.as_deref())?;
+    let detection = detect::run(pipeline, None, &files, &opts.detect, opts.python.as_deref())?;
 
     // Aligned crops for the embedding timing.
     let mut crops = Vec::new();
