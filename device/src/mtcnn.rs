@@ -54,7 +54,9 @@ pub const DEFAULT_MAX_SIDE: u32 = 800;
 pub struct Face {
     /// Box corners `[x1, y1, x2, y2]`, in pixels of the (orientation-corrected) image.
     pub bbox: [f32; 4],
-    /// O-Net's face probability.
+    /// The detector's face score, on its own scale: MTCNN's is O-Net's face probability
+    /// (real faces almost always above 0.95), SCRFD's its sigmoid score (most real faces 0.6
+    /// to 0.9).
     pub score: f32,
     /// Left eye, right eye, nose, left and right mouth corner, `[x, y]` each.
     pub landmarks: [[f32; 2]; 5],
@@ -64,7 +66,7 @@ impl Face {
     /// The face found in a copy of an image, in the image's pixels: the copy's pixels are `sx`
     /// by `sy` of the image's. Box corners are 1-based inclusive pixels (the pixel `i` spans
     /// `i - 1..i`), landmarks 0-based positions (the pixel `i` is centred on `i`).
-    fn rescaled(self, sx: f32, sy: f32) -> Face {
+    pub(crate) fn rescaled(self, sx: f32, sy: f32) -> Face {
         let b = self.bbox;
         Face {
             bbox: [
@@ -116,6 +118,20 @@ pub struct StageTimes {
 }
 
 impl StageTimes {
+    /// Every part's name (as the benchmark's table heads it) and time, the rest last.
+    pub fn named(&self) -> [(&'static str, f64); 8] {
+        [
+            ("reduce", self.reduce),
+            ("pyramid", self.pyramid),
+            ("P-Net", self.pnet),
+            ("crops", self.crops),
+            ("R-Net", self.rnet),
+            ("O-Net", self.onet),
+            ("plans", self.plans),
+            ("rest", self.rest),
+        ]
+    }
+
     /// Every part's time, the rest last.
     fn each_mut(&mut self) -> [&mut f64; 8] {
         [

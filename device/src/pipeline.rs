@@ -1,8 +1,9 @@
 //! The per-photo pipeline: decode, detect, align, embed.
 
+use crate::detector::{Detector, DetectorConfig};
 use crate::embedder::Embedder;
 use crate::media::{self, DecodeError};
-use crate::mtcnn::{Face, Mtcnn, MtcnnConfig};
+use crate::mtcnn::Face;
 use anyhow::Result;
 use image::RgbImage;
 use serde::Serialize;
@@ -67,8 +68,8 @@ impl FromStr for FacePick {
 
 /// Detector and embedder, loaded once and shared by all threads.
 pub struct Pipeline {
-    /// The face detector.
-    pub detector: Mtcnn,
+    /// The face detector (MTCNN or SCRFD, as its model folder's manifest says).
+    pub detector: Detector,
     /// The face embedder.
     pub embedder: Embedder,
     /// Largest image accepted, in pixels.
@@ -76,15 +77,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads and verifies both models.
+    /// Loads and verifies both models; the detector is the one its folder's manifest names.
     pub fn load(
         model_dir: &Path,
         detector_dir: &Path,
-        config: MtcnnConfig,
+        config: DetectorConfig,
         max_pixels: u64,
     ) -> Result<Pipeline> {
         let embedder = Embedder::load(&ModelManifest::load(model_dir)?)?;
-        let detector = Mtcnn::load(&ModelManifest::load(detector_dir)?, config)?;
+        let detector = Detector::load(&ModelManifest::load(detector_dir)?, config)?;
         Ok(Pipeline {
             detector,
             embedder,
@@ -134,7 +135,7 @@ impl Pipeline {
         path: &Path,
         scan: &media::Scanned,
     ) -> Result<(media::Reduced, Vec<Face>), PhotoError> {
-        let side = self.detector.config().max_side;
+        let side = self.detector.max_side();
         let photo = media::load_reduced(path, scan, self.max_pixels, side)?;
         let (faces, _) = self
             .detector

@@ -2,8 +2,9 @@
 //! are those of the full-resolution decode, whichever copy each face is aligned from.
 
 use image::{imageops, RgbImage};
+use smoothface_device::detector::DetectorConfig;
 use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
-use smoothface_device::mtcnn::{Face, MtcnnConfig};
+use smoothface_device::mtcnn::Face;
 use smoothface_device::pipeline::{coarsest_reduction_for, EmbeddedFace, Pipeline};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,7 @@ fn pipeline() -> Pipeline {
     Pipeline::load(
         &models.join("mobilefacenet"),
         &models.join("mtcnn"),
-        MtcnnConfig::default(),
+        DetectorConfig::default(),
         DEFAULT_MAX_PIXELS,
     )
     .unwrap()

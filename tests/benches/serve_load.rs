@@ -8,10 +8,10 @@
 //! ../shared/data/faces, detected and embedded on every request. Each measurement stops at
 //! `--requests` per client or `--seconds`, whichever comes first.
 
+use smoothface_device::detector::DetectorConfig;
 use smoothface_device::frames::Sampling;
 use smoothface_device::gallery::db::{self, FileFacts, StoredFace};
 use smoothface_device::media::{self, DEFAULT_MAX_PIXELS};
-use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::people::linkage::LinkageConfig;
 use smoothface_device::people::store::Eligibility;
 use smoothface_device::pipeline::Pipeline;
@@ -91,7 +91,7 @@ fn load_pipeline() -> Pipeline {
     Pipeline::load(
         &m.join("mobilefacenet"),
         &m.join("mtcnn"),
-        MtcnnConfig::default(),
+        DetectorConfig::default(),
         DEFAULT_MAX_PIXELS,
     )
     .unwrap()

@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
+use smoothface_device::detector::DetectorConfig;
 use smoothface_device::frames::Sampling;
 use smoothface_device::media::DEFAULT_MAX_PIXELS;
-use smoothface_device::mtcnn::MtcnnConfig;
 use smoothface_device::people::linkage::LinkageConfig;
 use smoothface_device::people::store::Eligibility;
 use smoothface_device::pipeline::Pipeline;
@@ -52,7 +52,7 @@ fn start(tmp: tempfile::TempDir, o: Options) -> Served {
     let mut pipeline = Pipeline::load(
         &m.join("mobilefacenet"),
         &m.join("mtcnn"),
-        MtcnnConfig::default(),
+        DetectorConfig::default(),
         DEFAULT_MAX_PIXELS,
     )
     .unwrap();

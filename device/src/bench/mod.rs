@@ -6,7 +6,7 @@
 //!   on the same input tensors, with the embeddings compared across graphs and runtimes; with
 //!   `--profile`, the time of every operator in both runtimes;
 //! - detection: decode and detect per photo on one thread, on the photos as they are (250x250 for
-//!   LFW) and resized (500x400, 12 megapixels), beside the reference MTCNN ([`detect`]);
+//!   LFW) and resized (500x400, 12 megapixels), beside the detector's peer ([`detect`]);
 //! - end to end: photos per second of `index` on all cores, into a fresh gallery;
 //! - search: one query at a time against 10k, 100k and 1M faces (real ones padded with synthetic
 //!   ones), exact and compact, beside faiss and numpy ([`search`]);
@@ -127,7 +127,7 @@ pub struct EmbedRow {
 pub struct BenchReport {
     /// Grouping timings.
     pub rows: Vec<Row>,
-    /// Detection timings, ours beside the reference MTCNN's.
+    /// Detection timings, ours beside the detector's peer.
     pub detection: detect::DetectReport,
     /// Search timings, ours beside faiss's and numpy's.
     pub search: search::SearchReport,
@@ -275,7 +275,7 @@ pub fn run(pipeline: &Pipeline, opts: &BenchOptions) -> Result<BenchReport> {
     let files = photo_files(&opts.photos, wanted.into_iter().max().unwrap_or(1))?;
     let mut rows = Vec::new();
 
-    let detection = detect::run(pipeline, &files, &opts.detect, opts.python.as_deref())?;
+    let detection = detect::run(pipeline, None, &files, &opts.detect, opts.python.as_deref())?;
 
     // Aligned crops for the embedding timing.
     let mut crops = Vec::new();
