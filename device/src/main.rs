@@ -24,7 +24,7 @@ use smoothface_device::people::fusion::Fusion;
 use smoothface_device::people::immich::ImmichConfig;
 use smoothface_device::people::linkage::LinkageConfig;
 use smoothface_device::people::store::{self as people_store, Eligibility, Whose};
-use smoothface_device::people::{decisions, evaluation};
+use smoothface_device::people::{decisions, evaluation, names};
 use smoothface_device::pipeline::{FacePick, Pipeline};
 use smoothface_device::serve;
 use smoothface_device::thumbs::Cache;
@@ -1697,7 +1697,7 @@ fn cmd_serve(
     let pipeline = g.gallery_pipeline(&g.db()?)?;
     let config = serve::Config {
         db: g.db_path(),
-        token,
+        token_file: token_file.map(Path::to_path_buf),
         libraries,
         max_upload: max_upload_mb.saturating_mul(1024 * 1024),
         sampling: video.sampling()?,
@@ -1712,7 +1712,7 @@ fn cmd_serve(
                 format!("cannot listen on {listen} (in use? pick another with --listen)")
             })?;
         let at = listener.local_addr()?;
-        let token_required = config.token.is_some();
+        let token_required = config.token_file.is_some();
         let service = serve::Service::start(config, pipeline)?;
         // The first line says where: scripts started with port 0 read it.
         println!("listening on http://{at}/");
@@ -1979,7 +1979,7 @@ fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
                     println!(
                         "{:>5}  {:<24} {:>5} faces {:>5} photos{face}",
                         p.id,
-                        p.name.as_deref().unwrap_or("-"),
+                        p.name.as_deref().map_or("-".into(), names::printable),
                         p.faces,
                         p.media
                     );

@@ -103,6 +103,9 @@ pub fn enrol(
     frames: usize,
     quality: EnrolQuality,
 ) -> Result<Enrolled> {
+    // Checked before the camera runs: the same rule as `people name`.
+    let name = crate::people::names::clean(name)?;
+    let name = name.as_str();
     let mut kept: Vec<Vec<f32>> = Vec::new();
     let mut sharpness = Vec::new();
     let mut rejected = std::collections::BTreeMap::new();

@@ -181,7 +181,7 @@ fn main() {
         synthetic_gallery(&db_path, &pipeline, n);
         let config = Config {
             db: db_path.clone(),
-            token: None,
+            token_file: None,
             libraries: Vec::new(),
             max_upload: serve::DEFAULT_MAX_UPLOAD,
             sampling: Sampling::DEFAULT,

@@ -314,10 +314,18 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts it and waits for its first line (it listens from then on).
     pub fn start(db: &Path, lib: &Path) -> ServeProcess {
+        ServeProcess::spawn(
+            smoothface(db)
+                .args(["serve", "--listen", "127.0.0.1:0", "--library"])
+                .arg(lib),
+        )
+    }
+
+    /// Starts a command that runs `smoothface serve` (itself, or through a wrapper that sets
+    /// its limits) and waits for the service's first line.
+    pub fn spawn(cmd: &mut Command) -> ServeProcess {
         use std::io::BufRead;
-        let mut child = smoothface(db)
-            .args(["serve", "--listen", "127.0.0.1:0", "--library"])
-            .arg(lib)
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -337,6 +345,11 @@ impl ServeProcess {
 }
 
 impl ServeProcess {
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// GET of a JSON route that must answer.
     pub fn get(&self, route: &str) -> serde_json::Value {
         let body = ureq::get(format!("{}{route}", self.url))

@@ -225,3 +225,38 @@ fn eval_people_scores_both_groupings_on_the_same_faces() {
     assert!(r["ours"]["bcubed_f"].as_f64().unwrap() > 0.9, "{r}");
     assert_eq!(r["fusion_queries"].as_u64(), Some(6));
 }
+
+/// A name stored before names were checked, with ESC and BEL in it (which would recolour the
+/// terminal and set its title), is printed by `people list` with them escaped; `people name`
+/// refuses such a name, saying which characters.
+#[test]
+fn people_list_prints_a_stored_control_character_escaped_and_people_name_refuses_one() {
+    use smoothface_device::gallery::db;
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery = tmp.path().join("g.sqlite");
+    {
+        let conn = db::open(&gallery).unwrap();
+        let model = db::model_row(&conn, "0123456789abcdef", "legacy", 512).unwrap();
+        conn.execute("UPDATE models SET current = 1 WHERE id = ?1", [model])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO people (model_id, name) VALUES (?1, ?2)",
+            rusqlite::params![model, "\u{1b}]0;owned\u{7}Eve\u{1b}[31m"],
+        )
+        .unwrap();
+    }
+    let out = succeed(smoothface(&gallery).args(["people", "list"]));
+    assert!(
+        !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control characters reached the terminal"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\\u{1b}]0;owned\\u{7}Eve\\u{1b}[31m"),
+        "{text}"
+    );
+    let out = run(smoothface(&gallery).args(["people", "name", "1", "Eve\u{7}"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("U+0007"), "{err}");
+}

@@ -2,7 +2,10 @@
 //! it indexes resumes on restart with nothing lost and nothing twice.
 
 use smoothface_tests::{copy_people, faces_root, json, run, smoothface, succeed, ServeProcess};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn stderr(o: &std::process::Output) -> String {
@@ -124,4 +127,150 @@ fn walk_count(dir: &Path) -> usize {
         .map(|e| e.unwrap().path())
         .map(|p| if p.is_dir() { walk_count(&p) } else { 1 })
         .sum()
+}
+
+/// `smoothface serve` on `db` (no library), started by `sh` with at most `open_files` open files
+/// (`ulimit -n`, as the issue's `prlimit --nofile=256`).
+fn serve_with_open_files(db: &Path, open_files: u32) -> ServeProcess {
+    let serve = smoothface(db);
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+        .arg(serve.get_program())
+        .args(serve.get_args())
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    for (key, value) in serve.get_envs() {
+        match value {
+            Some(v) => sh.env(key, v),
+            None => sh.env_remove(key),
+        };
+    }
+    ServeProcess::spawn(&mut sh)
+}
+
+/// The denial of service: with 256 open files allowed, 300 connections that each send
+/// half a request's headers made an authorised request time out. Now the service keeps to a
+/// number of connections its files allow, closes the oldest held one to make room for a new
+/// one, and closes the rest after the header-read timeout.
+#[test]
+fn connections_held_open_cannot_starve_an_authorised_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_with_open_files(&tmp.path().join("g.sqlite"), 256);
+    let addr = s.url.strip_prefix("http://").unwrap().to_string();
+    let started = Instant::now();
+    let mut held: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: ")
+                .unwrap();
+            c
+        })
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let status = agent
+            .get(format!("{}/api/status", s.url))
+            .call()
+            .unwrap_or_else(|e| panic!("an authorised request failed beside 300 held: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        assert!(status.contains("\"version\""), "{status}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    // Every held connection is closed by the header-read timeout (10 s) at the latest.
+    let deadline = started + Duration::from_secs(20);
+    for (i, c) in held.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        c.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let closed = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) => {
+                    break !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        };
+        assert!(
+            closed,
+            "held connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    s.get("/api/status");
+}
+
+/// Peak resident memory of a process (Linux's VmHWM), bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// The image bomb: a PNG of 9999x9999 grey pixels, 97 KB, under the default pixel limit.
+/// Its decode stays within the documented bound for an upload, 4 bytes a pixel for an 8-bit
+/// grey one (its own pixels and the RGB copy), and it is answered (no face) in seconds.
+#[test]
+fn a_large_png_upload_stays_within_the_documented_memory_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = ServeProcess::spawn(smoothface(&tmp.path().join("g.sqlite")).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let side = 9999u32;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(image::GrayImage::new(side, side))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    assert!(png.len() < 200_000, "{} bytes", png.len());
+    s.get("/api/status");
+    let before = peak_memory(s.pid());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let started = Instant::now();
+    let mut answer = agent
+        .post(format!("{}/api/search", s.url))
+        .send(&png[..])
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.status().as_u16(), 422, "no face in a grey square");
+    answer.body_mut().read_to_string().unwrap();
+    let grown = peak_memory(s.pid()).saturating_sub(before);
+    let pixels = u64::from(side) * u64::from(side);
+    let bound = 4 * pixels + (64 << 20);
+    assert!(
+        grown <= bound,
+        "the peak grew by {} MB, over {} MB",
+        grown >> 20,
+        bound >> 20
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    eprintln!(
+        "a {side}x{side} PNG of {} KB: peak memory +{} MB, answered in {:.2} s",
+        png.len() / 1024,
+        grown >> 20,
+        took.as_secs_f64()
+    );
 }

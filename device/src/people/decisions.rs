@@ -4,7 +4,14 @@
 //! `decisions`, the rows as they were, so `people undo` can put them back. A decision is an
 //! assignment by the user (`assigned_by = 'user'`) or a rejection row, and updates never move an
 //! assigned face nor put a rejected one back: decisions are kept by every later grouping.
+//!
+//! A decision finds its people and faces inside its own write transaction (SQLite's
+//! `BEGIN IMMEDIATE` takes the write lock first), so two decisions at once (the service's
+//! clients, a command beside it) run one after the other: the second sees what the first did and
+//! is refused with a [`Refused`] saying why (a person merged away is not found), never with a
+//! database error.
 
+use super::names::{self, printable};
 use crate::gallery::db;
 use anyhow::{bail, ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -30,6 +37,24 @@ struct Undo {
     rejections_removed: Vec<(i64, i64)>,
 }
 
+/// Why a decision was refused: the message for the user, and its kind, from which the service
+/// answers 404, 409 or 400. Decisions return it inside their `anyhow::Error`; anything else
+/// they return is a fault of the gallery, not of the request.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// A person or face that is not in the gallery, or no longer is.
+    #[error("{0}")]
+    NotFound(String),
+    /// The gallery is not as the request expects: a face that is no longer the person's,
+    /// nothing left to undo. What the loser of two decisions at once gets.
+    #[error("{0}")]
+    Conflict(String),
+    /// A request that cannot be done as asked: an empty list, a bad name, a person merged
+    /// into itself.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// What a decision did, in words (printed, and kept in the `decisions` table).
 #[derive(Debug, Clone, Serialize)]
 pub struct Decided {
@@ -51,25 +76,35 @@ pub fn resolve(conn: &Connection, model_id: i64, spec: &str) -> Result<i64> {
             .optional()?;
         return match model {
             Some(m) if m == model_id => Ok(id),
-            Some(_) => bail!("person {id} belongs to another model's grouping, not this model's (pick the model with --model)"),
-            None => bail!("no person {id} in the gallery (see `smoothface people list`)"),
+            Some(_) => bail!(Refused::Invalid(format!("person {id} belongs to another model's grouping, not this model's (pick the model with --model)"))),
+            None => bail!(Refused::NotFound(format!("no person {id} in the gallery (see `smoothface people list`)"))),
         };
     }
+    named(conn, model_id, spec)?.ok_or_else(|| {
+        Refused::NotFound(format!(
+            "no person named {spec:?} (see `smoothface people list`)"
+        ))
+        .into()
+    })
+}
+
+/// The person of the model with this name, `None` when nobody has it; several is an error.
+fn named(conn: &Connection, model_id: i64, name: &str) -> Result<Option<i64>> {
     let ids: Vec<i64> = conn
         .prepare("SELECT id FROM people WHERE model_id = ?1 AND name = ?2 ORDER BY id")?
-        .query_map(params![model_id, spec], |r| r.get(0))?
+        .query_map(params![model_id, name], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     match ids.as_slice() {
-        [id] => Ok(*id),
-        [] => bail!("no person named {spec:?} (see `smoothface people list`)"),
-        many => bail!(
-            "{} people are named {spec:?} (ids {}): give the id instead",
+        [] => Ok(None),
+        [id] => Ok(Some(*id)),
+        many => bail!(Refused::Invalid(format!(
+            "{} people are named {name:?} (ids {}): give the id instead",
             many.len(),
             many.iter()
                 .map(i64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        ))),
     }
 }
 
@@ -87,37 +122,29 @@ fn face_of_model(
         )
         .optional()?;
     match row {
-        None => bail!("no face {face} in the gallery (see `smoothface people show PERSON` or `people list --unassigned`)"),
+        None => bail!(Refused::NotFound(format!("no face {face} in the gallery (see `smoothface people show PERSON` or `people list --unassigned`)"))),
         Some((m, _, _)) if m != model_id => {
-            bail!("face {face} was found by another model, not the one in use (pick it with --model)")
+            bail!(Refused::Invalid(format!("face {face} was found by another model, not the one in use (pick it with --model)")))
         }
         Some((_, person, origin)) => Ok((person, origin)),
     }
 }
 
 fn name_of(tx: &Transaction, person: i64) -> Result<Option<String>> {
-    Ok(
-        tx.query_row("SELECT name FROM people WHERE id = ?1", [person], |r| {
-            r.get(0)
-        })?,
-    )
+    tx.query_row("SELECT name FROM people WHERE id = ?1", [person], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| Refused::NotFound(format!("no person {person} in the gallery")).into())
 }
 
+/// A person as a summary names them; a name stored before [`names::clean`] with its control
+/// characters escaped (summaries are printed).
 fn label(person: i64, name: &Option<String>) -> String {
     match name {
-        Some(n) => format!("{n} (person {person})"),
+        Some(n) => format!("{} (person {person})", printable(n)),
         None => format!("person {person}"),
     }
-}
-
-/// Names can be given where ids are: a name that reads as a number would be ambiguous.
-fn check_name(name: &str) -> Result<()> {
-    ensure!(!name.trim().is_empty(), "a person's name cannot be empty");
-    ensure!(
-        name.parse::<i64>().is_err(),
-        "{name:?} reads as a person id: choose a name that is not a number"
-    );
-    Ok(())
 }
 
 /// Runs one decision in a write transaction and records it.
@@ -156,11 +183,11 @@ fn assign(tx: &Transaction, undo: &mut Undo, faces: &[FaceWas], person: Option<i
     Ok(())
 }
 
-/// `people name PERSON NAME`.
+/// `people name PERSON NAME`: the name as [`names::clean`] leaves it (trimmed), or refused.
 pub fn name(conn: &mut Connection, model_id: i64, person: &str, name: &str) -> Result<Decided> {
-    check_name(name)?;
-    let id = resolve(conn, model_id, person)?;
+    let name = names::clean(name)?;
     decide(conn, model_id, |tx, undo| {
+        let id = resolve(tx, model_id, person)?;
         let old = name_of(tx, id)?;
         undo.names.push((id, old.clone()));
         tx.execute(
@@ -180,17 +207,23 @@ pub fn merge(
     into: &str,
     others: &[String],
 ) -> Result<Decided> {
-    let keep = resolve(conn, model_id, into)?;
-    let mut gone = Vec::new();
-    for o in others {
-        let id = resolve(conn, model_id, o)?;
-        ensure!(id != keep, "cannot merge {o} into itself");
-        if !gone.contains(&id) {
-            gone.push(id);
-        }
-    }
-    ensure!(!gone.is_empty(), "give at least two people to merge");
     decide(conn, model_id, |tx, undo| {
+        let keep = resolve(tx, model_id, into)?;
+        let mut gone = Vec::new();
+        for o in others {
+            let id = resolve(tx, model_id, o)?;
+            ensure!(
+                id != keep,
+                Refused::Invalid(format!("cannot merge {o} into itself"))
+            );
+            if !gone.contains(&id) {
+                gone.push(id);
+            }
+        }
+        ensure!(
+            !gone.is_empty(),
+            Refused::Invalid("give at least two people to merge".into())
+        );
         let mut kept_name = name_of(tx, keep)?;
         let mut dropped = Vec::new();
         for &id in &gone {
@@ -245,15 +278,20 @@ pub fn merge(
         if !dropped.is_empty() {
             summary += &format!(
                 "; kept the name {}, dropped {}",
-                kept_name.as_deref().unwrap_or(""),
-                dropped.join(", ")
+                printable(kept_name.as_deref().unwrap_or("")),
+                dropped
+                    .iter()
+                    .map(|n| printable(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Ok((summary, Some(keep)))
     })
 }
 
-/// The faces given, each checked to be of the model and, when `of` is given, of that person.
+/// The faces given, each checked to be of the model and, when `of` is given, of that person
+/// (a face that is someone else's is a conflict: it may have been moved a moment ago).
 fn faces_of_person(
     tx: &Transaction,
     model_id: i64,
@@ -262,7 +300,9 @@ fn faces_of_person(
 ) -> Result<Vec<FaceWas>> {
     ensure!(
         !faces.is_empty(),
-        "give the faces with --faces ID,ID,... (see `smoothface people show PERSON`)"
+        Refused::Invalid(
+            "give the faces with --faces ID,ID,... (see `smoothface people show PERSON`)".into()
+        )
     );
     let mut out = Vec::new();
     for &face in faces {
@@ -270,7 +310,9 @@ fn faces_of_person(
         if let Some(p) = of {
             ensure!(
                 person == Some(p),
-                "face {face} is not a face of person {p} (see `smoothface people show {p}`)"
+                Refused::Conflict(format!(
+                    "face {face} is not a face of person {p} (see `smoothface people show {p}`)"
+                ))
             );
         }
         if !out.iter().any(|(f, _, _)| *f == face) {
@@ -281,7 +323,8 @@ fn faces_of_person(
 }
 
 /// `people split PERSON --faces ID,... [--name NAME]`: the faces are someone else: a new
-/// person, or the person of that name when there is one.
+/// person, or the person of that name when there is one. The faces are checked before the
+/// name, so an unknown face is "not found" whatever the name.
 pub fn split(
     conn: &mut Connection,
     model_id: i64,
@@ -289,28 +332,24 @@ pub fn split(
     faces: &[i64],
     name: Option<&str>,
 ) -> Result<Decided> {
-    let from = resolve(conn, model_id, person)?;
-    if let Some(n) = name {
-        check_name(n)?;
-    }
-    let target = match name {
-        Some(n) => match resolve(conn, model_id, n) {
-            Ok(id) => Some(id),
-            Err(e) if e.to_string().starts_with("no person named") => None,
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
-    ensure!(
-        target != Some(from),
-        "the faces are already {person}'s: give another name to split them to"
-    );
+    let name = name.map(names::clean).transpose()?;
     decide(conn, model_id, |tx, undo| {
+        let from = resolve(tx, model_id, person)?;
         let moving = faces_of_person(tx, model_id, faces, Some(from))?;
+        let target = match &name {
+            Some(n) => named(tx, model_id, n)?,
+            None => None,
+        };
+        ensure!(
+            target != Some(from),
+            Refused::Invalid(format!(
+                "the faces are already {person}'s: give another name to split them to"
+            ))
+        );
         let to = match target {
             Some(id) => id,
             None => {
-                let id = super::store::create_person(tx, model_id, name)?;
+                let id = super::store::create_person(tx, model_id, name.as_deref())?;
                 undo.created.push(id);
                 id
             }
@@ -330,8 +369,8 @@ pub fn split(
 
 /// `people move FACE PERSON`.
 pub fn move_face(conn: &mut Connection, model_id: i64, face: i64, person: &str) -> Result<Decided> {
-    let to = resolve(conn, model_id, person)?;
     decide(conn, model_id, |tx, undo| {
+        let to = resolve(tx, model_id, person)?;
         let moving = faces_of_person(tx, model_id, &[face], None)?;
         assign(tx, undo, &moving, Some(to))?;
         let to_name = name_of(tx, to)?;
@@ -351,10 +390,10 @@ pub fn reject(
     person: &str,
     faces: &[i64],
 ) -> Result<Decided> {
-    let from = resolve(conn, model_id, person)?;
     decide(conn, model_id, |tx, undo| {
-        let named = faces_of_person(tx, model_id, faces, None)?;
-        let (leaving, elsewhere): (Vec<FaceWas>, Vec<FaceWas>) = named
+        let from = resolve(tx, model_id, person)?;
+        let given = faces_of_person(tx, model_id, faces, None)?;
+        let (leaving, elsewhere): (Vec<FaceWas>, Vec<FaceWas>) = given
             .into_iter()
             .partition(|(_, person, _)| *person == Some(from));
         assign(tx, undo, &leaving, None)?;
@@ -385,8 +424,9 @@ pub fn undo(conn: &mut Connection, model_id: i64) -> Result<Decided> {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let (id, summary, record) =
-        last.context("nothing to undo: no decision about people was made")?;
+    let (id, summary, record) = last.ok_or_else(|| {
+        Refused::Conflict("nothing to undo: no decision about people was made".into())
+    })?;
     let u: Undo = serde_json::from_str(&record)
         .with_context(|| format!("decision {id} cannot be undone: its record is damaged"))?;
     for (person, name) in &u.deleted {

@@ -4,7 +4,7 @@
 //! linkage with a calibrated threshold), [`immich`] is the baseline rule measured beside it,
 //! [`store`] keeps people and assignments in the gallery and runs incremental updates,
 //! [`decisions`] records the user's names, merges, splits, moves and rejections (and undoes
-//! them), [`fusion`] ranks the gallery for a person from all of their faces, [`evaluation`]
+//! them), [`names`] says what a name may be and how a stored one is printed, [`fusion`] ranks the gallery for a person from all of their faces, [`evaluation`]
 //! scores both groupings and the fusions on labelled photos.
 
 pub mod decisions;
@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod fusion;
 pub mod immich;
 pub mod linkage;
+pub mod names;
 pub mod neighbours;
 pub mod store;
 pub mod suggest;

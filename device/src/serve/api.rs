@@ -2,13 +2,14 @@
 //!
 //! Handlers are thin: the gallery, people and thumbnail modules do the work, on tokio's blocking
 //! threads. Errors are JSON `{"error": "..."}` with a 4xx status saying whose fault it is; a 500
-//! means a bug or a broken gallery, never a bad request.
+//! means a bug or a broken gallery, never a bad request, and says only that: its cause (an SQL
+//! error, a path) goes to the service's standard error, not to the client.
 
 use super::Service;
 use crate::gallery::db;
 use crate::gallery::search::Hit;
 use crate::media::DecodeError;
-use crate::people::decisions::{self, Decided};
+use crate::people::decisions::{self, Decided, Refused};
 use crate::people::fusion::Fusion;
 use crate::people::store as people_store;
 use crate::thumbs::ThumbError;
@@ -57,7 +58,30 @@ impl IntoResponse for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+        // The gallery busy past SQLite's busy timeout (a long write beside the service): the
+        // request may simply be tried again.
+        let busy = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                .is_some_and(|code| {
+                    matches!(
+                        code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    )
+                })
+        });
+        if busy {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gallery is busy with another change: try again in a moment",
+            );
+        }
+        eprintln!("smoothface serve: {e:#}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the service failed to answer (its log says why)",
+        )
     }
 }
 
@@ -89,16 +113,17 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// A decision the user asked for was refused: an unknown person or face is 404, anything
-/// else (a face not of that person, an empty list) 400.
+/// A decision the user asked for was refused: a person or face not in the gallery is 404, one
+/// the gallery no longer has as the request expects (what the loser of two decisions at once
+/// gets) 409, a request that cannot be done 400. Any other error is the service's (500).
 fn refused(e: anyhow::Error) -> ApiError {
-    let message = format!("{e:#}");
-    let status = if message.starts_with("no person") || message.starts_with("no face") {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::BAD_REQUEST
+    let status = match e.downcast_ref::<Refused>() {
+        Some(Refused::NotFound(_)) => StatusCode::NOT_FOUND,
+        Some(Refused::Conflict(_)) => StatusCode::CONFLICT,
+        Some(Refused::Invalid(_)) => StatusCode::BAD_REQUEST,
+        None => return e.into(),
     };
-    ApiError::new(status, message)
+    ApiError::new(status, e.to_string())
 }
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -206,7 +231,7 @@ async fn status(State(s): State<Arc<Service>>) -> Answer {
         "faces": faces,
         "media": media,
         "people": people,
-        "token": s.config.token.is_some(),
+        "token": s.access.is_some(),
         "index": index,
     })))
 }
@@ -454,6 +479,11 @@ async fn search_upload(
                     s.config.max_upload / (1024 * 1024)
                 ),
             )
+        } else if stalled(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the upload stalled: its bytes stopped coming before its end",
+            )
         } else {
             ApiError::new(e.status(), e.body_text())
         }
@@ -510,6 +540,18 @@ async fn search_upload(
         })))
     })
     .await
+}
+
+/// The body stopped coming: tower-http's body timeout failed it (see [`super::conn`]).
+fn stalled(e: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// `?keep=true`: the upload is written into the first library's `uploads/` folder, named by its

@@ -4,12 +4,16 @@
 //! SQLite file the command line uses (WAL: the indexer writes while searches read). Modules:
 //! [`auth`] decides who may ask (loopback without a token, a token everywhere else), [`api`] is
 //! the JSON API, [`indexer`] indexes the library folders in the background, [`web`] serves the
-//! page and its embedded assets, and [`Service`] holds what they share.
+//! page and its embedded assets, [`conn`] accepts and times the connections, and [`Service`]
+//! holds what they share.
 
 pub mod api;
 pub mod auth;
+pub mod conn;
 pub mod indexer;
 mod web;
+
+pub use conn::{serve, serve_with, Limits};
 
 use crate::frames::Sampling;
 use crate::gallery::db;
@@ -31,13 +35,19 @@ pub const DEFAULT_MAX_UPLOAD: usize = 20 * 1024 * 1024;
 /// Shortest token accepted: 16 characters of a random token are beyond guessing over a network.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
+/// Requests handled at once; more wait for one to finish. Each may hold an upload (up to
+/// `--max-upload`), a gallery connection and a photo file open, so this bounds the memory and
+/// the files requests take whatever the number of connections.
+pub const MAX_IN_FLIGHT: usize = 32;
+
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The gallery database.
     pub db: PathBuf,
-    /// The token requests must carry; `None` only on a loopback address.
-    pub token: Option<String>,
+    /// The file whose first line is the token requests must carry (read again whenever it
+    /// changes, see [`auth`]); `None` only on a loopback address.
+    pub token_file: Option<PathBuf>,
     /// Folders indexed at start and on request.
     pub libraries: Vec<PathBuf>,
     /// Largest upload, bytes.
@@ -105,6 +115,8 @@ pub struct Service {
     pub cache: Cache,
     /// The background indexer.
     pub indexer: Arc<indexer::Indexer>,
+    /// The token and the login sessions; `None` without a token file.
+    pub access: Option<auth::Access>,
     /// Uploads analysed at once: one per core, so that a burst of searches queues rather than
     /// thrashing and every request's latency stays bounded.
     pub analysis: tokio::sync::Semaphore,
@@ -160,6 +172,11 @@ impl Service {
     /// Opens the gallery, registers the model and starts the background indexer (which indexes
     /// the libraries at once when there are any).
     pub fn start(config: Config, pipeline: Pipeline) -> Result<Arc<Service>> {
+        let access = config
+            .token_file
+            .as_deref()
+            .map(auth::Access::open)
+            .transpose()?;
         let conn = db::open(&config.db)?;
         let emb = &pipeline.embedder;
         let model_id = crate::gallery::model::adopt(&conn, emb)?;
@@ -174,6 +191,7 @@ impl Service {
             model_id,
             cache,
             indexer,
+            access,
             analysis: tokio::sync::Semaphore::new(cores),
             faces: FaceCache {
                 watcher: Mutex::new(conn),
@@ -246,13 +264,18 @@ impl Service {
     }
 }
 
-/// The whole service: the web app, the API, and the guard in front of both.
+/// The whole service: the web app, the API, and the guard in front of both. At most
+/// [`MAX_IN_FLIGHT`] requests that passed the guard are handled at once (one limit for every
+/// route: tower's global limit, where a plain one would count each route apart).
 pub fn router(service: Arc<Service>) -> Router {
     let max_upload = service.config.max_upload;
     Router::new()
         .merge(web::routes())
         .merge(api::routes(max_upload))
         .merge(auth::routes())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_IN_FLIGHT,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             service.clone(),
             auth::guard,
@@ -260,14 +283,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
-/// Serves until Ctrl-C or SIGTERM; requests in flight finish first.
-pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> Result<()> {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the service stopped")
-}
-
+/// Resolves at Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
