@@ -30,6 +30,11 @@ impl Default for DetectorConfig {
     }
 }
 
+/// Smallest detector score of a face grouped into people or enrolled, for a detector whose
+/// manifest names none: MTCNN scores real faces above 0.95 almost always. Each detector's
+/// scores are on its own scale (SCRFD's manifest says 0.6).
+pub const DEFAULT_GROUP_MIN_SCORE: f32 = 0.95;
+
 /// A loaded face detector. Each is boxed: they differ in size (MTCNN has three plan caches),
 /// and one is loaded per pipeline.
 pub enum Detector {

@@ -23,6 +23,7 @@ use smoothface_device::people::ente::EnteConfig;
 use smoothface_device::people::fusion::Fusion;
 use smoothface_device::people::immich::ImmichConfig;
 use smoothface_device::people::linkage::LinkageConfig;
+use smoothface_device::people::names::printable;
 use smoothface_device::people::store::{self as people_store, Eligibility, Whose};
 use smoothface_device::people::{decisions, evaluation, names};
 use smoothface_device::pipeline::{FacePick, Pipeline};
@@ -434,9 +435,10 @@ struct GroupingArgs {
     /// Faces a new person needs (fewer stay unassigned until more arrive)
     #[arg(long, default_value_t = LinkageConfig::MIN_FACES, value_name = "N")]
     person_min_faces: usize,
-    /// Faces with a lower detector score are not grouped
-    #[arg(long, default_value_t = Eligibility::default().min_score, value_name = "S")]
-    group_min_score: f32,
+    /// Faces with a lower detector score are not grouped [default: the detector's
+    /// `group_min_score` from its manifest: 0.95 for MTCNN, 0.6 for SCRFD]
+    #[arg(long, value_name = "S")]
+    group_min_score: Option<f32>,
     /// Faces whose box is smaller (shorter side, pixels) are not grouped
     #[arg(long, default_value_t = Eligibility::default().min_size, value_name = "PX")]
     group_min_size: f32,
@@ -468,9 +470,11 @@ impl GroupingArgs {
         })
     }
 
-    fn eligibility(&self) -> Eligibility {
+    /// Which faces are grouped; `detector_min_score` is the detector's own smallest score
+    /// (its manifest's), used unless --group-min-score says otherwise.
+    fn eligibility(&self, detector_min_score: f32) -> Eligibility {
         Eligibility {
-            min_score: self.group_min_score,
+            min_score: self.group_min_score.unwrap_or(detector_min_score),
             min_size: self.group_min_size,
         }
     }
@@ -509,6 +513,15 @@ enum PeopleCommand {
         /// People merged into it
         #[arg(required = true)]
         others: Vec<String>,
+    },
+    /// These two are different people: a "Same person?" suggestion answered no (undo with
+    /// `people undo`). No suggestion pairs them again
+    #[command(name = "keep-apart")]
+    KeepApart {
+        /// Person id or name
+        person: String,
+        /// The other person's id or name
+        other: String,
     },
     /// These faces are someone else: move them from a person to a new one, or to the named one
     Split {
@@ -807,6 +820,19 @@ impl Global {
         }
     }
 
+    /// The detector's smallest score of a face to group (its manifest's `group_min_score`),
+    /// without loading its networks.
+    fn detector_group_min_score(&self) -> Result<f32> {
+        let dir = match &self.detector {
+            Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
+            None => self.places().find(models::DETECTOR)?,
+        };
+        Ok(ModelManifest::load(&dir)?
+            .manifest
+            .group_min_score
+            .unwrap_or(smoothface_device::detector::DEFAULT_GROUP_MIN_SCORE))
+    }
+
     /// The detector settings of `--min-face` and `--detect-side`.
     fn detector_config(&self) -> Result<DetectorConfig> {
         ensure_min_face(self.min_face)?;
@@ -945,6 +971,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     *frames,
                     smoothface_device::watch::EnrolQuality {
                         min_sharpness: *min_sharpness,
+                        min_score: pipeline.group_min_score,
                         ..smoothface_device::watch::EnrolQuality::DEFAULT
                     },
                 )?;
@@ -1208,7 +1235,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &pipeline,
                 dirs,
                 *face,
-                &Eligibility::default(),
+                &Eligibility {
+                    min_score: pipeline.group_min_score,
+                    ..Eligibility::default()
+                },
                 keep.as_deref(),
                 g.progress(),
             )?;
@@ -1244,7 +1274,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let options = evaluation::PeopleEvalOptions {
                 pick: *face,
-                eligibility: grouping.eligibility(),
+                eligibility: grouping.eligibility(pipeline.group_min_score),
                 linkage: grouping.linkage(&pipeline.embedder.thresholds)?,
                 immich,
                 ente: EnteConfig::default(),
@@ -1397,7 +1427,7 @@ fn cmd_index(
             Some(switch::switch(
                 &mut conn,
                 &pipeline,
-                &grouping.eligibility(),
+                &grouping.eligibility(pipeline.group_min_score),
                 &linkage,
                 g.progress(),
             )?)
@@ -1413,7 +1443,12 @@ fn cmd_index(
         &index::Progress::default(),
     )?;
     let model_id = gallery_model::adopt(&conn, &pipeline.embedder)?;
-    let people = people_store::update(&mut conn, model_id, &grouping.eligibility(), &linkage)?;
+    let people = people_store::update(
+        &mut conn,
+        model_id,
+        &grouping.eligibility(pipeline.group_min_score),
+        &linkage,
+    )?;
     if json {
         let mut out = serde_json::to_value(&r)?;
         out["people"] = serde_json::to_value(&people)?;
@@ -1701,7 +1736,7 @@ fn cmd_serve(
         libraries,
         max_upload: max_upload_mb.saturating_mul(1024 * 1024),
         sampling: video.sampling()?,
-        eligibility: grouping.eligibility(),
+        eligibility: grouping.eligibility(pipeline.group_min_score),
         linkage: grouping.linkage(&pipeline.embedder.thresholds)?,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the service's runtime")?;
@@ -1799,7 +1834,7 @@ fn cmd_models_use(
     let r = switch::switch(
         &mut conn,
         &pipeline,
-        &grouping.eligibility(),
+        &grouping.eligibility(pipeline.group_min_score),
         &linkage,
         g.progress(),
     )?;
@@ -1878,20 +1913,6 @@ fn print_calibration(c: &smoothface_device::eval::calibrate::Calibration) {
             100.0 * s.identify_tmr
         );
     }
-}
-
-/// A stored name as a terminal may print it: control characters (a legacy name could hold
-/// escape sequences) escaped.
-fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 fn print_update(r: &people_store::UpdateReport) {
@@ -2042,7 +2063,7 @@ fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
             let r = people_store::update(
                 &mut conn,
                 model_id,
-                &grouping.eligibility(),
+                &grouping.eligibility(g.detector_group_min_score()?),
                 &grouping.linkage(&thresholds)?,
             )?;
             if *json {
@@ -2055,6 +2076,9 @@ fn cmd_people(g: &Global, c: &PeopleCommand) -> Result<ExitCode> {
         PeopleCommand::Name { person, name } => decisions::name(&mut conn, model_id, person, name)?,
         PeopleCommand::Merge { person, others } => {
             decisions::merge(&mut conn, model_id, person, others)?
+        }
+        PeopleCommand::KeepApart { person, other } => {
+            decisions::keep_apart(&mut conn, model_id, person, other)?
         }
         PeopleCommand::Split {
             person,

@@ -74,6 +74,9 @@ pub struct Pipeline {
     pub embedder: Embedder,
     /// Largest image accepted, in pixels.
     pub max_pixels: u64,
+    /// The detector's smallest score for a face to be grouped into people or enrolled: its
+    /// manifest's `group_min_score`, else [`crate::detector::DEFAULT_GROUP_MIN_SCORE`].
+    pub group_min_score: f32,
 }
 
 impl Pipeline {
@@ -85,11 +88,17 @@ impl Pipeline {
         max_pixels: u64,
     ) -> Result<Pipeline> {
         let embedder = Embedder::load(&ModelManifest::load(model_dir)?)?;
-        let detector = Detector::load(&ModelManifest::load(detector_dir)?, config)?;
+        let detector_model = ModelManifest::load(detector_dir)?;
+        let group_min_score = detector_model
+            .manifest
+            .group_min_score
+            .unwrap_or(crate::detector::DEFAULT_GROUP_MIN_SCORE);
+        let detector = Detector::load(&detector_model, config)?;
         Ok(Pipeline {
             detector,
             embedder,
             max_pixels,
+            group_min_score,
         })
     }
 

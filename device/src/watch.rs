@@ -28,7 +28,7 @@ impl EnrolQuality {
     /// camera") have medians of 132 to 267, and 34 to 70 under a Gaussian blur of sigma 2.
     pub const DEFAULT: EnrolQuality = EnrolQuality {
         min_size: 80.0,
-        min_score: 0.95,
+        min_score: crate::detector::DEFAULT_GROUP_MIN_SCORE,
         min_sharpness: 80.0,
     };
 }

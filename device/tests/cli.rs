@@ -81,6 +81,19 @@ const SURFACE: &[(&[&str], &[&str])] = &[
     (&["models", "list"], &["--json"]),
     (&["models", "install"], &["--from", "--to", "--json"]),
     (
+        &["models", "use"],
+        &[
+            "--json",
+            "--link-threshold",
+            "--link-relative",
+            "--link-floor",
+        ],
+    ),
+    (
+        &["eval", "calibrate"],
+        &["--face", "--write", "--keep", "--json"],
+    ),
+    (
         &["eval", "retrieval"],
         &["--face", "--min-per-person", "--json"],
     ),
@@ -120,6 +133,8 @@ const SURFACE: &[(&[&str], &[&str])] = &[
     (&["people", "move"], &[]),
     (&["people", "reject"], &["--faces"]),
     (&["people", "undo"], &[]),
+    (&["people", "suggest"], &["--top", "--json"]),
+    (&["people", "keep-apart"], &[]),
     (
         &["people", "update"],
         &["--json", "--link-threshold", "--person-min-faces"],
@@ -262,7 +277,8 @@ fn models_install_copies_the_pinned_models_where_they_are_then_found() {
     let o = run(&["models", "install", "--from", s(&models()), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(report.as_array().unwrap().len(), 2);
+    // Both embedders and both detectors.
+    assert_eq!(report.as_array().unwrap().len(), 4);
     assert!(
         report
             .as_array()

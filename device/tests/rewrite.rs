@@ -92,7 +92,7 @@ fn a_graph_that_declares_a_batch_of_one_runs_any_batch() {
         let alone = alone[0].to_plain_array_view::<f32>().unwrap().to_owned();
         let diff = alone
             .iter()
-            .zip(three.row(i))
+            .zip(three.slice(tract_ndarray::s![i, ..]))
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(diff < 1e-4, "image {i}: {diff}");

@@ -1,6 +1,8 @@
 //! Load on `smoothface serve`: requests per second and p50/p99 latency of searches over
 //! galleries of 10k and 100k faces, from concurrent clients on loopback, beside the same
-//! searches called in-process (no HTTP: the floor the service's overhead is measured against).
+//! searches called in-process (no HTTP: the floor the service's overhead is measured against),
+//! and the same service on axum's own server without its timeouts and connection cap (what
+//! those limits cost).
 //!
 //! `cargo bench --workspace --bench serve_load [-- --faces 10000,100000 --clients 4
 //! --requests 200 --seconds 60]`. The galleries hold random unit embeddings (a search's cost
@@ -194,25 +196,45 @@ fn main() {
             .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         runtime.spawn(serve::serve(service.clone(), listener));
+        // The same service on axum's own server, without the timeouts and the connection cap:
+        // what the service was before them, measured beside it.
+        let plain = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let plain_url = format!("http://{}", plain.local_addr().unwrap());
+        let app = serve::router(service.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        runtime.spawn(async move { axum::serve(plain, app).await });
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let search = format!("{url}/api/search?top=20");
-        let by_face = format!("{url}/api/search/face/1?top=20");
-        let post = || {
-            agent
-                .post(&search)
-                .send(&photo[..])
-                .is_ok_and(|mut r| r.status() == 200 && r.body_mut().read_to_vec().is_ok())
+        let post_to = |url: String| {
+            let agent = agent.clone();
+            let photo = photo.clone();
+            move || {
+                agent
+                    .post(&format!("{url}/api/search?top=20"))
+                    .send(&photo[..])
+                    .is_ok_and(|mut r| r.status() == 200 && r.body_mut().read_to_vec().is_ok())
+            }
         };
-        let get = || {
-            agent
-                .get(&by_face)
-                .call()
-                .is_ok_and(|mut r| r.status() == 200 && r.body_mut().read_to_vec().is_ok())
+        let get_from = |url: String| {
+            let agent = agent.clone();
+            move || {
+                agent
+                    .get(&format!("{url}/api/search/face/1?top=20"))
+                    .call()
+                    .is_ok_and(|mut r| r.status() == 200 && r.body_mut().read_to_vec().is_ok())
+            }
         };
+        let (post, get) = (post_to(url.clone()), get_from(url.clone()));
+        let (plain_post, plain_get) = (post_to(plain_url.clone()), get_from(plain_url));
         assert!(post() && get(), "the service answers");
+        assert!(
+            plain_post() && plain_get(),
+            "the service answers without limits"
+        );
 
         // The peer: the same work in-process, the matrix already loaded as the service's is.
         let matrix = service.matrix().unwrap();
@@ -234,12 +256,22 @@ fn main() {
 
         eprintln!("serve_load: measuring {n} faces...");
         rows.push(measure(&a, post).row("POST /api/search (photo upload)", n, a.clients));
+        rows.push(measure(&a, plain_post).row(
+            "POST /api/search, no timeouts or connection cap (axum::serve)",
+            n,
+            a.clients,
+        ));
         rows.push(measure(&a, direct_search).row(
             "in-process: decode, detect, embed, rank, read the rows",
             n,
             a.clients,
         ));
         rows.push(measure(&a, get).row("GET /api/search/face/ID", n, a.clients));
+        rows.push(measure(&a, plain_get).row(
+            "GET /api/search/face/ID, no timeouts or connection cap (axum::serve)",
+            n,
+            a.clients,
+        ));
         rows.push(measure(&a, direct_face).row("in-process: rank, read the rows", n, a.clients));
     }
     println!("| request | faces | clients | requests | req/s | p50 ms | p99 ms | errors |");

@@ -360,6 +360,18 @@ impl ServeProcess {
             .unwrap();
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {route}: {e}: {body}"))
     }
+
+    /// POST of a JSON body to a route that must answer.
+    pub fn post(&self, route: &str, body: &serde_json::Value) -> serde_json::Value {
+        let body = ureq::post(format!("{}{route}", self.url))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap_or_else(|e| panic!("POST {route}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {route}: {e}: {body}"))
+    }
 }
 
 impl Drop for ServeProcess {

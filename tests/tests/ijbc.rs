@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The CLI with the MIT `mobilefacenet`, the embedder [`embed_by_hand`] recomputes with.
 fn smoothface() -> Command {
     let mut c = Command::new(binary("smoothface"));
-    c.env("SMOOTHFACE_MODELS", models()).arg("--quiet");
+    c.env("SMOOTHFACE_MODELS", models())
+        .args(["--quiet", "--model", "mobilefacenet"]);
     c
 }
 

@@ -583,9 +583,12 @@ async fn a_token_guards_every_route_and_the_login_sets_a_strict_cookie() {
         StatusCode::OK
     );
     assert_eq!(
-        s.send(with("/", Some(("cookie", "smoothface_session=guess".into()))))
-            .await
-            .0,
+        s.send(with(
+            "/",
+            Some(("cookie", "smoothface_session=guess".into()))
+        ))
+        .await
+        .0,
         StatusCode::SEE_OTHER
     );
 
@@ -654,7 +657,7 @@ async fn without_a_token_only_loopback_names_are_answered() {
         .headers_mut()
         .insert(header::ORIGIN, "http://evil.example".parse().unwrap());
     assert_eq!(s.send(cross).await.0, StatusCode::FORBIDDEN);
-    // The page's own origin may change things (here: nothing to undo, a 400 with the cause).
+    // The page's own origin may change things (here: nothing to undo, a 409 with the cause).
     let mut own = request("POST", "/api/people/undo", Body::empty());
     own.headers_mut()
         .insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());

@@ -225,7 +225,8 @@ fn peak_memory(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// The issue's image bomb: a PNG of 9999x9999 grey pixels, 97 KB, under the default pixel limit.
+/// The issue's image bomb: a PNG of 9999x9999 grey pixels (97 KB as the issue made it), under the
+/// default pixel limit.
 /// Its decode stays within the documented bound for an upload, 4 bytes a pixel for an 8-bit
 /// grey one (its own pixels and the RGB copy), and it is answered (no face) in seconds.
 #[test]
@@ -242,7 +243,8 @@ fn a_large_png_upload_stays_within_the_documented_memory_bound() {
         .write_to(&mut png, image::ImageFormat::Png)
         .unwrap();
     let png = png.into_inner();
-    assert!(png.len() < 200_000, "{} bytes", png.len());
+    // About 0.5 MB with the image crate's default compression: a small upload.
+    assert!(png.len() < 1_000_000, "{} bytes", png.len());
     s.get("/api/status");
     let before = peak_memory(s.pid());
     let agent: ureq::Agent = ureq::Agent::config_builder()

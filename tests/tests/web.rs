@@ -331,3 +331,91 @@ async fn a_person_named_on_the_page_is_found_by_name_and_two_people_merge() {
     assert!(overflow.as_f64().unwrap() <= 0.0, "{overflow}");
     s.browser.clone().close().await.unwrap();
 }
+
+/// The people page's "Same person?" cards: a person split in two is asked about; "No" keeps
+/// the two apart (the card goes and the service stops suggesting them; undo brings it back),
+/// "Yes" merges them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_person_cards_keep_apart_on_no_and_merge_on_yes() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(s) = session("same_person_cards_keep_apart_on_no_and_merge_on_yes").await else {
+        return;
+    };
+    // Half of the largest person's faces split off: the two halves are one person.
+    let people = s.service.get("/api/people");
+    let largest = people["people"][0]["id"].as_i64().unwrap();
+    let faces: Vec<i64> = s.service.get(&format!("/api/people/{largest}"))["face_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["face"].as_i64().unwrap())
+        .collect();
+    assert!(faces.len() >= 2, "{faces:?}");
+    let half = &faces[..faces.len() / 2];
+    let split = s.service.post(
+        &format!("/api/people/{largest}/split"),
+        &json!({ "faces": half }),
+    );
+    let other = split["person"].as_i64().unwrap();
+    let (a, b) = (largest.min(other), largest.max(other));
+    let card = format!(".pair-card[data-a=\"{a}\"][data-b=\"{b}\"]");
+    let suggested = |s: &Session| {
+        s.service.get("/api/people/suggestions?top=0")["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["a"] == a && p["b"] == b)
+    };
+    assert!(suggested(&s), "the two halves are suggested");
+
+    s.open("#/people").await;
+    until("the card of the two halves", 30, || async {
+        (s.count(&card).await == 1).then_some(())
+    })
+    .await;
+    s.screenshot("same-person").await;
+    let click = |css: String| {
+        let browser = s.browser.clone();
+        async move {
+            browser
+                .find(Locator::Css(&css))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    click(format!("{card} button.no")).await;
+    until("the card to go", 20, || async {
+        (s.count(&card).await == 0).then_some(())
+    })
+    .await;
+    assert!(!suggested(&s), "kept apart: no longer suggested");
+
+    // Undo brings the pair back; "Yes" merges them.
+    s.service.post("/api/people/undo", &json!({}));
+    assert!(suggested(&s), "undone: suggested again");
+    s.open("#/gallery").await;
+    s.open("#/people").await;
+    until("the card again", 30, || async {
+        (s.count(&card).await == 1).then_some(())
+    })
+    .await;
+    let before = s.service.get("/api/people")["people"]
+        .as_array()
+        .unwrap()
+        .len();
+    click(format!("{card} button.yes")).await;
+    until("one person fewer", 20, || async {
+        let n = s.service.get("/api/people")["people"]
+            .as_array()
+            .unwrap()
+            .len();
+        (n == before - 1).then_some(())
+    })
+    .await;
+    let person = s.service.get(&format!("/api/people/{a}"));
+    assert_eq!(person["face_list"].as_array().unwrap().len(), faces.len());
+    s.browser.clone().close().await.unwrap();
+}

@@ -260,7 +260,7 @@ fn embed_photo(
     faces: &[Stored],
 ) -> Result<Vec<(i64, Vec<f32>)>, String> {
     let scan = crate::media::scan_file(path, false).map_err(|e| e.reason())?;
-    let side = pipeline.detector.config().max_side;
+    let side = pipeline.detector.max_side();
     let photo = crate::media::load_reduced(path, &scan, pipeline.max_pixels, side)
         .map_err(|e| e.reason())?;
     let wanted: Vec<Face> = faces.iter().map(|f| f.face.clone()).collect();
@@ -422,6 +422,14 @@ fn regroup(
             tx.execute(
                 "UPDATE faces SET person_id = ?2 WHERE person_id = ?1",
                 params![new, old],
+            )?;
+            // A face the user rejected from the old person never ends in it, whoever it was
+            // grouped with.
+            tx.execute(
+                "UPDATE faces SET person_id = NULL, assigned_by = NULL
+                 WHERE person_id = ?1 AND assigned_by = 'auto'
+                   AND id IN (SELECT face_id FROM rejections WHERE person_id = ?1)",
+                [old],
             )?;
             tx.execute("DELETE FROM people WHERE id = ?1", [new])?;
             renamed.insert(new);

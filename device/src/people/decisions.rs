@@ -12,10 +12,12 @@
 //! database error.
 
 use super::names::{self, printable};
+use super::Seen;
 use crate::gallery::db;
 use anyhow::{bail, ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 
 /// A face as it was: (face, person, assigned_by).
 type FaceWas = (i64, Option<i64>, Option<String>);
@@ -35,6 +37,13 @@ struct Undo {
     rejections_added: Vec<(i64, i64)>,
     /// Rejections the decision moved away: (face, person) as they were.
     rejections_removed: Vec<(i64, i64)>,
+    /// `keep-apart` pairs the decision added (smaller id first). Absent from records written
+    /// before keep-apart existed.
+    #[serde(default)]
+    apart_added: Vec<(i64, i64)>,
+    /// `keep-apart` pairs the decision removed (a merge of the two; a person deleted).
+    #[serde(default)]
+    apart_removed: Vec<(i64, i64)>,
 }
 
 /// Why a decision was refused: the message for the user, and its kind, from which the service
@@ -155,8 +164,14 @@ fn decide(
 ) -> Result<Decided> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut undo = Undo::default();
+    // The keep-apart pairs before and after: a person deleted takes its pairs with it (the
+    // table's cascade), and the undo puts them back.
+    let apart_before = kept_apart(&tx)?;
     let (summary, person) = act(&tx, &mut undo)?;
     undo.deleted.extend(db::drop_empty_people(&tx)?);
+    let apart_after = kept_apart(&tx)?;
+    undo.apart_added = apart_after.difference(&apart_before).copied().collect();
+    undo.apart_removed = apart_before.difference(&apart_after).copied().collect();
     tx.execute(
         "INSERT INTO decisions (model_id, summary, undo) VALUES (?1, ?2, ?3)",
         params![model_id, summary, serde_json::to_string(&undo)?],
@@ -168,6 +183,83 @@ fn decide(
         summary,
         person,
     })
+}
+
+/// Every `keep-apart` pair, smaller id first, in order.
+fn kept_apart(tx: &Transaction) -> Result<BTreeSet<(i64, i64)>> {
+    let pairs = tx
+        .prepare("SELECT a, b FROM keep_apart")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(pairs)
+}
+
+/// A face and where it was seen.
+struct Sighting {
+    face: i64,
+    seen: Seen,
+    /// Its photo's or video's path.
+    path: String,
+}
+
+/// Where each face that `filter` (on `faces f`, with `?1` = `value`) picks was seen.
+fn sightings(tx: &Transaction, filter: &str, value: i64) -> Result<Vec<Sighting>> {
+    let rows = tx
+        .prepare(&format!(
+            "SELECT f.id, f.media_id, f.start_s, f.end_s, m.path
+             FROM faces f JOIN media m ON m.id = f.media_id WHERE {filter}"
+        ))?
+        .query_map([value], |r| {
+            let start: Option<f64> = r.get(2)?;
+            let end: Option<f64> = r.get(3)?;
+            Ok(Sighting {
+                face: r.get(0)?,
+                seen: Seen {
+                    media: r.get(1)?,
+                    span: start.map(|s| (s, end.unwrap_or(s))),
+                },
+                path: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// The faces of `person`, and where each was seen.
+fn sightings_of_person(tx: &Transaction, person: i64) -> Result<Vec<Sighting>> {
+    sightings(tx, "f.person_id = ?1", person)
+}
+
+/// Refuses to put the `joining` faces into `into`, whose faces are `there`, when two of the
+/// faces would then have been seen together (one photo, one moment of a video): one photo shows
+/// a person once, so one of the two is someone else. The message names the photo, both faces,
+/// and how to move the one already there out first.
+fn ensure_never_together(joining: &[Sighting], there: &[Sighting], into: &str) -> Result<()> {
+    let mut by_media: HashMap<i64, Vec<&Sighting>> = HashMap::new();
+    for s in there {
+        by_media.entry(s.seen.media).or_default().push(s);
+    }
+    for j in joining {
+        let with = by_media.get(&j.seen.media).and_then(|faces| {
+            faces
+                .iter()
+                .find(|e| e.face != j.face && e.seen.together(&j.seen))
+        });
+        if let Some(e) = with {
+            let place = match j.seen.span {
+                Some(_) => format!("on screen together in the video {}", printable(&e.path)),
+                None => format!("both in the photo {}", printable(&e.path)),
+            };
+            bail!(Refused::Conflict(format!(
+                "face {} and face {} are {place}, and one photo shows a person once: they cannot \
+                 both be {into}. Move the wrong one to its own person first (for face {}: \
+                 `smoothface people move {} PERSON`), then try again",
+                e.face, j.face, e.face, e.face
+            )));
+        }
+        by_media.entry(j.seen.media).or_default().push(j);
+    }
+    Ok(())
 }
 
 /// Moves faces to a person as the user's decision, remembering where they were.
@@ -225,6 +317,12 @@ pub fn merge(
             Refused::Invalid("give at least two people to merge".into())
         );
         let mut kept_name = name_of(tx, keep)?;
+        let mut there = sightings_of_person(tx, keep)?;
+        for &id in &gone {
+            let joining = sightings_of_person(tx, id)?;
+            ensure_never_together(&joining, &there, &label(keep, &kept_name))?;
+            there.extend(joining);
+        }
         let mut dropped = Vec::new();
         for &id in &gone {
             let name = name_of(tx, id)?;
@@ -252,6 +350,16 @@ pub fn merge(
             // same human, recognised either way).
             tx.execute(
                 "UPDATE enrolments SET person_id = ?1 WHERE person_id = ?2",
+                params![keep, id],
+            )?;
+            // "Not the same as Z" holds for the merged whole; a pair of the two merged ends
+            // (the person's delete takes its own pairs away).
+            tx.execute(
+                "INSERT OR IGNORE INTO keep_apart (a, b)
+                 SELECT min(?1, other), max(?1, other) FROM (
+                     SELECT CASE WHEN a = ?2 THEN b ELSE a END AS other
+                     FROM keep_apart WHERE a = ?2 OR b = ?2)
+                 WHERE other != ?1",
                 params![keep, id],
             )?;
             undo.deleted.push((id, name.clone()));
@@ -332,10 +440,10 @@ pub fn split(
     faces: &[i64],
     name: Option<&str>,
 ) -> Result<Decided> {
-    let name = name.map(names::clean).transpose()?;
     decide(conn, model_id, |tx, undo| {
         let from = resolve(tx, model_id, person)?;
         let moving = faces_of_person(tx, model_id, faces, Some(from))?;
+        let name = name.map(names::clean).transpose()?;
         let target = match &name {
             Some(n) => named(tx, model_id, n)?,
             None => None,
@@ -346,6 +454,15 @@ pub fn split(
                 "the faces are already {person}'s: give another name to split them to"
             ))
         );
+        let mut joining = Vec::new();
+        for (face, _, _) in &moving {
+            joining.extend(sightings(tx, "f.id = ?1", *face)?);
+        }
+        let (there, into) = match target {
+            Some(id) => (sightings_of_person(tx, id)?, label(id, &name_of(tx, id)?)),
+            None => (Vec::new(), "one new person".to_string()),
+        };
+        ensure_never_together(&joining, &there, &into)?;
         let to = match target {
             Some(id) => id,
             None => {
@@ -372,6 +489,11 @@ pub fn move_face(conn: &mut Connection, model_id: i64, face: i64, person: &str) 
     decide(conn, model_id, |tx, undo| {
         let to = resolve(tx, model_id, person)?;
         let moving = faces_of_person(tx, model_id, &[face], None)?;
+        ensure_never_together(
+            &sightings(tx, "f.id = ?1", face)?,
+            &sightings_of_person(tx, to)?,
+            &label(to, &name_of(tx, to)?),
+        )?;
         assign(tx, undo, &moving, Some(to))?;
         let to_name = name_of(tx, to)?;
         Ok((
@@ -408,6 +530,33 @@ pub fn reject(
             format!(
                 "{} face(s) are not person {from}",
                 leaving.len() + elsewhere.len()
+            ),
+            None,
+        ))
+    })
+}
+
+/// `people keep-apart A B`: the two are different people (a "Same person?" suggestion answered
+/// no). No suggestion pairs them again, and no grouping merges them (a grouping never merges
+/// two people; it only adds faces to one). A merge of the two by the user ends the pair; a merge
+/// of either with a third person carries it over to the whole.
+pub fn keep_apart(conn: &mut Connection, model_id: i64, a: &str, b: &str) -> Result<Decided> {
+    decide(conn, model_id, |tx, _undo| {
+        let x = resolve(tx, model_id, a)?;
+        let y = resolve(tx, model_id, b)?;
+        ensure!(
+            x != y,
+            Refused::Invalid(format!("{a} and {b} are one person: give two people"))
+        );
+        tx.execute(
+            "INSERT OR IGNORE INTO keep_apart (a, b) VALUES (?1, ?2)",
+            params![x.min(y), x.max(y)],
+        )?;
+        Ok((
+            format!(
+                "{} and {} are different people",
+                label(x, &name_of(tx, x)?),
+                label(y, &name_of(tx, y)?)
             ),
             None,
         ))
@@ -460,6 +609,19 @@ pub fn undo(conn: &mut Connection, model_id: i64) -> Result<Decided> {
             "INSERT OR IGNORE INTO rejections (face_id, person_id)
              SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM faces WHERE id = ?1) AND EXISTS (SELECT 1 FROM people WHERE id = ?2)",
             params![face, person],
+        )?;
+    }
+    for (a, b) in &u.apart_added {
+        tx.execute(
+            "DELETE FROM keep_apart WHERE a = ?1 AND b = ?2",
+            params![a, b],
+        )?;
+    }
+    for (a, b) in &u.apart_removed {
+        tx.execute(
+            "INSERT OR IGNORE INTO keep_apart (a, b)
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM people WHERE id = ?1) AND EXISTS (SELECT 1 FROM people WHERE id = ?2)",
+            params![a, b],
         )?;
     }
     for person in &u.created {
@@ -712,6 +874,123 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("nothing to undo"));
+    }
+
+    /// The error of a refused decision, which must be a conflict.
+    fn conflict(r: Result<Decided>) -> String {
+        let e = r.expect_err("refused");
+        assert!(
+            matches!(e.downcast_ref::<Refused>(), Some(Refused::Conflict(_))),
+            "{e}"
+        );
+        e.to_string()
+    }
+
+    #[test]
+    fn a_decision_that_would_put_two_faces_of_one_photo_in_one_person_is_refused() {
+        let mut f = Fixture::new(3, 4);
+        f.update();
+        let p: Vec<String> = (0..3)
+            .map(|i| f.person_of(f.faces[i * 4]).unwrap().to_string())
+            .collect();
+        // Face x (the first person's) and face y (the second's) are seen in one photo.
+        let (x, y) = (f.faces[0], f.faces[4]);
+        f.conn
+            .execute(
+                "UPDATE faces SET face_index = 1,
+                     media_id = (SELECT media_id FROM faces WHERE id = ?1) WHERE id = ?2",
+                [x, y],
+            )
+            .unwrap();
+        name(&mut f.conn, f.model, &p[0], "Ann").unwrap();
+        let start = f.state();
+        let e = conflict(merge(&mut f.conn, f.model, &p[0], &[p[1].clone()]));
+        assert!(
+            e.contains("/p/0.jpg") && e.contains(&format!("face {x} and face {y}")),
+            "{e}"
+        );
+        assert!(e.contains(&format!("people move {x} ")), "{e}");
+        // Either way round, and by moving or splitting one face.
+        conflict(merge(&mut f.conn, f.model, &p[1], &[p[0].clone()]));
+        conflict(merge(
+            &mut f.conn,
+            f.model,
+            &p[2],
+            &[p[0].clone(), p[1].clone()],
+        ));
+        conflict(move_face(&mut f.conn, f.model, y, "Ann"));
+        conflict(split(&mut f.conn, f.model, &p[1], &[y], Some("Ann")));
+        assert_eq!(f.state(), start, "a refused decision changes nothing");
+        // Two faces of one photo split together into one new person.
+        let z = f.faces[5];
+        f.conn
+            .execute(
+                "UPDATE faces SET face_index = 2,
+                     media_id = (SELECT media_id FROM faces WHERE id = ?1) WHERE id = ?2",
+                [y, z],
+            )
+            .unwrap();
+        conflict(split(&mut f.conn, f.model, &p[1], &[y, z], None));
+        // Other decisions go on as before.
+        split(&mut f.conn, f.model, &p[1], &[y], None).unwrap();
+        merge(&mut f.conn, f.model, &p[0], &[p[2].clone()]).unwrap();
+    }
+
+    #[test]
+    fn keep_apart_hides_a_suggestion_through_updates_follows_merges_and_is_undone() {
+        let mut f = Fixture::new(3, 4);
+        f.update();
+        let p: Vec<i64> = (0..3)
+            .map(|i| f.person_of(f.faces[i * 4]).unwrap())
+            .collect();
+        // The first person split in two: its halves are the suggestion.
+        let q = split(&mut f.conn, f.model, &p[0].to_string(), &f.faces[..2], None)
+            .unwrap()
+            .person
+            .unwrap();
+        let pair = (p[0].min(q), p[0].max(q));
+        let suggested = |f: &Fixture| {
+            super::super::suggest::for_gallery(&f.conn, f.model, 0)
+                .unwrap()
+                .iter()
+                .any(|s| (s.a, s.b) == pair)
+        };
+        let apart = |f: &Fixture| -> Vec<(i64, i64)> {
+            super::super::suggest::kept_apart(&f.conn)
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
+        assert!(suggested(&f));
+        let d = keep_apart(&mut f.conn, f.model, &p[0].to_string(), &q.to_string()).unwrap();
+        assert!(d.summary.contains("different people"), "{}", d.summary);
+        assert!(!suggested(&f));
+        assert_eq!(apart(&f), [pair]);
+        // New faces and a grouping update leave both people and the pair as they are.
+        for i in 12..16 {
+            f.add_face(i);
+        }
+        f.update();
+        assert_eq!(f.person_of(f.faces[0]), Some(q));
+        assert_eq!(f.person_of(f.faces[2]), Some(p[0]));
+        assert!(!suggested(&f));
+        assert_eq!(apart(&f), [pair]);
+        // Undone: suggested again; done again, then one of the two merged into a third
+        // person: the third is kept apart from the other.
+        undo(&mut f.conn, f.model).unwrap();
+        assert!(suggested(&f) && apart(&f).is_empty());
+        keep_apart(&mut f.conn, f.model, &q.to_string(), &p[0].to_string()).unwrap();
+        merge(&mut f.conn, f.model, &p[2].to_string(), &[p[0].to_string()]).unwrap();
+        assert_eq!(apart(&f), [(p[2].min(q), p[2].max(q))]);
+        undo(&mut f.conn, f.model).unwrap();
+        assert_eq!(apart(&f), [pair], "the merge undone puts the pair back");
+        // Merging the two ends the pair; undone, it is back.
+        merge(&mut f.conn, f.model, &p[0].to_string(), &[q.to_string()]).unwrap();
+        assert!(apart(&f).is_empty());
+        undo(&mut f.conn, f.model).unwrap();
+        assert_eq!(apart(&f), [pair]);
+        let e = keep_apart(&mut f.conn, f.model, &q.to_string(), &q.to_string()).unwrap_err();
+        assert!(e.to_string().contains("one person"), "{e}");
     }
 
     #[test]

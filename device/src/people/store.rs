@@ -25,11 +25,11 @@ pub struct Eligibility {
 }
 
 impl Default for Eligibility {
-    /// MTCNN scores real faces above 0.95 almost always; below 40 pixels a face's embedding is
+    /// MTCNN's smallest score (a pipeline's detector may say another: [`crate::pipeline::Pipeline::group_min_score`]); below 40 pixels a face's embedding is
     /// much less reliable (the model sees 112x112 crops upscaled from it).
     fn default() -> Eligibility {
         Eligibility {
-            min_score: 0.95,
+            min_score: crate::detector::DEFAULT_GROUP_MIN_SCORE,
             min_size: 40.0,
         }
     }

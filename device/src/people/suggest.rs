@@ -181,20 +181,20 @@ mod tests {
 
     #[test]
     fn pairs_are_ranked_by_their_relative_link() {
-        // Each person two faces 10 degrees apart (their own link cos 10), about 0, 10 and 90
+        // Each person two faces 10 degrees apart (their own link cos 10), about 0, 10 and 95
         // degrees. Mean link of 1 and 2: the four pairs at 0, 10, 10, 20 degrees average
-        // cos^2(5) cos(10); relative: cos^2(5) = 0.99240. Of 2 and 3 (means 80 degrees apart):
-        // cos^2(5) cos(80) / cos(10) = 0.17499. Of 1 and 3: 0 (not listed: not above zero).
+        // cos^2(5) cos(10); relative: cos^2(5) = 0.99240. Of 2 and 3 (means 85 degrees apart):
+        // cos^2(5) cos(85) / cos(10) = 0.08783. Of 1 and 3 (95 degrees): below zero, not listed.
         let people = [
             person(1, &[at(-5.0), at(5.0)], &[1, 2]),
             person(2, &[at(5.0), at(15.0)], &[3, 4]),
-            person(3, &[at(85.0), at(95.0)], &[5, 6]),
+            person(3, &[at(90.0), at(100.0)], &[5, 6]),
         ];
         let got = rank(&people, &HashSet::new(), 0);
         let pairs: Vec<(i64, i64)> = got.iter().map(|s| (s.a, s.b)).collect();
         assert_eq!(pairs, vec![(1, 2), (2, 3)]);
         assert!((got[0].score - 0.99240).abs() < 1e-4, "{got:?}");
-        assert!((got[1].score - 0.17499).abs() < 1e-4, "{got:?}");
+        assert!((got[1].score - 0.08783).abs() < 1e-4, "{got:?}");
         assert_eq!((got[0].a_face, got[0].b_face), (10, 20));
         assert_eq!(rank(&people, &HashSet::new(), 1).len(), 1);
     }

@@ -12,6 +12,7 @@ use crate::media::DecodeError;
 use crate::people::decisions::{self, Decided, Refused};
 use crate::people::fusion::Fusion;
 use crate::people::store as people_store;
+use crate::people::suggest;
 use crate::thumbs::ThumbError;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -152,7 +153,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Body<T>, ApiError> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
+        let Json(value) = Json::<T>::from_request(req, state)
+            .await
+            .map_err(|e| match &e {
+                JsonRejection::BytesRejection(b) if stalled(b) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request's body stalled: its bytes stopped coming before its end",
+                ),
+                _ => ApiError::from(e),
+            })?;
         Ok(Body(value))
     }
 }
@@ -197,11 +206,13 @@ pub fn routes(max_upload: usize) -> Router<Arc<Service>> {
         .route("/api/search/person/{id}", get(search_person))
         .route("/api/people", get(people_list))
         .route("/api/people/undo", post(undo))
+        .route("/api/people/suggestions", get(suggestions))
         .route("/api/people/{id}", get(person))
         .route("/api/people/{id}/name", post(name))
         .route("/api/people/{id}/merge", post(merge))
         .route("/api/people/{id}/split", post(split))
         .route("/api/people/{id}/reject", post(reject))
+        .route("/api/people/{id}/keep-apart", post(keep_apart))
         .route("/api/forget", post(forget))
         .fallback(|| async { ApiError::not_found("no such route (see the README's API list)") })
 }
@@ -670,6 +681,22 @@ async fn person(State(s): State<Arc<Service>>, Id(id): Id) -> Answer {
     .await
 }
 
+#[derive(Deserialize)]
+struct Top {
+    top: Option<usize>,
+}
+
+/// `GET /api/people/suggestions?top=N`: pairs of people that may be one ("Same person?"), best
+/// first (N: 20 by default, 0 for all): `a`, `b`, `score`, `a_face`, `b_face`.
+async fn suggestions(State(s): State<Arc<Service>>, Params(q): Params<Top>) -> Answer {
+    blocking(move || {
+        let conn = s.connection()?;
+        let pairs = suggest::for_gallery(&conn, s.model_id, q.top.unwrap_or(20))?;
+        Ok(Json(json!({ "suggestions": pairs })))
+    })
+    .await
+}
+
 /// Runs a decision with a write connection and answers what it did.
 async fn decide(
     s: Arc<Service>,
@@ -742,6 +769,19 @@ async fn reject(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<FacesBo
         decisions::reject(c, m, &id.to_string(), &b.faces)
     })
     .await
+}
+
+/// `POST /api/people/ID/keep-apart {"other": ID}`: the two are different people.
+async fn keep_apart(State(s): State<Arc<Service>>, Id(id): Id, Body(b): Body<OtherBody>) -> Answer {
+    decide(s, move |c, m| {
+        decisions::keep_apart(c, m, &id.to_string(), &b.other.to_string())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct OtherBody {
+    other: i64,
 }
 
 /// `POST /api/faces/ID/move {"person": ID}`: the face is that person ("yes, them too").

@@ -112,6 +112,7 @@ async function showPeople() {
     });
     grid.append(card);
   }
+  await showSamePerson(r.people);
   merge.addEventListener("click", async () => {
     const [into, ...others] = [...selected];
     try { say((await post(`/api/people/${into}/merge`, { others })).summary); await showPeople(); }
@@ -121,6 +122,31 @@ async function showPeople() {
     try { say((await post("/api/people/undo", {})).summary); await showPeople(); }
     catch (e) { say(e.message, true); }
   });
+}
+
+// "Same person?": pairs of people that may be one, best first; yes merges them, no keeps them
+// apart (no suggestion pairs them again). Both answers can be undone.
+async function showSamePerson(people) {
+  const section = view.querySelector(".same-person");
+  const pairs = view.querySelector(".pairs");
+  const names = new Map(people.map(p => [p.id, p.name ?? `person ${p.id}`]));
+  const r = await api("/api/people/suggestions?top=6");
+  section.hidden = r.suggestions.length === 0;
+  for (const s of r.suggestions) {
+    const face = (id, person) => el("figure", {},
+      el("img", { src: `/api/faces/${id}/crop?size=160`, loading: "lazy", alt: names.get(person) }),
+      el("figcaption", {}, names.get(person)));
+    const answer = (path, body) => async () => {
+      try { say((await post(path, body)).summary); await showPeople(); }
+      catch (e) { say(e.message, true); }
+    };
+    pairs.append(el("div", { class: "tile pair-card", dataset: { a: s.a, b: s.b } },
+      el("div", { class: "faces" }, face(s.a_face, s.a), face(s.b_face, s.b)),
+      el("div", { class: "caption hint" }, `Same person? (${s.score.toFixed(2)})`),
+      el("div", { class: "actions" },
+        el("button", { class: "yes", type: "button", onclick: answer(`/api/people/${s.a}/merge`, { others: [s.b] }) }, "✓ Yes"),
+        el("button", { class: "no", type: "button", onclick: answer(`/api/people/${s.a}/keep-apart`, { other: s.b }) }, "✗ No"))));
+  }
 }
 
 // A person: their photos, then the suggestions to accept or reject.
