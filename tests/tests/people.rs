@@ -136,6 +136,27 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
     ] {
         succeed(smoothface(&db).args(&args));
     }
+    // Bob is one of the other person's faces: "Same person?" asks about the two; keep-apart
+    // answers no, and it holds through a re-index and an update.
+    let bob = json(&run(smoothface(&db).args(["people", "list", "--json"])))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Bob")
+        .and_then(|p| p["id"].as_i64())
+        .expect("Bob listed");
+    let pair = (b.min(bob), b.max(bob));
+    let suggested = || {
+        let out = succeed(smoothface(&db).args(["people", "suggest", "--top", "0", "--json"]));
+        json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| (s["a"].as_i64(), s["b"].as_i64()) == (Some(pair.0), Some(pair.1)))
+    };
+    assert!(suggested(), "Bob and person {b} are suggested");
+    succeed(smoothface(&db).args(["people", "keep-apart", &b.to_string(), "Bob"]));
+    assert!(!suggested(), "kept apart");
     let before = json(&run(smoothface(&db).args(["people", "faces", "--json"])));
     for (f, who) in [(off, "user"), (moved, "user")] {
         let row = before
@@ -166,6 +187,16 @@ fn people_are_grouped_apart_named_searched_and_kept_through_a_reindex() {
     }
     let rejected = after.iter().find(|f| f["face"] == face).unwrap();
     assert_ne!(rejected["person"].as_i64(), Some(a));
+    assert!(
+        !suggested(),
+        "still kept apart after a re-index and an update"
+    );
+    let undone = succeed(smoothface(&db).args(["people", "undo"]));
+    assert!(
+        String::from_utf8_lossy(&undone.stdout).contains("different people"),
+        "the keep-apart was the last decision"
+    );
+    assert!(suggested(), "undone: suggested again");
     let list = json(&run(smoothface(&db).args(["people", "list", "--json"])));
     assert!(list
         .as_array()
