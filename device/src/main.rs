@@ -161,7 +161,7 @@ enum Command {
     /// told otherwise
     #[command(
         long_about = "Serve the gallery to a browser: a web app (browse, search by photo, name, \
-        merge and correct people) and the JSON API it uses (listed in the README).\n\n\
+        merge and correct people) and the JSON API it uses (listed in docs/api.md).\n\n\
         Listens on 127.0.0.1:8080 unless --listen says otherwise; any address but loopback needs \
         --token-file, and every request then carries the token (a bearer header, or the cookie \
         of the login page). --library folders are indexed in the background at start and on \
@@ -365,8 +365,8 @@ enum Command {
         /// current folder, made by `scripts/setup --bench` in the source tree]
         #[arg(long, value_name = "PYTHON")]
         python: Option<PathBuf>,
-        /// Faces grouped into people from scratch, ours beside the Immich rule (synthetic
-        /// 512-d vectors; 0 skips)
+        /// Faces grouped into people from scratch, ours beside the Immich rule, and beside
+        /// Ente's HDBSCAN on at most 10,000 of them (synthetic 512-d vectors; 0 skips)
         #[arg(long, default_value_t = 100_000, value_name = "N")]
         grouping_faces: usize,
         /// Faces then added to that gallery, grouped incrementally
@@ -597,8 +597,8 @@ enum ModelsCommand {
     },
     /// Copy the pinned pretrained models (sha256-checked) into the user's models folder
     Install {
-        /// Folder holding mobilefacenet/ and mtcnn/: a source tree's models/ after
-        /// scripts/setup, or a bundle's [default: the first place that holds them]
+        /// Folder holding the pinned models (w600k_mbf/, mobilefacenet/, mtcnn/, scrfd/): a
+        /// source tree's models/ after scripts/setup, or a bundle's [default: the first place that holds them]
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
         /// Destination [default: $XDG_DATA_HOME/smoothface/models or ~/.local/share/smoothface/models]
@@ -652,7 +652,8 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Group a folder-per-person tree's faces, ours beside the Immich rule: BCubed and pairwise F
+    /// Group a folder-per-person tree's faces, ours beside the Immich rule and Ente's HDBSCAN:
+    /// BCubed and pairwise F, same-photo pairs, and the "Same person?" suggestions
     People {
         /// Folder with one sub-folder of photos per person
         dir: PathBuf,
@@ -730,8 +731,10 @@ enum EvalCommand {
         long_about = "Measure the embedder's similarity thresholds on labelled sets, every \
         threshold chosen on all of them at once and reported per set, the worst first.\n\n\
         Each DIR (one sub-folder of photos per person) is indexed into a temporary gallery as a \
-        user's would be. link (people grouping): the best worst-set BCubed F among the thresholds \
-        0.20-0.80 whose BCubed precision is at least 0.97 on every set. identify (the camera \
+        user's would be. link, link_relative and link_floor (people grouping): the grouping with the \
+        best worst-set BCubed F whose BCubed precision is at least 0.97 on every set, among one \
+        pass at 0.20-0.80 and two passes (a first pass at 0.36-0.56, then whole groups merged at \
+        a relative link of 0.45-0.80 and a plain one of at least 0.15 or 0.25). identify (the camera \
         naming a face) and track_strong (a video track continuing anywhere): the strictest set's \
         threshold at a false-match rate of 1e-4 among different people's faces; track \
         (continuing where the boxes overlap): at 1e-2.\n\n\

@@ -30,7 +30,7 @@ pub struct TrackerConfig {
 
 impl TrackerConfig {
     /// The tracker for a model: its calibrated `track` and `track_strong` similarities
-    /// (README, "Video"), a fifth of the box overlapping and three frames of gap.
+    /// (docs/design.md, "Video"), a fifth of the box overlapping and three frames of gap.
     pub fn for_model(t: &smoothface_shared::manifest::Thresholds) -> TrackerConfig {
         TrackerConfig {
             min_iou: 0.2,
@@ -52,7 +52,7 @@ pub enum Pooling {
 }
 
 impl Pooling {
-    /// What the gallery stores (README, "Video", says why).
+    /// What the gallery stores (docs/design.md, "Video", says why).
     pub const DEFAULT: Pooling = Pooling::Mean;
 }
 

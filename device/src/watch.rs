@@ -24,7 +24,7 @@ pub struct EnrolQuality {
 }
 
 impl EnrolQuality {
-    /// The defaults. Sharpness 80: clips of five `lfw-devtrain` people (README, "Video and
+    /// The defaults. Sharpness 80: clips of five `lfw-devtrain` people (docs/benchmarks.md, "Video and
     /// camera") have medians of 132 to 267, and 34 to 70 under a Gaussian blur of sigma 2.
     pub const DEFAULT: EnrolQuality = EnrolQuality {
         min_size: 80.0,

@@ -171,7 +171,7 @@ pub struct Thresholds {
 impl Thresholds {
     /// What a model without calibrated thresholds gets, with a warning: values that keep
     /// people apart rather than merge them (the error users forgive least), above every
-    /// calibrated model's (the README's "Models" gives them). Calibrate the model with
+    /// calibrated model's (docs/design.md gives them). Calibrate the model with
     /// `smoothface eval calibrate --write` to replace them.
     pub const FALLBACK: Thresholds = Thresholds {
         link: 0.6,

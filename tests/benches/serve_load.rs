@@ -126,6 +126,35 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Both runs as one: their calls, errors and time together.
+    fn and(mut self, other: Run) -> Run {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.wall += other.wall;
+        self
+    }
+}
+
+/// Two ways of making one request measured in turn, A B B A, each way's two halves then taken
+/// together: a drift of the machine's speed during the four (another tenant, a warmer cache)
+/// weighs on both alike.
+fn side_by_side(
+    a: &Args,
+    first: impl Fn() -> bool + Sync,
+    second: impl Fn() -> bool + Sync,
+) -> (Run, Run) {
+    let half = Args {
+        requests: a.requests.div_ceil(2),
+        seconds: a.seconds / 2.0,
+        faces: Vec::new(),
+        clients: a.clients,
+    };
+    let (a1, b1) = (measure(&half, &first), measure(&half, &second));
+    let (b2, a2) = (measure(&half, &second), measure(&half, &first));
+    (a1.and(a2), b1.and(b2))
+}
+
 /// `clients` threads each calling `request` until `requests` calls or `seconds` have passed;
 /// `request` answers whether the call succeeded.
 fn measure(a: &Args, request: impl Fn() -> bool + Sync) -> Run {
@@ -255,8 +284,9 @@ fn main() {
         let direct_face = || ranked(&query);
 
         eprintln!("serve_load: measuring {n} faces...");
-        rows.push(measure(&a, post).row("POST /api/search (photo upload)", n, a.clients));
-        rows.push(measure(&a, plain_post).row(
+        let (limited, plain) = side_by_side(&a, &post, &plain_post);
+        rows.push(limited.row("POST /api/search (photo upload)", n, a.clients));
+        rows.push(plain.row(
             "POST /api/search, no timeouts or connection cap (axum::serve)",
             n,
             a.clients,
@@ -266,8 +296,9 @@ fn main() {
             n,
             a.clients,
         ));
-        rows.push(measure(&a, get).row("GET /api/search/face/ID", n, a.clients));
-        rows.push(measure(&a, plain_get).row(
+        let (limited, plain) = side_by_side(&a, &get, &plain_get);
+        rows.push(limited.row("GET /api/search/face/ID", n, a.clients));
+        rows.push(plain.row(
             "GET /api/search/face/ID, no timeouts or connection cap (axum::serve)",
             n,
             a.clients,

@@ -683,7 +683,14 @@ pub fn grouping(faces: usize, add: usize, dim: usize) -> Vec<Row> {
     // The synthetic people (centre + 0.8 noise: same-person pairs about 0.6, others about 0)
     // are apart at any threshold between; this is the first calibrated model's (MobileFaceNet
     // on lfw-devtrain), kept so that timings compare across runs.
-    let ours_config = linkage::LinkageConfig::at(0.46);
+    // Ours as a new gallery runs it: the default embedder's calibrated grouping (two passes).
+    let pinned: ModelManifest =
+        serde_json::from_str(crate::models::PINNED[0].1).expect("the pinned manifests parse");
+    let ours_config = linkage::LinkageConfig::for_model(
+        &pinned
+            .thresholds
+            .unwrap_or(smoothface_shared::manifest::Thresholds::FALLBACK),
+    );
     let immich_config = immich::ImmichConfig::default();
     let (ours_ms, ours) = time_ms(|| linkage::group(&scratch, &ours_config));
     let (immich_ms, theirs) = time_ms(|| immich::group(&scratch, &immich_config));

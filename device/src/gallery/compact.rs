@@ -3,7 +3,7 @@
 //! on their float32 rows ([`super::search::FaceMatrix::rank_media_compact`]).
 //!
 //! Why 4 bits, not 8: one query over a million faces is a read of memory (the exact scan reads
-//! its 2 GB at 39 GB/s on this machine's two cores, README "Search"): 8-bit codes are 512 MB,
+//! its 2 GB at 39 GB/s on this machine's two cores, docs/benchmarks.md, "Search"): 8-bit codes are 512 MB,
 //! 13 ms of reading alone against the 20 ms goal; 4-bit codes are 256 MB. Their error is far
 //! below the gaps between the scores that decide a top 10 (the recall the benchmark measures).
 //!

@@ -1,7 +1,7 @@
 //! Search: every stored face of one model in one contiguous matrix, scanned in parallel.
 //!
 //! A scan of contiguous unit vectors is memory-bound and needs no index structure up to millions
-//! of faces (see the README's benchmark); media are ranked by their best-matching face. A large
+//! of faces (docs/benchmarks.md); media are ranked by their best-matching face. A large
 //! gallery kept in memory for many queries (the service, `watch`) also gets compact codes
 //! ([`FaceMatrix::compact_when_large`]): a scan of those finds the candidates, which are then
 //! re-ranked on their float32 rows.
@@ -41,7 +41,7 @@ pub struct Hit {
 const CHUNK_ROWS: usize = 4096;
 
 /// Galleries of this many faces or more get compact codes in [`FaceMatrix::compact_when_large`]:
-/// below it an exact scan takes 5 to 8 ms on two cores (README, "Search").
+/// below it an exact scan takes 5 to 8 ms on two cores (docs/benchmarks.md, "Search").
 pub const COMPACT_FROM: usize = 100_000;
 
 /// Faces the compact scan hands to the exact re-rank (at least; more for a long top list). The

@@ -1,6 +1,7 @@
-//! `smoothface eval people`: our grouping and the Immich rule on the same faces and embeddings
-//! of a folder-per-person tree, scored with the shared clustering metrics; and the fusions of
-//! `search --person` compared by mAP.
+//! `smoothface eval people`: our grouping, the Immich rule and Ente's HDBSCAN on the same faces
+//! and embeddings of a folder-per-person tree, scored with the shared clustering metrics (and
+//! the pairs of faces of one photo each put in one person); our "Same person?" suggestions
+//! scored against the true people; and the fusions of `search --person` compared by mAP.
 //!
 //! The tree is indexed into a gallery as a user's would be (every face of every photo), both
 //! groupings run from scratch over the gallery's eligible faces, and the labelled face of each

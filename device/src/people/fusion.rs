@@ -2,7 +2,7 @@
 //! gallery face to each of the person's faces are fused into one score.
 //!
 //! `eval people` measures every fusion by mAP on labelled photos; [`Fusion::DEFAULT`] is the
-//! best there (README, "People"). Mean of scores and centroid rank identically (both are
+//! best there (docs/benchmarks.md, "People"). Mean of scores and centroid rank identically (both are
 //! monotone in the dot product with the sum of the person's faces); both are kept so the
 //! evaluation shows it.
 

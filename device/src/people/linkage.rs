@@ -67,7 +67,7 @@ impl LinkageConfig {
         }
     }
 
-    /// Our grouping for a model: its calibrated `link` thresholds (README, "People").
+    /// Our grouping for a model: its calibrated `link` thresholds (docs/design.md, "People").
     pub fn for_model(t: &smoothface_shared::manifest::Thresholds) -> LinkageConfig {
         match (t.link_relative, t.link_floor) {
             (Some(relative), Some(floor)) => LinkageConfig::two_pass(t.link, relative, floor),

@@ -1,4 +1,4 @@
-//! The JSON API (every route is listed in the README, "Service").
+//! The JSON API (every route is listed in docs/api.md).
 //!
 //! Handlers are thin: the gallery, people and thumbnail modules do the work, on tokio's blocking
 //! threads. Errors are JSON `{"error": "..."}` with a 4xx status saying whose fault it is; a 500
@@ -214,7 +214,7 @@ pub fn routes(max_upload: usize) -> Router<Arc<Service>> {
         .route("/api/people/{id}/reject", post(reject))
         .route("/api/people/{id}/keep-apart", post(keep_apart))
         .route("/api/forget", post(forget))
-        .fallback(|| async { ApiError::not_found("no such route (see the README's API list)") })
+        .fallback(|| async { ApiError::not_found("no such route (docs/api.md lists them)") })
 }
 
 async fn status(State(s): State<Arc<Service>>) -> Answer {

@@ -284,6 +284,8 @@ document.getElementById("index-now").addEventListener("click", async () => {
   try { await post("/api/index", {}); say("Indexing the library folders."); pollIndex(); }
   catch (e) { say(e.message, true); }
 });
+// Log out: shown where the service asks for a token (ending the session on the service).
+api("/api/status").then(s => { document.getElementById("logout").hidden = !s.token; }).catch(() => {});
 window.addEventListener("hashchange", route);
 route();
 pollIndex();
