@@ -8,7 +8,7 @@
 //! with [`mtcnn`] or [`scrfd`], [`embedder`] embeds them (on [`onnx`]'s
 //! load-time graph rewrites and the device's [`kernels`]), [`pipeline`] chains the three,
 //! [`gallery`] stores, indexes and searches, [`people`] groups faces into people and keeps the
-//! user's corrections, [`eval`] measures accuracy, [`bench`] speed,
+//! user's corrections, [`eval`] measures accuracy, [`bench`](mod@bench) speed,
 //! [`align`] writes training crops, [`models`] finds and installs the models, [`progress`] draws
 //! the progress bars, [`serve`] is the local web service and app, [`thumbs`] makes and caches
 //! their thumbnails and face crops.

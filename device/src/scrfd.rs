@@ -214,7 +214,7 @@ impl Scrfd {
     ///
     /// The network finds faces up to about 300 of its input's pixels wide (LFW faces upscaled:
     /// 19 of 20 found at 230 pixels, 14 of 20 at 320, none at 380), so a copy larger than
-    /// [`COARSE_SIDE`] is followed by coarser ones ([`Geometry::levels`]) for the faces too
+    /// [`COARSE_SIDE`] is followed by coarser ones (`Geometry::levels`) for the faces too
     /// large for it; the faces of every level are suppressed together, as one level's are.
     pub fn detect_at_side(
         &self,

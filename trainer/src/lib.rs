@@ -6,7 +6,7 @@
 //! [`optim`]'s Adam, [`precision`]'s mixed precision and [`checkpoint`]'s files) as [`config`]
 //! says, [`export`] writes the ONNX model folder the device runs and quantizes it to int8
 //! ([`onnx_graph`] is the ONNX they write), [`eval`] runs the IJB evaluation on a checkpoint,
-//! [`bench`] times the loss and the training step beside the authors' form and PyTorch, and
+//! [`bench`](mod@bench) times the loss and the training step beside the authors' form and PyTorch, and
 //! [`npy`] reads numpy arrays for the `loss` command.
 //!
 //! Where to start reading: [`fit`] (a run: batches, the step, validation, checkpoints), then

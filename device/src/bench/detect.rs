@@ -115,7 +115,7 @@ pub struct SweepRow {
     pub below_px: Option<u32>,
     /// Faces found at full size of this width.
     pub full_faces: usize,
-    /// Of these, how many each side finds too (a box overlapping by [`SAME_FACE_IOU`]).
+    /// Of these, how many each side finds too (a box overlapping by `SAME_FACE_IOU`).
     pub found: Vec<usize>,
 }
 
@@ -154,7 +154,7 @@ pub struct DetectRow {
     /// Faces the reference found.
     pub reference_faces: Option<usize>,
     /// Of the reference's faces, the share we found too (a box of ours overlapping it by
-    /// [`SAME_FACE_IOU`]).
+    /// `SAME_FACE_IOU`).
     pub reference_found_by_ours: Option<f64>,
     /// Of our faces, the share the reference found too.
     pub ours_found_by_reference: Option<f64>,
@@ -181,7 +181,7 @@ pub struct DetectReport {
 }
 
 /// How two detectors agree on the same photos: the faces they find, and on the faces both find
-/// (a pair of boxes overlapping by [`SAME_FACE_IOU`], each face in one pair at most), how far
+/// (a pair of boxes overlapping by `SAME_FACE_IOU`, each face in one pair at most), how far
 /// apart their landmarks are and how their scores compare.
 #[derive(Debug, Clone, Serialize)]
 pub struct Agreement {
@@ -464,7 +464,7 @@ fn row_of(
 }
 
 /// The pairs of faces two detectors found on the same photo: each of `first`'s faces with the
-/// one of `second`'s it overlaps most, by [`SAME_FACE_IOU`] at least, best overlaps first and
+/// one of `second`'s it overlaps most, by `SAME_FACE_IOU` at least, best overlaps first and
 /// each face in one pair at most.
 fn pairs<'a>(first: &'a [Face], second: &'a [Face]) -> Vec<(&'a Face, &'a Face)> {
     let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
@@ -654,7 +654,7 @@ fn width_row(width: f32) -> usize {
         .unwrap_or(SWEEP_WIDTHS.len())
 }
 
-/// Whether one of `boxes` overlaps `face` by [`SAME_FACE_IOU`].
+/// Whether one of `boxes` overlaps `face` by `SAME_FACE_IOU`.
 fn found_in(face: &[f32; 4], boxes: &[[f32; 4]]) -> bool {
     boxes.iter().any(|b| iou(face, b) >= SAME_FACE_IOU)
 }
@@ -689,7 +689,7 @@ fn own_sweep(run: &GroupRun, sides: &[u32]) -> SideSweep {
 }
 
 /// Two detectors' sweeps against the faces either finds at full size: the first's, then the
-/// second's that no face of the first's overlaps by [`SAME_FACE_IOU`].
+/// second's that no face of the first's overlaps by `SAME_FACE_IOU`.
 fn side_by_side(detectors: [String; 2], runs: [&GroupRun; 2], sides: &[u32]) -> SideBySide {
     let mut rows: Vec<SideBySideRow> = width_ranges()
         .map(|(from_px, below_px)| SideBySideRow {
@@ -900,7 +900,7 @@ pub fn reference(
     Ok(peer)
 }
 
-/// How many of `faces` one of `others` overlaps by [`SAME_FACE_IOU`].
+/// How many of `faces` one of `others` overlaps by `SAME_FACE_IOU`.
 fn matched(faces: &[[f32; 4]], others: &[[f32; 4]]) -> usize {
     faces.iter().filter(|f| found_in(f, others)).count()
 }

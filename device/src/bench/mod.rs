@@ -151,7 +151,7 @@ pub struct EndToEnd {
     pub photos_per_second: f64,
     /// Faces we stored.
     pub faces: usize,
-    /// The reference pipeline ([`PEER_SCRIPT`]'s `index`: decode, detect, align, embed every
+    /// The reference pipeline (`PEER_SCRIPT`'s `index`: decode, detect, align, embed every
     /// face) with as many one-thread processes as we have threads, photos a second.
     pub reference_photos_per_second: Option<f64>,
     /// Faces the reference embedded.

@@ -12,7 +12,7 @@ use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 /// Rows at most this long are the op's: MTCNN's have 2 classes.
 const MAX_ROW: usize = 16;
 
-/// A float softmax over the last axis, of at most [`MAX_ROW`] values.
+/// A float softmax over the last axis, of at most `MAX_ROW` values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowSoftmax {
     shape: TVec<usize>,

@@ -62,7 +62,7 @@ const RESERVED_FILES: u64 = 64 + 4 * MAX_IN_FLIGHT as u64;
 
 impl Limits {
     /// The default timeouts, and as many connections as this process's open-file limit leaves
-    /// room for: the soft limit less [`RESERVED_FILES`], at most [`MAX_CONNECTIONS`] (832 with
+    /// room for: the soft limit less `RESERVED_FILES`, at most [`MAX_CONNECTIONS`] (832 with
     /// the usual limit of 1024, 64 with 256).
     pub fn for_this_process() -> Limits {
         Limits {

@@ -3,7 +3,7 @@
 //! One process holds the models and serves every request from them; the gallery is the same
 //! SQLite file the command line uses (WAL: the indexer writes while searches read). Modules:
 //! [`auth`] decides who may ask (loopback without a token, a token everywhere else), [`api`] is
-//! the JSON API, [`indexer`] indexes the library folders in the background, [`web`] serves the
+//! the JSON API, [`indexer`] indexes the library folders in the background, `web` serves the
 //! page and its embedded assets, [`conn`] accepts and times the connections, and [`Service`]
 //! holds what they share.
 

@@ -1,9 +1,9 @@
 //! `smoothface-train bench-loss`: time and peak memory of Smooth-AP's forward and backward pass,
-//! the scalable [`SmoothAp`] beside the authors' `[B, B, B]` form ([`authors`]).
+//! the scalable [`SmoothAp`] beside the authors' `[B, B, B]` form (`authors`).
 //!
 //! Each configuration (form, batch size, threads) runs in a fresh child process, so that its
 //! peak memory is its own: the child builds its batch, warms libtorch up on a small batch,
-//! notes its resident size, resets its peak ([`memory::reset_peak`]) and reports how far the
+//! notes its resident size, resets its peak (`memory::reset_peak`) and reports how far the
 //! peak rose above that baseline while it ran forward and backward. The parent estimates the
 //! authors' form's memory first and skips the batches where it would exceed a limit.
 

@@ -39,7 +39,7 @@ pub const DEFAULT_TAU: f64 = 0.01;
 /// which measured faster than larger chunks at B = 4096.
 pub const DEFAULT_CHUNK_ELEMENTS: i64 = 1 << 22;
 
-/// Which sets Smooth-AP ranks against; see the [module documentation](self).
+/// Which sets Smooth-AP ranks against; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
