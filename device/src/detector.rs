@@ -8,7 +8,7 @@ use crate::scrfd::{self, Scrfd, ScrfdConfig};
 use anyhow::{bail, Result};
 use image::RgbImage;
 use serde::Serialize;
-use smoothface_shared::manifest::{ModelKind, VerifiedModel};
+use smoothface_shared::manifest::{ModelKind, ModelManifest, VerifiedModel};
 
 /// The settings both detectors take; each keeps its own thresholds at its defaults.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +34,12 @@ impl Default for DetectorConfig {
 /// manifest names none: MTCNN scores real faces above 0.95 almost always. Each detector's
 /// scores are on its own scale (SCRFD's manifest says 0.6).
 pub const DEFAULT_GROUP_MIN_SCORE: f32 = 0.95;
+
+/// A detector's smallest score of a face grouped into people or enrolled: its manifest's
+/// `group_min_score`, else [`DEFAULT_GROUP_MIN_SCORE`].
+pub fn group_min_score(manifest: &ModelManifest) -> f32 {
+    manifest.group_min_score.unwrap_or(DEFAULT_GROUP_MIN_SCORE)
+}
 
 /// A loaded face detector. Each is boxed: they differ in size (MTCNN has three plan caches),
 /// and one is loaded per pipeline.

@@ -826,14 +826,16 @@ impl Global {
     /// The detector's smallest score of a face to group (its manifest's `group_min_score`),
     /// without loading its networks.
     fn detector_group_min_score(&self) -> Result<f32> {
-        let dir = match &self.detector {
-            Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
-            None => self.places().find(models::DETECTOR)?,
-        };
-        Ok(ModelManifest::load(&dir)?
-            .manifest
-            .group_min_score
-            .unwrap_or(smoothface_device::detector::DEFAULT_GROUP_MIN_SCORE))
+        let manifest = ModelManifest::load(&self.detector_dir()?)?.manifest;
+        Ok(smoothface_device::detector::group_min_score(&manifest))
+    }
+
+    /// The detector folder: `--detector`, else the default detector wherever it is installed.
+    fn detector_dir(&self) -> Result<PathBuf> {
+        match &self.detector {
+            Some(dir) => models::given_folder(dir, "--detector", &self.places()),
+            None => self.places().find(models::DETECTOR),
+        }
     }
 
     /// The detector settings of `--min-face` and `--detect-side`.
@@ -881,11 +883,7 @@ impl Global {
     /// thresholds.
     fn pipeline_with(&self, model: PathBuf) -> Result<Pipeline> {
         let config = self.detector_config()?;
-        let detector = match &self.detector {
-            Some(dir) => models::given_folder(dir, "--detector", &self.places())?,
-            None => self.places().find(models::DETECTOR)?,
-        };
-        let pipeline = Pipeline::load(&model, &detector, config, self.max_pixels)?;
+        let pipeline = Pipeline::load(&model, &self.detector_dir()?, config, self.max_pixels)?;
         if let Some(warning) = pipeline.embedder.uncalibrated_warning() {
             eprintln!("warning: {warning}");
         }

@@ -75,7 +75,7 @@ pub struct Pipeline {
     /// Largest image accepted, in pixels.
     pub max_pixels: u64,
     /// The detector's smallest score for a face to be grouped into people or enrolled: its
-    /// manifest's `group_min_score`, else [`crate::detector::DEFAULT_GROUP_MIN_SCORE`].
+    /// manifest's (see [`crate::detector::group_min_score`]).
     pub group_min_score: f32,
 }
 
@@ -89,10 +89,7 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let embedder = Embedder::load(&ModelManifest::load(model_dir)?)?;
         let detector_model = ModelManifest::load(detector_dir)?;
-        let group_min_score = detector_model
-            .manifest
-            .group_min_score
-            .unwrap_or(crate::detector::DEFAULT_GROUP_MIN_SCORE);
+        let group_min_score = crate::detector::group_min_score(&detector_model.manifest);
         let detector = Detector::load(&detector_model, config)?;
         Ok(Pipeline {
             detector,

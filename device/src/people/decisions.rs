@@ -12,12 +12,13 @@
 //! database error.
 
 use super::names::{self, printable};
+use super::suggest::kept_apart;
 use super::Seen;
 use crate::gallery::db;
 use anyhow::{bail, ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// A face as it was: (face, person, assigned_by).
 type FaceWas = (i64, Option<i64>, Option<String>);
@@ -172,6 +173,9 @@ fn decide(
     let apart_after = kept_apart(&tx)?;
     undo.apart_added = apart_after.difference(&apart_before).copied().collect();
     undo.apart_removed = apart_before.difference(&apart_after).copied().collect();
+    // In order, so that the record reads the same however the sets hash.
+    undo.apart_added.sort_unstable();
+    undo.apart_removed.sort_unstable();
     tx.execute(
         "INSERT INTO decisions (model_id, summary, undo) VALUES (?1, ?2, ?3)",
         params![model_id, summary, serde_json::to_string(&undo)?],
@@ -183,15 +187,6 @@ fn decide(
         summary,
         person,
     })
-}
-
-/// Every `keep-apart` pair, smaller id first, in order.
-fn kept_apart(tx: &Transaction) -> Result<BTreeSet<(i64, i64)>> {
-    let pairs = tx
-        .prepare("SELECT a, b FROM keep_apart")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(pairs)
 }
 
 /// A face and where it was seen.
