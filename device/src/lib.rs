@@ -3,8 +3,8 @@
 //!
 //! One module per job; the `smoothface` binary is a thin command line over them:
 //! [`media`] decodes photos, [`video`] videos (feature `video`), [`frames`] gives any source's
-//! frames in order, [`tracks`] links a recording's faces into tracks, [`camera`] captures
-//! (feature `camera`), [`watch`] enrols and recognises people live, [`detector`] detects faces
+//! frames in order ([`source`] opens the one a user names), [`tracks`] links a recording's faces
+//! into tracks, [`camera`] captures (feature `camera`), [`watch`] enrols and recognises people live, [`detector`] detects faces
 //! with [`mtcnn`] or [`scrfd`], [`embedder`] embeds them (on [`onnx`]'s
 //! load-time graph rewrites and the device's [`kernels`]), [`pipeline`] chains the three,
 //! [`gallery`] stores, indexes and searches, [`people`] groups faces into people and keeps the
@@ -36,6 +36,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod scrfd;
 pub mod serve;
+pub mod source;
 pub mod thumbs;
 pub mod tracks;
 #[cfg(feature = "video")]

@@ -4,9 +4,9 @@
 //!
 //! The crate `smoothface-tests` is the workspace's cross-crate tests: `tests/tests/*.rs` run the
 //! built binaries on real faces (the gallery, people, videos, the service and its web app in a
-//! browser, bundles, int8, IJB-C, trained models) and check that the docs' flags exist
-//! (`docs_flags.rs`); `tests/benches/serve_load.rs` is the service's load benchmark. Where to
-//! start reading: [`binary`] and [`faces`], which every test calls first.
+//! browser, bundles, int8, IJB-C, trained models), check that the docs' flags exist
+//! (`docs_flags.rs`) and that no crate's modules use each other round a circle (`house.rs`);
+//! `tests/benches/serve_load.rs` is the service's load benchmark. Where to start reading: [`binary`] and [`faces`], which every test calls first.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -22,6 +22,7 @@ use crate::loss::{
     Mode, DEFAULT_ARCFACE_MARGIN, DEFAULT_ARCFACE_SCALE, DEFAULT_CONTRASTIVE_MARGIN, DEFAULT_TAU,
     DEFAULT_TRIPLET_MARGIN,
 };
+pub use crate::optim::OptimizerConfig;
 use crate::precision::Precision;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -143,27 +144,6 @@ impl LossConfig {
             _ => DEFAULT_TRIPLET_MARGIN,
         })
     }
-}
-
-/// Adam with L2 weight decay (torch's `Adam(weight_decay=...)`, as the Smooth-AP paper used).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimizerConfig {
-    /// Learning rate.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// L2 penalty added to every gradient.
-    #[serde(default = "default_weight_decay")]
-    pub weight_decay: f64,
-    /// Decay of the first moment.
-    #[serde(default = "default_beta1")]
-    pub beta1: f64,
-    /// Decay of the second moment.
-    #[serde(default = "default_beta2")]
-    pub beta2: f64,
-    /// Added to the second moment's square root.
-    #[serde(default = "default_eps")]
-    pub eps: f64,
 }
 
 /// The training loop's settings.
@@ -290,21 +270,6 @@ fn default_arcface_margin() -> f64 {
 fn default_smooth_ap_weight() -> f64 {
     1.0
 }
-fn default_lr() -> f64 {
-    1e-5
-}
-fn default_weight_decay() -> f64 {
-    4e-4
-}
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.999
-}
-fn default_eps() -> f64 {
-    1e-8
-}
 fn default_batch_size() -> usize {
     224
 }
@@ -340,13 +305,7 @@ macro_rules! default_from_empty_table {
         }
     )*};
 }
-default_from_empty_table!(
-    ModelConfig,
-    LossConfig,
-    OptimizerConfig,
-    TrainingConfig,
-    EvalConfig
-);
+default_from_empty_table!(ModelConfig, LossConfig, TrainingConfig, EvalConfig);
 
 impl TrainConfig {
     /// Reads and checks the configuration at `path`; relative data and checkpoint paths are

@@ -24,9 +24,9 @@
 //! would overwrite.
 
 use crate::backbone::layers::{BatchNorm, Conv, Layer, Linear, PRelu};
+use crate::backbone::onnx::float_values;
 use crate::backbone::{Arch, Backbone, Options};
 use crate::checkpoint;
-use crate::onnx_graph::float_values;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -5,7 +5,7 @@
 //! from a pretrained ONNX model, [`data`] reads and batches aligned faces, [`fit`] trains (with
 //! [`optim`]'s Adam, [`precision`]'s mixed precision and [`checkpoint`]'s files) as [`config`]
 //! says, [`export`] writes the ONNX model folder the device runs and quantizes it to int8
-//! ([`onnx_graph`] is the ONNX they write), [`eval`] runs the IJB evaluation on a checkpoint,
+//! ([`backbone::onnx`] is the ONNX they write), [`eval`] runs the IJB evaluation on a checkpoint,
 //! [`bench`](mod@bench) times the loss and the training step beside the authors' form and PyTorch, and
 //! [`npy`] reads numpy arrays for the `loss` command.
 //!
@@ -24,7 +24,6 @@ pub mod fit;
 pub mod import;
 pub mod loss;
 pub mod npy;
-pub mod onnx_graph;
 pub mod optim;
 pub mod precision;
 

@@ -11,11 +11,57 @@
 //! m ← β1 m + (1 − β1) g          v ← β2 v + (1 − β2) g²
 //! p ← p − lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + eps)
 //! ```
+//!
+//! [`OptimizerConfig`] is its `[optimizer]` section of a training configuration.
 
-use crate::config::OptimizerConfig;
 use anyhow::{anyhow, ensure, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{nn, Tensor};
+
+/// Adam with L2 weight decay (torch's `Adam(weight_decay=...)`, as the Smooth-AP paper used).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// L2 penalty added to every gradient.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Decay of the first moment.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// Decay of the second moment.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// Added to the second moment's square root.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+fn default_lr() -> f64 {
+    1e-5
+}
+fn default_weight_decay() -> f64 {
+    4e-4
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// The defaults of an empty `[optimizer]` table.
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
 
 /// Adam over the trainable variables of one var store.
 #[derive(Debug)]

@@ -12,7 +12,7 @@
 //! value per pixel against 16 weights packed when the plan is made. The tile starts from the
 //! bias and gets its PRelu before it is stored.
 
-use super::depthwise::following_prelu;
+use super::prelu::following_prelu;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;

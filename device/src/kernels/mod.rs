@@ -16,6 +16,8 @@
 //! VNNI or, on aarch64, the dot-product instructions, with their PRelu and the next
 //! quantize-dequantize pair fused, and every other quantize-dequantize pair as one pass.
 //!
+//! [`prelu`] finds the PRelu after a convolution that a kernel takes into its pass.
+//!
 //! [`nibble`] is the compact search's scan (4-bit codes against 8-bit weights), not a tract op:
 //! AVX2 where the CPU has it, plain Rust elsewhere.
 
@@ -46,6 +48,7 @@ pub mod depthwise;
 pub mod direct;
 pub mod nibble;
 pub mod pointwise;
+pub mod prelu;
 pub mod quantized;
 pub mod softmax;
 

@@ -406,7 +406,7 @@ pub(super) fn fusable(
         return Ok(None);
     };
     let mut replaced = conv.output;
-    let prelu = super::depthwise::following_prelu(model, replaced, conv.co)?;
+    let prelu = super::prelu::following_prelu(model, replaced, conv.co)?;
     if let Some((_, out)) = &prelu {
         replaced = *out;
     }

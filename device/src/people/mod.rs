@@ -4,8 +4,10 @@
 //! linkage with a calibrated threshold), [`immich`] is the baseline rule measured beside it,
 //! [`store`] keeps people and assignments in the gallery and runs incremental updates,
 //! [`decisions`] records the user's names, merges, splits, moves and rejections (and undoes
-//! them), [`names`] says what a name may be and how a stored one is printed, [`fusion`] ranks the gallery for a person from all of their faces, [`evaluation`]
-//! scores both groupings and the fusions on labelled photos.
+//! them; [`refused`] is why one is refused), [`names`] says what a name may be and how a stored
+//! one is printed, [`suggest`] finds people that may be one, [`fusion`] ranks the gallery for a
+//! person from all of their faces, [`evaluation`] scores the groupings and the fusions on
+//! labelled photos.
 
 pub mod decisions;
 pub mod ente;
@@ -15,6 +17,7 @@ pub mod immich;
 pub mod linkage;
 pub mod names;
 pub mod neighbours;
+pub mod refused;
 pub mod store;
 pub mod suggest;
 

@@ -6,7 +6,7 @@
 //! invisible characters that reorder or break a line (bidirectional overrides and isolates, the
 //! line and paragraph separators); a name stored before this rule is printed with them escaped.
 
-use super::decisions::Refused;
+use super::refused::Refused;
 use std::borrow::Cow;
 
 /// The longest name, in characters: room for any real name with its titles, while a list of

@@ -454,7 +454,7 @@ pub fn rank_person(
     }
     anyhow::ensure!(
         !own.is_empty(),
-        super::decisions::Refused::Invalid(format!("person {person} has no faces to search with"))
+        super::refused::Refused::Invalid(format!("person {person} has no faces to search with"))
     );
     let scores = super::fusion::scores(matrix.embeddings(), &own, dim, fusion);
     let ranked = matrix.rank_scores(&scores, 0, min_score);

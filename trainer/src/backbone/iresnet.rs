@@ -4,7 +4,7 @@
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Layer, Linear, PRelu};
 use super::{Backbone, Options};
-use crate::onnx_graph::OnnxGraph;
+use crate::backbone::onnx::OnnxGraph;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 

@@ -17,7 +17,7 @@
 
 use super::layers::{Conv, ConvSpec, Layer, Linear, PRelu};
 use super::Backbone;
-use crate::onnx_graph::OnnxGraph;
+use crate::backbone::onnx::OnnxGraph;
 use tch::nn::{self, Module};
 use tch::Tensor;
 

@@ -5,16 +5,19 @@
 //! - [`MobileFaceNet`], batch norm folded, in the shapes of two pretrained models
 //!   ([`Variant`]): the faceplugin MobileFaceNet and insightface's wider w600k_mbf.
 //! - [`IResNet50`]: insightface arcface_torch's ResNet-50, with real batch norm.
+//!
+//! [`layers`] are the pieces they are built of, [`onnx`] the ONNX graph each writes of itself.
 
 mod iresnet;
 pub mod layers;
 mod mobilefacenet;
+pub mod onnx;
 
 pub use iresnet::IResNet50;
 pub use mobilefacenet::{Head, MobileFaceNet, Variant};
 
-use crate::onnx_graph::OnnxGraph;
 use layers::Layer;
+use onnx::OnnxGraph;
 use smoothface_shared::manifest::{Channels, InputSpec, Layout};
 use std::fmt;
 use std::str::FromStr;

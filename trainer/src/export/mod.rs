@@ -1,7 +1,7 @@
 //! `smoothface-train export`: a checkpoint into a model folder the device runs, `model.onnx`
 //! beside the `manifest.json` that says how to feed it and where it came from.
 //!
-//! The graph is written from the backbone's own layers ([`crate::onnx_graph::OnnxGraph`]);
+//! The graph is written from the backbone's own layers ([`crate::backbone::onnx::OnnxGraph`]);
 //! before the folder is published, tract runs the graph on random faces and its output is
 //! compared with the checkpoint's in libtorch, so a folder that exists is a faithful copy.
 
@@ -10,9 +10,9 @@ mod tract_graph;
 
 use tract_graph::TractGraph;
 
+use crate::backbone::onnx::{OnnxGraph, INPUT, OPSET};
 use crate::backbone::{input_spec, EMBEDDING_SIZE};
 use crate::checkpoint;
-use crate::onnx_graph::{OnnxGraph, INPUT, OPSET};
 use anyhow::{bail, ensure, Context, Result};
 use prost::Message;
 use serde::Serialize;

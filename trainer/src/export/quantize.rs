@@ -17,9 +17,9 @@
 //!   accuracy.
 
 use super::{ensure_new_folder, publish_folder, TractGraph, MODEL_FILE};
+use crate::backbone::onnx::{attribute_int, float_values};
 use crate::data::crops_to_tensor;
 use crate::data::folder::FaceFolder;
-use crate::onnx_graph::{attribute_int, float_values};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use prost::Message;
 use smoothface_shared::manifest::{

@@ -11,7 +11,7 @@
 //! depthwise convolutions into the forms tract runs fastest when it loads any model, so the
 //! graph keeps the standard operators every runtime knows.
 
-use crate::backbone::layers::{BatchNorm, Conv, Linear, PRelu};
+use super::layers::{BatchNorm, Conv, Linear, PRelu};
 use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 use tract_onnx::pb::attribute_proto::AttributeType;
