@@ -1,0 +1,353 @@
+//! Data-parallel `fit` on c10d (Gloo, loopback): 2 and 3 processes, started as torchrun starts
+//! them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) or by torchrun itself, end a few steps of
+//! MobileFaceNet on real faces with the weights of one process training on the whole global
+//! batch, for Smooth-AP and for ArcFace; the collectives on their own; and a process that dies
+//! ends the others with an error instead of a hang.
+
+use smoothface_tests::copy_people;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tch::Tensor;
+
+/// The real aligned faces (12 people, 60 photos each).
+const ALIGNED: &str = "glint-aligned12";
+
+/// The largest difference allowed between the weights of N processes and of one, relative to
+/// the largest weight of each tensor: the processes add the same numbers in another order
+/// (each its share's gradient, then c10d's sum), nothing else.
+const RELATIVE: f64 = 1e-5;
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_smoothface-train")
+}
+
+/// 6 people of 8 real faces in `dir/faces` (4 to train on, 2 to validate) and a configuration of
+/// 3 steps of global batches of 12 (3 people of 4) with the loss `loss`.
+fn setup(test: &str, dir: &Path, loss: &str) -> Option<PathBuf> {
+    let faces = smoothface_tests::faces(test, ALIGNED)?;
+    let folder = dir.join("faces");
+    copy_people(&faces, &folder, 6, 8);
+    let config = dir.join("train.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nfolder = \"{}\"\nvalidation_fraction = 0.34\n\n\
+             [model]\narch = \"mobilefacenet\"\n\n\
+             [train]\nbatch_size = 12\nper_class = 4\nepochs = 2\nmax_steps = 3\nthreads = 1\n\
+             loader_workers = 1\nseed = 5\n\n\
+             [optimizer]\nlr = 1e-3\n\n[loss]\nname = \"{loss}\"\n",
+            folder.display()
+        ),
+    )
+    .unwrap();
+    Some(config)
+}
+
+fn fit(config: &Path, out: &Path) -> Command {
+    let mut command = Command::new(exe());
+    command
+        .args(["fit", "--quiet", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out);
+    for var in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `world` processes of `fit`, each with the variables torchrun would give it.
+fn spawn_ranks(config: &Path, out: &Path, world: usize, timeout_s: u32) -> Vec<Child> {
+    let port = free_port();
+    (0..world)
+        .map(|rank| {
+            fit(config, out)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("SMOOTHFACE_DIST_TIMEOUT", timeout_s.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn succeed(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Trains `config` in `world` processes (1: plainly, without the variables) into `out`; returns
+/// rank 0's standard output (the epoch records).
+fn train(config: &Path, out: &Path, world: usize) -> String {
+    if world == 1 {
+        let o = succeed(fit(config, out).output().unwrap(), "one process");
+        return String::from_utf8_lossy(&o.stdout).into_owned();
+    }
+    let outputs: Vec<Output> = spawn_ranks(config, out, world, 120)
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut stdout = String::new();
+    for (rank, o) in outputs.into_iter().enumerate() {
+        let o = succeed(o, &format!("rank {rank} of {world}"));
+        if rank == 0 {
+            stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        } else {
+            assert!(o.stdout.is_empty(), "rank {rank} printed records");
+        }
+    }
+    stdout
+}
+
+/// Every tensor of a run's last checkpoint, by name.
+fn state(out: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(out.join("last.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Asserts that two runs' weights and Adam moments agree within [`RELATIVE`], and that they
+/// moved (the comparison is not of two untrained models); returns the largest relative
+/// difference.
+fn assert_same_weights(one: &Path, many: &Path, what: &str) -> f64 {
+    let (a, b) = (state(one), state(many));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    let mut worst: f64 = 0.0;
+    for (name, x) in &a {
+        let y = &b[name];
+        assert_eq!(x.size(), y.size(), "{what}: {name}");
+        let x = x.to_kind(tch::Kind::Double);
+        let y = y.to_kind(tch::Kind::Double);
+        let scale = x.abs().max().double_value(&[]).max(1e-12);
+        let diff = (&x - &y).abs().max().double_value(&[]) / scale;
+        worst = worst.max(diff);
+        assert!(
+            diff <= RELATIVE,
+            "{what}: {name} differs by {diff:e} of its largest value"
+        );
+    }
+    assert_eq!(a["train.step"].int64_value(&[0]), 3, "{what}: 3 steps");
+    assert_eq!(a["adam.step"].int64_value(&[0]), 3, "{what}: 3 Adam steps");
+    worst
+}
+
+/// The train loss of each record (rank 0's standard output).
+fn losses(stdout: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|r| r["train_loss"].as_f64())
+        .collect()
+}
+
+fn equivalence(test: &str, loss: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = setup(test, dir.path(), loss) else {
+        return;
+    };
+    let one = dir.path().join("one");
+    let base = train(&config, &one, 1);
+    for world in [2, 3] {
+        let out = dir.path().join(format!("world{world}"));
+        let started = Instant::now();
+        let stdout = train(&config, &out, world);
+        let worst = assert_same_weights(&one, &out, &format!("{loss}, {world} processes"));
+        let (l1, ln) = (losses(&base), losses(&stdout));
+        assert_eq!(l1.len(), ln.len());
+        for (a, b) in l1.iter().zip(&ln) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "loss {a} vs {b}");
+        }
+        eprintln!(
+            "{loss}: {world} processes within {worst:e} of one ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+        // Rank 0 alone wrote the run's files, and nothing half-written is left.
+        let mut files: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "best.safetensors",
+                "config.toml",
+                "last.safetensors",
+                "metrics.jsonl",
+                "metrics.png"
+            ]
+        );
+    }
+    // The weights moved: 3 steps end elsewhere than 1 step (else the comparison would be of
+    // models that did not train).
+    let config1 = dir.path().join("one-step.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config1, text.replace("max_steps = 3", "max_steps = 1")).unwrap();
+    let init = dir.path().join("one-step");
+    succeed(fit(&config1, &init).output().unwrap(), "one step");
+    let (a, b) = (state(&one), state(&init));
+    let moved = a
+        .iter()
+        .filter(|(name, _)| name.starts_with("mobilefacenet."))
+        .map(|(name, x)| (x - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-4, "steps 2 and 3 moved the weights by {moved}");
+}
+
+/// Smooth-AP over the global batch: every query ranked against all 12 faces, whichever process
+/// holds them.
+#[test]
+fn two_and_three_processes_train_smooth_ap_as_one_does() {
+    equivalence(
+        "two_and_three_processes_train_smooth_ap_as_one_does",
+        "smooth-ap",
+    );
+}
+
+/// ArcFace: its head's gradient, which every process computes whole, is averaged, not summed.
+#[test]
+fn two_and_three_processes_train_arcface_as_one_does() {
+    equivalence(
+        "two_and_three_processes_train_arcface_as_one_does",
+        "arcface",
+    );
+}
+
+/// The project's PyTorch virtualenv's torchrun (the launcher arcface_torch is run with).
+fn torchrun() -> Option<PathBuf> {
+    let path = std::env::var_os("SMOOTHFACE_TORCHRUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| smoothface_tests::repo().join(".venv-torch/bin/torchrun"));
+    path.exists().then_some(path)
+}
+
+/// torchrun --nproc-per-node 2 --no-python on this binary trains as one process does.
+#[test]
+fn torchrun_starts_two_processes_that_train_as_one() {
+    let test = "torchrun_starts_two_processes_that_train_as_one";
+    let Some(torchrun) = torchrun() else {
+        if std::env::var_os("SMOOTHFACE_REQUIRE_DATA").is_some_and(|v| v == "1") {
+            panic!("{test}: no .venv-torch/bin/torchrun and SMOOTHFACE_REQUIRE_DATA=1");
+        }
+        eprintln!(
+            "SKIPPED {test}: no torchrun at .venv-torch/bin/torchrun (scripts/setup makes it)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = setup(test, dir.path(), "smooth-ap") else {
+        return;
+    };
+    let one = dir.path().join("one");
+    let base = train(&config, &one, 1);
+    let out = dir.path().join("torchrun");
+    let port = free_port();
+    let mut command = Command::new(&torchrun);
+    command
+        .args(["--nnodes", "1", "--nproc-per-node", "2"])
+        .args(["--master-addr", "127.0.0.1"])
+        .arg(format!("--master-port={port}"))
+        .args(["--no-python", exe(), "fit", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .env("SMOOTHFACE_DIST_TIMEOUT", "120")
+        .env("OMP_NUM_THREADS", "1");
+    for var in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ] {
+        command.env_remove(var);
+    }
+    let o = succeed(command.output().unwrap(), "torchrun");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        losses(&stdout).len(),
+        losses(&base).len(),
+        "rank 0's epoch records, once each: {stdout}"
+    );
+    let worst = assert_same_weights(&one, &out, "torchrun, 2 processes");
+    eprintln!("torchrun: 2 processes within {worst:e} of one");
+}
+
+/// A process killed in the middle of training ends the other with an error naming the failed
+/// collective, well within the timeout, and leaves no half-written file.
+#[test]
+fn a_dead_process_ends_the_others_with_an_error() {
+    let test = "a_dead_process_ends_the_others_with_an_error";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = setup(test, dir.path(), "smooth-ap") else {
+        return;
+    };
+    let long = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_steps = 3", "max_steps = 1000")
+        .replace("epochs = 2", "epochs = 1000");
+    std::fs::write(&config, long).unwrap();
+    let out = dir.path().join("out");
+    // A timeout far longer than the test may take: the error must come from the closed
+    // connection, not from the timeout.
+    let mut ranks = spawn_ranks(&config, &out, 2, 600);
+    // Rank 0 has validated epoch 0 and training is under way.
+    let started = Instant::now();
+    while !out.join("metrics.jsonl").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    ranks[1].kill().unwrap();
+    ranks[1].wait().unwrap();
+    let killed = Instant::now();
+    let rank0 = ranks.remove(0);
+    let o = rank0.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "rank 0 went on alone: {stderr}");
+    assert!(
+        took < Duration::from_secs(60),
+        "rank 0 took {took:?} to notice"
+    );
+    assert!(stderr.contains("rank 0 of 2"), "{stderr}");
+    eprintln!("rank 0 ended {took:?} after rank 1 died: {stderr}");
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            ["config.toml", "metrics.jsonl", "metrics.png"].contains(&name.as_str()),
+            "left behind: {name}"
+        );
+    }
+}
