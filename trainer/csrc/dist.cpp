@@ -96,12 +96,10 @@ char* sf_dist_new(
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(port);
     so.isServer = serve != 0;
-    if (serve != 0) {
-      so.numWorkers = static_cast<std::size_t>(world);
-      so.waitWorkers = true;
-    } else {
-      so.waitWorkers = false;
-    }
+    // Every process counts itself in (clients too: that is what the server waits for), as
+    // torch.distributed's TCPStore(world_size=...) does.
+    so.numWorkers = static_cast<std::size_t>(world);
+    so.waitWorkers = true;
     so.timeout = timeout;
     c10::intrusive_ptr<c10d::Store> tcp =
         c10::make_intrusive<c10d::TCPStore>(std::string(addr), so);
