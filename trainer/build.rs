@@ -41,6 +41,7 @@ fn compile_dist(lib: &Path) -> Result<(), String> {
     }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    println!("cargo:rerun-if-env-changed=SMOOTHFACE_CUDA_INCLUDE");
     let root = lib
         .parent()
         .ok_or_else(|| format!("{}: no parent folder", lib.display()))?;
@@ -116,10 +117,15 @@ fn cxx11_abi(root: &Path) -> String {
     "1".to_string()
 }
 
-/// Where CUDA's and NCCL's headers are: CUDA_HOME/include, and the wheel's nvidia/*/include
-/// packages beside torch/ (the PyPI wheel depends on nvidia-nccl and the CUDA runtime's).
+/// Where CUDA's and NCCL's headers are: SMOOTHFACE_CUDA_INCLUDE (folders separated by `:`),
+/// CUDA_HOME/include (a CUDA toolkit), /usr/local/cuda/include, and the wheel's nvidia/*/include
+/// packages beside torch/ (the PyPI wheel depends on nvidia-nccl and the CUDA runtime; the
+/// runtime's headers also need nvidia-cuda-crt and nvidia-cuda-cccl, which a toolkit has and the
+/// wheel does not pull in: docs/training.md).
 fn cuda_includes(root: &Path) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
+    let mut dirs: Vec<PathBuf> = env::var_os("SMOOTHFACE_CUDA_INCLUDE")
+        .map(|v| env::split_paths(&v).collect())
+        .unwrap_or_default();
     if let Some(home) = env::var_os("CUDA_HOME") {
         dirs.push(PathBuf::from(home).join("include"));
     }

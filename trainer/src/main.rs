@@ -486,7 +486,7 @@ struct BenchStepArgs {
     json: bool,
     /// Data-parallel: time 1 process of N threads against N processes of 1 thread (c10d on
     /// loopback) at each global batch, and the collectives' share of the step
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     world_size: Option<u32>,
     /// Measure one configuration (the first value of each list) in this process on the weights
     /// and batch in DIR, and print it as JSON: what the benchmark runs in each child

@@ -385,3 +385,41 @@ fn a_dead_process_ends_the_others_with_an_error() {
         assert!(Tensor::read_safetensors(out.join("last.safetensors")).is_ok());
     }
 }
+
+/// `bench-step --world-size 2` times one process of 2 threads and 2 processes of 1 thread on
+/// the same global batch: both take the same first step (the same global loss), and the second
+/// spends a measured share of its step in the collectives.
+#[test]
+fn bench_step_world_size_runs_both_layouts_of_one_step() {
+    let out = Command::new(exe())
+        .args(["bench-step", "--world-size", "2", "--arch", "mobilefacenet"])
+        .args(["--batches", "8", "--steps", "1", "--json"])
+        .output()
+        .unwrap();
+    let out = succeed(out, "bench-step --world-size 2");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["world"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    let layout = |r: &serde_json::Value| {
+        (
+            r["processes"].as_u64().unwrap(),
+            r["threads"].as_u64().unwrap(),
+            r["c10d"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(
+        (layout(&rows[0]), layout(&rows[1])),
+        ((1, 2, false), (2, 1, true))
+    );
+    let outcome = |r: &serde_json::Value| r["outcome"].clone();
+    let (one, two) = (outcome(&rows[0]), outcome(&rows[1]));
+    assert_eq!(two["status"], "measured", "{two}");
+    let (l1, l2) = (
+        one["first_loss"].as_f64().unwrap(),
+        two["first_loss"].as_f64().unwrap(),
+    );
+    assert!((l1 - l2).abs() <= 1e-6, "first loss {l1} vs {l2}");
+    let share = two["collective_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "collectives' share {share}");
+    assert!(two["images_per_second"].as_f64().unwrap() > 0.0);
+}

@@ -200,7 +200,10 @@ pub fn measure_rank(
 ) -> Result<StepMeasurement> {
     let mut device = config.device.resolve()?;
     if let Device::Cuda(_) = device {
-        device = Device::Cuda(launch.local_rank);
+        // Ranks beyond the host's GPUs share them (NCCL may refuse two ranks on one GPU: then
+        // that is the measurement's error).
+        let gpus = tch::Cuda::device_count().max(1) as usize;
+        device = Device::Cuda(launch.local_rank % gpus);
     }
     let group = ProcessGroup::new(launch, Backend::for_device(device))?;
     measure_in(dir, config, timing, Some(&group))
@@ -417,6 +420,8 @@ pub struct WorldRow {
     pub config: Config,
     /// Processes.
     pub processes: usize,
+    /// Whether they ran data-parallel through c10d (a world of one does too).
+    pub c10d: bool,
     /// Rank 0's measurement (images per second of the global batch).
     pub outcome: StepOutcome,
 }
@@ -495,14 +500,16 @@ pub fn run_world(
 }
 
 /// For each architecture and batch in `configs` (their `threads` ignored): one process of
-/// `world` threads, then `world` processes of one thread each, at the same global batch.
+/// `world` threads, then `world` processes of one thread each, at the same global batch (for
+/// `world` 1: one process without c10d, then one as a world of one, through c10d's
+/// collectives).
 pub fn world_rows(
     exe: &Path,
     configs: &[Config],
     timing: &Timing,
     world: usize,
 ) -> Result<Vec<WorldRow>> {
-    ensure!(world >= 2, "--world-size must be 2 or more");
+    ensure!(world >= 1, "--world-size must be 1 or more");
     let mut rows = Vec::new();
     for config in configs {
         ensure!(
@@ -519,6 +526,7 @@ pub fn world_rows(
         rows.push(WorldRow {
             config: one,
             processes: 1,
+            c10d: false,
             outcome: run_child(child_command(exe, dir.path(), &one, timing)),
         });
         let many = Config {
@@ -528,6 +536,7 @@ pub fn world_rows(
         rows.push(WorldRow {
             config: many,
             processes: world,
+            c10d: true,
             outcome: run_world(exe, dir.path(), &many, timing, world),
         });
     }
@@ -559,7 +568,7 @@ pub fn world_markdown(rows: &[WorldRow], timing: &Timing) -> String {
                 "{:.1} | {:.2} | {} | {:.6} | {}",
                 m.images_per_second,
                 m.seconds_per_step,
-                if row.processes > 1 {
+                if row.c10d {
                     format!("{:.0}%", 100.0 * m.collective_share)
                 } else {
                     "-".into()
@@ -570,11 +579,12 @@ pub fn world_markdown(rows: &[WorldRow], timing: &Timing) -> String {
             StepOutcome::Failed { reason } => format!("failed ({reason}) | - | - | - | -"),
         };
         out += &format!(
-            "| {} | {} | {} x {} | {} | {cells} |\n",
+            "| {} | {} | {} x {}{} | {} | {cells} |\n",
             c.arch,
             c.batch,
             row.processes,
             c.threads,
+            if row.c10d { " (c10d)" } else { "" },
             c.device.name()
         );
     }
