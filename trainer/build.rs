@@ -45,6 +45,9 @@ fn compile_dist(lib: &Path) -> Result<(), String> {
     let root = lib
         .parent()
         .ok_or_else(|| format!("{}: no parent folder", lib.display()))?;
+    // .venv-torch/libtorch is a link to the wheel's torch/ folder: its real place is where the
+    // virtualenv's python and the nvidia/ packages are found from.
+    let root = &std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let include = root.join("include");
     let c10d = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
     if !c10d.exists() {
