@@ -500,3 +500,68 @@ fn a_run_killed_at_two_processes_resumes_at_three() {
     let worst = assert_same_weights(&one, &out, "2 processes, then 3 resumed");
     eprintln!("killed at 2 processes after epoch {saved}, resumed at 3: within {worst:e} of one");
 }
+
+/// Processes that would draw their batches from different faces (another [data] on one host)
+/// are refused before training, each with the cause.
+#[test]
+fn processes_that_read_other_faces_are_refused() {
+    let test = "processes_that_read_other_faces_are_refused";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = setup(test, dir.path(), "smooth-ap") else {
+        return;
+    };
+    // Rank 1's faces: one photo fewer of each person.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let mut people: Vec<PathBuf> = std::fs::read_dir(dir.path().join("faces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    people.sort();
+    for person in &people {
+        let dest = other.join(person.file_name().unwrap());
+        std::fs::create_dir(&dest).unwrap();
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(person)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        photos.sort();
+        for photo in photos.iter().skip(1) {
+            std::fs::copy(photo, dest.join(photo.file_name().unwrap())).unwrap();
+        }
+    }
+    let config1 = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &dir.path().join("faces").display().to_string(),
+        &other.display().to_string(),
+    );
+    std::fs::write(&config1, text).unwrap();
+    let out = dir.path().join("out");
+    let port = free_port();
+    let ranks: Vec<Child> = [&config, &config1]
+        .iter()
+        .enumerate()
+        .map(|(rank, c)| {
+            fit(c, &out)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("SMOOTHFACE_DIST_TIMEOUT", "120")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "rank {rank} trained");
+        assert!(
+            stderr.contains("rank 1 read other training faces than rank 0"),
+            "rank {rank}: {stderr}"
+        );
+    }
+    assert!(!out.join("last.safetensors").exists());
+}

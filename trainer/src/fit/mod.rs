@@ -208,8 +208,16 @@ pub fn fit(
     );
     let total_steps = (t.epochs * per_epoch).min(t.max_steps.unwrap_or(usize::MAX));
 
-    // Where the run stands.
-    let (mut epoch, mut step, mut records) = if lead && options.resume && last_path.exists() {
+    // Every process must draw its batches from the same faces.
+    if let Some(group) = group {
+        same_training_set(group, train.labels())?;
+    }
+
+    // Where the run stands (rank 0's word; the others learn it from its broadcast below).
+    let mut resume = || -> Result<(usize, usize, Vec<EpochRecord>)> {
+        if !(lead && options.resume && last_path.exists()) {
+            return Ok((0, 0, Vec::new()));
+        }
         let state = checkpoint::read(&last_path)?;
         checkpoint::load_into(&vs, "", &state, &last_path)?;
         adam.load_state(&state)
@@ -235,10 +243,10 @@ pub fn fit(
         let (epoch, step) = (position("train.epoch")?, position("train.step")?);
         let mut records = record::read_all(&records_path)?;
         records.retain(|r| r.epoch <= epoch);
-        (epoch, step, records)
-    } else {
-        (0, 0, Vec::new())
+        Ok((epoch, step, records))
     };
+    let resumed = resume();
+    let (mut epoch, mut step, mut records) = settle(group, resumed)?;
     // Every process starts from rank 0's state: its initial weights, or what it resumed.
     if let Some(group) = group {
         let (e, s) = broadcast_state(group, &vs, &mut adam, &mut scaler, epoch, step)?;
@@ -401,6 +409,27 @@ fn settle<T>(group: Option<&ProcessGroup>, result: Result<T>) -> Result<T> {
         others.round()
     );
     Ok(value)
+}
+
+/// Checks that every process read the same training faces (their number and a hash of their
+/// labels, in order), so that all draw the same batches.
+fn same_training_set(group: &ProcessGroup, labels: &[i64]) -> Result<()> {
+    // FNV-1a over the labels, kept to 62 bits so that it is exact in an int64 tensor.
+    let hash = labels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &l| {
+        (h ^ l as u64).wrapping_mul(0x0100_0000_01b3)
+    }) >> 2;
+    let mine = Tensor::from_slice(&[labels.len() as i64, hash as i64]).to_device(group.device());
+    let all = Vec::<i64>::try_from(group.all_gather(&mine)?.to_device(Device::Cpu))?;
+    for (rank, other) in all.chunks(2).enumerate() {
+        ensure!(
+            other == &all[..2],
+            "rank {rank} read other training faces than rank 0 ({} faces against {}, or other \
+             people): every process must read the same [data]",
+            other[0],
+            all[0]
+        );
+    }
+    Ok(())
 }
 
 /// Gives every process rank 0's run state (weights, Adam, loss scale, position); returns the
