@@ -106,6 +106,14 @@ impl Adam {
             .filter(Tensor::defined)
     }
 
+    /// [`Adam::gradients`] with the names of their variables, in name order.
+    pub fn named_gradients(&self) -> impl Iterator<Item = (&str, Tensor)> + '_ {
+        self.params
+            .iter()
+            .map(|(name, p, _, _)| (name.as_str(), p.grad()))
+            .filter(|(_, g)| g.defined())
+    }
+
     /// Clears every variable's gradient; call before each backward pass.
     pub fn zero_grad(&mut self) {
         for (_, p, _, _) in &mut self.params {

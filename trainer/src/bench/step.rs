@@ -14,8 +14,9 @@ use super::{bytes_text, failure, machine, memory};
 use crate::backbone::{Arch, Options, EMBEDDING_SIZE};
 use crate::checkpoint;
 use crate::config::{DeviceChoice, LossConfig, OptimizerConfig};
-use crate::data::loader::{load_epoch, LoaderSettings, TrainingSet};
+use crate::data::loader::{load_epoch, share_range, LoaderSettings, TrainingSet};
 use crate::data::sampler::PkSampler;
+use crate::dist::{Backend, Launch, ProcessGroup};
 use crate::fit::{Objective, Trainee};
 use crate::optim::Adam;
 use crate::precision::{LossScaler, Precision};
@@ -111,6 +112,11 @@ pub struct StepMeasurement {
     pub steps: usize,
     /// The process's peak resident size (`VmHWM`), bytes.
     pub peak_bytes: u64,
+    /// Data-parallel: the share of the timed steps' wall time this process spent in c10d's
+    /// collectives (the all-gather of embeddings and labels, the all-reduce of gradients),
+    /// waiting for the others included; 0 for one process.
+    #[serde(default)]
+    pub collective_share: f64,
 }
 
 /// What became of one implementation in one configuration.
@@ -180,8 +186,40 @@ pub fn prepare(dir: &Path, arch: Arch, batch: i64) -> Result<()> {
 /// The child's side: loads what [`prepare`] wrote in `dir` and times [`Trainee::step`] in
 /// `config` (whose batch must be the written one's).
 pub fn measure(dir: &Path, config: &Config, timing: &Timing) -> Result<StepMeasurement> {
+    measure_in(dir, config, timing, None)
+}
+
+/// [`measure`] as rank `launch.rank` of `launch.world` processes: each takes its share of the
+/// written batch ([`share_range`]) and the step all-gathers the embeddings and all-reduces the
+/// gradients, as `fit` does under torchrun; `config.batch` is the global batch.
+pub fn measure_rank(
+    dir: &Path,
+    config: &Config,
+    timing: &Timing,
+    launch: &Launch,
+) -> Result<StepMeasurement> {
+    let mut device = config.device.resolve()?;
+    if let Device::Cuda(_) = device {
+        // Ranks beyond the host's GPUs share them (NCCL may refuse two ranks on one GPU: then
+        // that is the measurement's error).
+        let gpus = tch::Cuda::device_count().max(1) as usize;
+        device = Device::Cuda(launch.local_rank % gpus);
+    }
+    let group = ProcessGroup::new(launch, Backend::for_device(device))?;
+    measure_in(dir, config, timing, Some(&group))
+}
+
+fn measure_in(
+    dir: &Path,
+    config: &Config,
+    timing: &Timing,
+    group: Option<&ProcessGroup>,
+) -> Result<StepMeasurement> {
     tch::set_num_threads(config.threads);
-    let device = config.device.resolve()?;
+    let device = match group {
+        Some(g) => g.device(),
+        None => config.device.resolve()?,
+    };
     config.precision.check(device)?;
     let vs = nn::VarStore::new(device);
     let backbone = config.arch.build(&vs.root(), Options::default());
@@ -203,16 +241,27 @@ pub fn measure(dir: &Path, config: &Config, timing: &Timing) -> Result<StepMeasu
         input.size()[0],
         config.batch
     );
+    let (input, labels) = match group {
+        None => (input.shallow_clone(), labels.shallow_clone()),
+        Some(g) => {
+            let share = share_range(config.batch as usize, (g.rank(), g.world()));
+            let (start, len) = (share.start as i64, share.len() as i64);
+            (input.narrow(0, start, len), labels.narrow(0, start, len))
+        }
+    };
     let (input, labels) = (input.to_device(device), labels.to_device(device));
     let trainee = Trainee {
         backbone: backbone.as_ref(),
         objective: &objective,
         precision: config.precision,
+        group,
     };
     // Each step ends with the loss read back to the host: the device has finished the step.
     let first_loss = trainee.step(&mut adam, &mut scaler, &input, &labels)?.loss;
     let mut times = Vec::new();
     let started = Instant::now();
+    let in_collectives = || group.map_or(Duration::ZERO, ProcessGroup::time_in_collectives);
+    let collectives_before = in_collectives();
     while times.len() < timing.steps.max(1) {
         let t = Instant::now();
         trainee.step(&mut adam, &mut scaler, &input, &labels)?;
@@ -221,6 +270,8 @@ pub fn measure(dir: &Path, config: &Config, timing: &Timing) -> Result<StepMeasu
             break;
         }
     }
+    let collective_share =
+        (in_collectives() - collectives_before).as_secs_f64() / times.iter().sum::<f64>();
     times.sort_by(f64::total_cmp);
     let seconds_per_step = times[times.len() / 2];
     Ok(StepMeasurement {
@@ -229,6 +280,7 @@ pub fn measure(dir: &Path, config: &Config, timing: &Timing) -> Result<StepMeasu
         first_loss,
         steps: times.len(),
         peak_bytes: memory::peak_bytes()?,
+        collective_share,
     })
 }
 
@@ -359,6 +411,186 @@ pub fn markdown(rows: &[StepRow], timing: &Timing) -> String {
     out
 }
 
+/// One way of spreading a global batch over a machine's cores: `processes` data-parallel
+/// processes of `threads` libtorch threads each.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorldRow {
+    /// The configuration (its `threads` is each process's).
+    #[serde(flatten)]
+    pub config: Config,
+    /// Processes.
+    pub processes: usize,
+    /// Whether they ran data-parallel through c10d (a world of one does too).
+    pub c10d: bool,
+    /// Rank 0's measurement (images per second of the global batch).
+    pub outcome: StepOutcome,
+}
+
+/// A free TCP port on the loopback interface (for a store; another process could take it
+/// before it is used, which the rendezvous then reports).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Runs `world` children of `exe` (bench-step --child on `dir`) as the ranks of one
+/// data-parallel step, on the loopback interface, and returns rank 0's measurement.
+pub fn run_world(
+    exe: &Path,
+    dir: &Path,
+    config: &Config,
+    timing: &Timing,
+    world: usize,
+) -> StepOutcome {
+    let port = match free_port() {
+        Ok(p) => p,
+        Err(e) => {
+            return StepOutcome::Failed {
+                reason: format!("{e:#}"),
+            }
+        }
+    };
+    let mut children = Vec::new();
+    for rank in 0..world {
+        let mut command = child_command(exe, dir, config, timing);
+        command
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("SMOOTHFACE_DIST_TIMEOUT", "120")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match command.spawn() {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                return StepOutcome::Failed {
+                    reason: format!("cannot start rank {rank}: {e}"),
+                }
+            }
+        }
+    }
+    let mut first = None;
+    for (rank, child) in children.into_iter().enumerate() {
+        let outcome = match child.wait_with_output() {
+            Ok(out) if out.status.success() => match serde_json::from_slice(&out.stdout) {
+                Ok(m) => StepOutcome::Measured(m),
+                Err(e) => StepOutcome::Failed {
+                    reason: format!("rank {rank}: unreadable measurement ({e})"),
+                },
+            },
+            Ok(out) => StepOutcome::Failed {
+                reason: format!("rank {rank}: {}", failure(&out)),
+            },
+            Err(e) => StepOutcome::Failed {
+                reason: format!("rank {rank}: {e}"),
+            },
+        };
+        match (&first, &outcome) {
+            (None, _) | (Some(StepOutcome::Measured(_)), StepOutcome::Failed { .. }) => {
+                first = Some(outcome)
+            }
+            _ => {}
+        }
+    }
+    first.unwrap_or(StepOutcome::Failed {
+        reason: "no process ran".into(),
+    })
+}
+
+/// For each architecture and batch in `configs` (their `threads` ignored): one process of
+/// `world` threads, then `world` processes of one thread each, at the same global batch (for
+/// `world` 1: one process without c10d, then one as a world of one, through c10d's
+/// collectives).
+pub fn world_rows(
+    exe: &Path,
+    configs: &[Config],
+    timing: &Timing,
+    world: usize,
+) -> Result<Vec<WorldRow>> {
+    ensure!(world >= 1, "--world-size must be 1 or more");
+    let mut rows = Vec::new();
+    for config in configs {
+        ensure!(
+            config.batch >= world as i64,
+            "a batch of {} cannot be shared by {world} processes",
+            config.batch
+        );
+        let dir = tempfile::tempdir().context("creating a folder for the weights and batch")?;
+        prepare(dir.path(), config.arch, config.batch)?;
+        let one = Config {
+            threads: world as i32,
+            ..*config
+        };
+        rows.push(WorldRow {
+            config: one,
+            processes: 1,
+            c10d: false,
+            outcome: run_child(child_command(exe, dir.path(), &one, timing)),
+        });
+        let many = Config {
+            threads: 1,
+            ..*config
+        };
+        rows.push(WorldRow {
+            config: many,
+            processes: world,
+            c10d: true,
+            outcome: run_world(exe, dir.path(), &many, timing, world),
+        });
+    }
+    Ok(rows)
+}
+
+/// The world rows as a markdown table.
+pub fn world_markdown(rows: &[WorldRow], timing: &Timing) -> String {
+    let mut out = format!(
+        "Data-parallel training step (c10d {} on loopback; forward, Smooth-AP over the global \
+         batch, backward, all-reduce, Adam), {PER_CLASS} faces per person, images per second of \
+         the global batch over the median of up to {} steps after one warm-up step; collectives \
+         is rank 0's share of the step spent in the all-gather and all-reduce (waiting for the \
+         other processes included). Machine: {}.\n\n\
+         | model | global batch | processes x threads | device | img/s | s/step | collectives | \
+         first loss | peak per process |\n|---|---:|---|---|---:|---:|---:|---:|---:|\n",
+        if rows.iter().any(|r| r.config.device == DeviceName::Cuda) {
+            "NCCL"
+        } else {
+            "Gloo"
+        },
+        timing.steps,
+        machine()
+    );
+    for row in rows {
+        let c = &row.config;
+        let cells = match &row.outcome {
+            StepOutcome::Measured(m) => format!(
+                "{:.1} | {:.2} | {} | {:.6} | {}",
+                m.images_per_second,
+                m.seconds_per_step,
+                if row.c10d {
+                    format!("{:.0}%", 100.0 * m.collective_share)
+                } else {
+                    "-".into()
+                },
+                m.first_loss,
+                bytes_text(m.peak_bytes)
+            ),
+            StepOutcome::Failed { reason } => format!("failed ({reason}) | - | - | - | -"),
+        };
+        out += &format!(
+            "| {} | {} | {} x {}{} | {} | {cells} |\n",
+            c.arch,
+            c.batch,
+            row.processes,
+            c.threads,
+            if row.c10d { " (c10d)" } else { "" },
+            c.device.name()
+        );
+    }
+    out
+}
+
 /// One loader measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LoaderRow {
@@ -405,6 +637,7 @@ pub fn loader_speed(
         shift: 4,
         flip: 0.5,
         device,
+        share: (0, 1),
     };
     let started = Instant::now();
     let mut images = 0;
@@ -487,6 +720,7 @@ mod tests {
                 first_loss: loss,
                 steps: 3,
                 peak_bytes: 3 << 30,
+                collective_share: 0.0,
             })
         };
         let config = Config {

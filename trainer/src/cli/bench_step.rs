@@ -52,6 +52,10 @@ pub struct Args {
     /// Print the configurations and measurements as JSON instead of markdown tables
     #[arg(long)]
     pub json: bool,
+    /// Data-parallel: time 1 process of N threads against N processes of 1 thread (c10d on
+    /// loopback) at each global batch, and the collectives' share of the step
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub world_size: Option<u32>,
     /// Measure one configuration (the first value of each list) in this process on the weights
     /// and batch in DIR, and print it as JSON: what the benchmark runs in each child
     #[arg(long, hide = true, value_name = "DIR")]
@@ -91,7 +95,10 @@ pub fn run(args: &Args) -> Result<()> {
             device: args.device[0],
             precision: args.precision[0],
         };
-        let m = step::measure(dir, &config, &timing)?;
+        let m = match smoothface_trainer::dist::Launch::from_env()? {
+            Some(launch) => step::measure_rank(dir, &config, &timing, &launch)?,
+            None => step::measure(dir, &config, &timing)?,
+        };
         println!("{}", serde_json::to_string(&m)?);
         return Ok(());
     }
@@ -106,6 +113,28 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     let exe = std::env::current_exe().context("finding this binary to run the children")?;
+    if let Some(world) = args.world_size {
+        let mut configs = Vec::new();
+        for &arch in &args.arch {
+            for &batch in &args.batches {
+                configs.push(step::Config {
+                    arch,
+                    batch,
+                    threads: 1,
+                    device: args.device[0],
+                    precision: args.precision[0],
+                });
+            }
+        }
+        let rows = step::world_rows(&exe, &configs, &timing, world as usize)?;
+        if args.json {
+            let report = serde_json::json!({ "machine": bench::machine(), "world": rows });
+            println!("{report}");
+        } else {
+            print!("{}", step::world_markdown(&rows, &timing));
+        }
+        return Ok(());
+    }
     let python = torch_python(args.python.as_ref());
     let mut rows = Vec::new();
     for &arch in &args.arch {

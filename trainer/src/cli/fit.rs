@@ -37,6 +37,8 @@ pub fn run(args: &Args) -> Result<()> {
         out,
         resume: args.resume,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        // Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): data-parallel.
+        launch: smoothface_trainer::dist::Launch::from_env()?,
     };
     smoothface_trainer::fit::fit(&config, &text, &options, |record| {
         println!(

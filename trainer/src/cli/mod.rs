@@ -90,7 +90,11 @@ pub enum Command {
         [model]\n  init = \"mobilefacenet.safetensors\"   # from `smoothface-train import`\n\n\
         trainer/configs/every-setting.toml lists every setting with its default.\n\n  \
         smoothface-train fit --config train.toml --out runs/smooth-ap\n  \
-        smoothface-train fit --config train.toml --out runs/smooth-ap --resume"
+        smoothface-train fit --config train.toml --out runs/smooth-ap --resume\n\n\
+        Data-parallel over processes, GPUs and hosts (c10d: Gloo on CPU, NCCL on CUDA) when RANK, \
+        WORLD_SIZE, MASTER_ADDR and MASTER_PORT are set, as torchrun sets them; [train] \
+        batch_size stays the global batch (docs/training.md):\n\n  \
+        torchrun --nproc-per-node 8 --no-python smoothface-train fit --config train.toml"
     )]
     Fit(fit::Args),
     /// Turn a checkpoint into a model folder the device runs (ONNX + manifest)

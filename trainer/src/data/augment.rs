@@ -34,15 +34,30 @@ impl Augment {
     pub fn apply(&mut self, crop: &[u8]) -> Vec<u8> {
         let s = self.size;
         assert_eq!(crop.len(), s * s * 3, "crop size");
-        let dx = self.rng.gen_range(0..=2 * self.pad) as isize - self.pad as isize;
-        let dy = self.rng.gen_range(0..=2 * self.pad) as isize - self.pad as isize;
-        let flip = self.rng.gen_bool(self.flip_probability);
+        let (dx, dy, flip) = self.draw();
         let shifted = shift(crop, s, dx, dy);
         if flip {
             flip_horizontal(&shifted, s)
         } else {
             shifted
         }
+    }
+}
+
+impl Augment {
+    /// Advances the generator past one face, exactly as [`Augment::apply`] would: the next
+    /// face is then augmented as if this one had been (for a face that could not be read, and
+    /// for the faces of a batch before this process's share of it).
+    pub fn skip(&mut self) {
+        self.draw();
+    }
+
+    /// The shift and flip of the next face.
+    fn draw(&mut self) -> (isize, isize, bool) {
+        let dx = self.rng.gen_range(0..=2 * self.pad) as isize - self.pad as isize;
+        let dy = self.rng.gen_range(0..=2 * self.pad) as isize - self.pad as isize;
+        let flip = self.rng.gen_bool(self.flip_probability);
+        (dx, dy, flip)
     }
 }
 

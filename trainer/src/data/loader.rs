@@ -59,6 +59,16 @@ pub struct LoaderSettings {
     pub flip: f64,
     /// The step's device: the input is pinned for a CUDA one.
     pub device: Device,
+    /// This process's share of every batch, for data-parallel training: `(rank, world)` takes
+    /// faces `len · rank / world .. len · (rank + 1) / world` of each batch (all of it for
+    /// `(0, 1)`), each augmented as it is in the whole batch.
+    pub share: (usize, usize),
+}
+
+/// The faces of a batch of `len` that share `(rank, world)` takes (see [`LoaderSettings::share`]).
+pub fn share_range(len: usize, (rank, world): (usize, usize)) -> std::ops::Range<usize> {
+    let world = world.max(1);
+    len * rank / world..len * (rank + 1) / world
 }
 
 /// One batch, ready for the step.
@@ -76,23 +86,32 @@ fn batch_seed(epoch_seed: u64, index: usize) -> u64 {
     epoch_seed ^ (index as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
-/// Decodes and augments the faces `indices` of `set` into a batch; a face that cannot be read is
-/// reported on stderr and left out.
+/// Decodes and augments the faces `indices[take]` of `set` into a batch, each augmented as it is
+/// in the whole of `indices` (the generator advances past the faces before `take`); a face that
+/// cannot be read is reported on stderr and left out, and takes its draw of the generator all
+/// the same, so that the faces after it are augmented as they would be without it.
 fn make_batch(
     set: &TrainingSet,
     indices: &[usize],
+    take: std::ops::Range<usize>,
     spec: &InputSpec,
     augment: &mut Augment,
     device: Device,
 ) -> Batch {
     let (mut crops, mut labels) = (Vec::new(), Vec::new());
-    for &i in indices {
+    for _ in 0..take.start {
+        augment.skip();
+    }
+    for &i in &indices[take] {
         match set.crop(i, spec.size) {
             Ok(crop) => {
                 crops.push(augment.apply(&crop));
                 labels.push(set.labels()[i]);
             }
-            Err(e) => eprintln!("smoothface-train: warning: training face left out: {e:#}"),
+            Err(e) => {
+                augment.skip();
+                eprintln!("smoothface-train: warning: training face left out: {e:#}")
+            }
         }
     }
     let input = crops_to_tensor(&crops, spec);
@@ -130,8 +149,15 @@ pub fn load_epoch<B>(
                         settings.flip,
                         batch_seed(epoch_seed, index),
                     );
-                    let batch =
-                        make_batch(set, &batches[index], spec, &mut augment, settings.device);
+                    let take = share_range(batches[index].len(), settings.share);
+                    let batch = make_batch(
+                        set,
+                        &batches[index],
+                        take,
+                        spec,
+                        &mut augment,
+                        settings.device,
+                    );
                     // The consumer hung up (it broke early): stop.
                     if send.send(batch).is_err() {
                         return;
@@ -194,6 +220,7 @@ mod tests {
             shift: 2,
             flip: 0.5,
             device: Device::Cpu,
+            share: (0, 1),
         };
         let mut out = Vec::new();
         load_epoch(set, &spec(), batches, 11, &settings, |b| {
@@ -243,6 +270,50 @@ mod tests {
         assert_ne!(got[0].0, got[1].0);
     }
 
+    /// Each process's share of the batches, concatenated in rank order, is the whole batch,
+    /// pixel for pixel: a face's augmentation depends on its place in the batch, not on how the
+    /// batch is shared.
+    #[test]
+    fn the_shares_of_a_batch_make_up_the_whole_batch() {
+        let (_dir, f) = folder(6, 3);
+        let set = TrainingSet::Folder(f);
+        let batches: Vec<Vec<usize>> = (0..4).map(|k| (k..k + 12).collect()).collect();
+        let expected = reference(&set, &batches);
+        for world in [2, 3, 5] {
+            let shares: Vec<Vec<(Vec<f32>, Vec<i64>)>> = (0..world)
+                .map(|rank| {
+                    let settings = LoaderSettings {
+                        workers: 2,
+                        shift: 2,
+                        flip: 0.5,
+                        device: Device::Cpu,
+                        share: (rank, world),
+                    };
+                    let mut out = Vec::new();
+                    load_epoch(&set, &spec(), &batches, 11, &settings, |b| {
+                        let input: Vec<f32> = b.input.flatten(0, -1).try_into().unwrap();
+                        out.push((input, b.labels.try_into().unwrap()));
+                        ControlFlow::<()>::Continue(())
+                    });
+                    out
+                })
+                .collect();
+            for (k, whole) in expected.iter().enumerate() {
+                let (mut input, mut labels) = (Vec::new(), Vec::new());
+                for share in &shares {
+                    input.extend_from_slice(&share[k].0);
+                    labels.extend_from_slice(&share[k].1);
+                }
+                assert!(
+                    input == whole.0 && labels == whole.1,
+                    "world {world}, batch {k}"
+                );
+            }
+        }
+        assert_eq!(share_range(12, (2, 5)), 4..7);
+        assert_eq!(share_range(12, (0, 1)), 0..12);
+    }
+
     #[test]
     fn an_unreadable_face_is_left_out_and_breaking_stops_the_workers() {
         let (dir, mut f) = folder(2, 2);
@@ -254,6 +325,7 @@ mod tests {
             shift: 0,
             flip: 0.0,
             device: Device::Cpu,
+            share: (0, 1),
         };
         let mut seen = 0;
         let stopped = load_epoch(&set, &spec(), &batches, 0, &settings, |b| {

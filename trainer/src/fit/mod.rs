@@ -10,6 +10,15 @@
 //!
 //! The batches and augmentations of an epoch depend only on the seed and the epoch number, so
 //! a run killed and resumed trains on exactly what an uninterrupted run would have.
+//!
+//! Data-parallel (under torchrun, or any launcher that sets `RANK`, `WORLD_SIZE`,
+//! `MASTER_ADDR` and `MASTER_PORT`: [`FitOptions::launch`]), every process draws the same global
+//! batches, loads its share of each ([`LoaderSettings::share`]) and takes the step together with
+//! the others ([`Trainee::group`]): `[train] batch_size` is the global batch, so a configuration
+//! trains the same at any number of processes. Rank 0 alone validates and writes the run's
+//! files; it broadcasts the starting state (the weights, and on `--resume` the whole state it
+//! read) so that every process starts from the same one, whatever the number of processes the
+//! checkpoint was written with.
 
 mod objective;
 mod plot;
@@ -29,6 +38,7 @@ use crate::data::folder::FaceFolder;
 use crate::data::loader::{load_epoch, LoaderSettings, TrainingSet};
 use crate::data::recordio::RecordIo;
 use crate::data::sampler::PkSampler;
+use crate::dist::{Backend, Launch, ProcessGroup};
 use crate::optim::Adam;
 use crate::precision::LossScaler;
 use anyhow::{bail, ensure, Context, Result};
@@ -39,7 +49,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// How `fit` was asked to run, besides the configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +60,9 @@ pub struct FitOptions {
     pub resume: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// This process's place in a data-parallel run ([`Launch::from_env`]); None for one
+    /// process.
+    pub launch: Option<Launch>,
 }
 
 /// Opens the training and validation faces the configuration names.
@@ -111,26 +124,58 @@ pub fn fit(
     let out = &options.out;
     let (last_path, best_path) = (out.join("last.safetensors"), out.join("best.safetensors"));
     let (records_path, config_path) = (out.join("metrics.jsonl"), out.join("config.toml"));
-    prepare_folder(out, &last_path, &config_path, config_text, options.resume)?;
-
     if let Some(threads) = config.train.threads {
         tch::set_num_threads(threads);
     }
-    let device = config.train.device.resolve()?;
+    let mut device = config.train.device.resolve()?;
+    // The process group first: from here on, a process that fails ends the others' next
+    // collective with an error (its connections close) instead of leaving them waiting.
+    let group = match &options.launch {
+        None => None,
+        Some(launch) => {
+            if let Device::Cuda(_) = device {
+                let gpus = tch::Cuda::device_count() as usize;
+                ensure!(
+                    launch.local_rank < gpus,
+                    "LOCAL_RANK={} but this host has {gpus} CUDA device(s): start at most {gpus} \
+                     processes per host",
+                    launch.local_rank
+                );
+                device = Device::Cuda(launch.local_rank);
+            }
+            Some(ProcessGroup::new(launch, Backend::for_device(device))?)
+        }
+    };
+    let group = group.as_ref();
+    let lead = group.is_none_or(|g| g.rank() == 0);
+    if lead {
+        settle(
+            group,
+            prepare_folder(out, &last_path, &config_path, config_text, options.resume),
+        )?;
+    } else {
+        settle(group, Ok(()))?;
+    }
     config.train.precision.check(device)?;
     // Random initialisations (a backbone without `init`, the ArcFace head) from the run's seed,
     // so that a run can be repeated.
     tch::manual_seed(config.train.seed as i64);
     let spec = input_spec(config.model.arch);
     let (train, validation) = open_data(config)?;
-    let validation = ValidationSet::load(&validation, spec.size);
-    for skipped in &validation.skipped {
-        eprintln!("smoothface-train: warning: validation face left out: {skipped}");
-    }
-    ensure!(
-        validation.len() >= 2,
-        "the validation split has fewer than 2 readable faces"
-    );
+    // Rank 0 alone validates.
+    let validation = if lead {
+        let validation = ValidationSet::load(&validation, spec.size);
+        for skipped in &validation.skipped {
+            eprintln!("smoothface-train: warning: validation face left out: {skipped}");
+        }
+        ensure!(
+            validation.len() >= 2,
+            "the validation split has fewer than 2 readable faces"
+        );
+        Some(validation)
+    } else {
+        None
+    };
 
     // The model, its objective and the optimiser.
     let vs = nn::VarStore::new(device);
@@ -163,8 +208,16 @@ pub fn fit(
     );
     let total_steps = (t.epochs * per_epoch).min(t.max_steps.unwrap_or(usize::MAX));
 
-    // Where the run stands.
-    let (mut epoch, mut step, mut records) = if options.resume && last_path.exists() {
+    // Every process must draw its batches from the same faces.
+    if let Some(group) = group {
+        same_training_set(group, train.labels())?;
+    }
+
+    // Where the run stands (rank 0's word; the others learn it from its broadcast below).
+    let mut resume = || -> Result<(usize, usize, Vec<EpochRecord>)> {
+        if !(lead && options.resume && last_path.exists()) {
+            return Ok((0, 0, Vec::new()));
+        }
         let state = checkpoint::read(&last_path)?;
         checkpoint::load_into(&vs, "", &state, &last_path)?;
         adam.load_state(&state)
@@ -190,12 +243,18 @@ pub fn fit(
         let (epoch, step) = (position("train.epoch")?, position("train.step")?);
         let mut records = record::read_all(&records_path)?;
         records.retain(|r| r.epoch <= epoch);
-        (epoch, step, records)
-    } else {
-        (0, 0, Vec::new())
+        Ok((epoch, step, records))
     };
+    let resumed = resume();
+    let (mut epoch, mut step, mut records) = settle(group, resumed)?;
+    // Every process starts from rank 0's state: its initial weights, or what it resumed.
+    if let Some(group) = group {
+        let (e, s) = broadcast_state(group, &vs, &mut adam, &mut scaler, epoch, step)?;
+        (epoch, step) = (e, s);
+    }
     let started = Instant::now();
     let evaluate = |epoch: usize, step, loss, speed| -> Result<EpochRecord> {
+        let validation = validation.as_ref().context("only rank 0 validates")?;
         let report = validation
             .evaluate(
                 backbone.as_ref(),
@@ -220,14 +279,14 @@ pub fn fit(
             skipped_steps: 0,
         })
     };
-    if records.is_empty() {
+    if lead && records.is_empty() {
         let before = evaluate(0, 0, None, None)?;
         on_epoch(&before);
         records.push(before);
         record::write_all(&records, &records_path)?;
     }
 
-    let bar = progress_bar(total_steps, step, options.progress);
+    let bar = progress_bar(total_steps, step, options.progress && lead);
     // The best trained epoch: the starting model (epoch 0) is not a candidate.
     let mut best = records
         .iter()
@@ -238,12 +297,14 @@ pub fn fit(
         backbone: backbone.as_ref(),
         objective: &objective,
         precision: t.precision,
+        group,
     };
     let loader = LoaderSettings {
         workers: t.loader_workers,
         shift: t.shift,
         flip: t.flip,
         device,
+        share: group.map_or((0, 1), |g| (g.rank(), g.world())),
     };
     while epoch < t.epochs && step < total_steps {
         let epoch_started = Instant::now();
@@ -280,7 +341,7 @@ pub fn fit(
                     ));
                 }
                 skipped += usize::from(!outcome.taken);
-                images += batch.images;
+                images += outcome.images;
                 step += 1;
                 bar.set_position(step as u64);
                 let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
@@ -303,6 +364,9 @@ pub fn fit(
         }
         epoch += 1;
         let speed = images as f64 / epoch_started.elapsed().as_secs_f64();
+        if !lead {
+            continue;
+        }
         let mut record = evaluate(
             epoch,
             step,
@@ -326,6 +390,78 @@ pub fn fit(
     }
     bar.finish_and_clear();
     Ok(records)
+}
+
+/// `result` where every process of the run succeeded; otherwise this process's own error, or
+/// one saying that another process failed (which reports its own cause).
+fn settle<T>(group: Option<&ProcessGroup>, result: Result<T>) -> Result<T> {
+    let Some(group) = group else {
+        return result;
+    };
+    let failed =
+        Tensor::from_slice(&[f32::from(u8::from(result.is_err()))]).to_device(group.device());
+    group.all_reduce_sum(&[&failed])?;
+    let others = failed.double_value(&[0]) - f64::from(u8::from(result.is_err()));
+    let value = result?;
+    ensure!(
+        others < 0.5,
+        "{} other process(es) of the run failed to start (see their errors)",
+        others.round()
+    );
+    Ok(value)
+}
+
+/// Checks that every process read the same training faces (their number and a hash of their
+/// labels, in order), so that all draw the same batches.
+fn same_training_set(group: &ProcessGroup, labels: &[i64]) -> Result<()> {
+    // FNV-1a over the labels, kept to 62 bits so that it is exact in an int64 tensor.
+    let hash = labels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &l| {
+        (h ^ l as u64).wrapping_mul(0x0100_0000_01b3)
+    }) >> 2;
+    let mine = Tensor::from_slice(&[labels.len() as i64, hash as i64]).to_device(group.device());
+    let all = Vec::<i64>::try_from(group.all_gather(&mine)?.to_device(Device::Cpu))?;
+    for (rank, other) in all.chunks(2).enumerate() {
+        ensure!(
+            other == &all[..2],
+            "rank {rank} read other training faces than rank 0 ({} faces against {}, or other \
+             people): every process must read the same [data]",
+            other[0],
+            all[0]
+        );
+    }
+    Ok(())
+}
+
+/// Gives every process rank 0's run state (weights, Adam, loss scale, position); returns the
+/// epoch and step.
+fn broadcast_state(
+    group: &ProcessGroup,
+    vs: &nn::VarStore,
+    adam: &mut Adam,
+    scaler: &mut LossScaler,
+    epoch: usize,
+    step: usize,
+) -> Result<(usize, usize)> {
+    let device = group.device();
+    let state: Vec<(String, Tensor)> = run_state(vs, adam, scaler, epoch, step)
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().to_device(device).contiguous().copy()))
+        .collect();
+    let tensors: Vec<&Tensor> = state.iter().map(|(_, t)| t).collect();
+    group.broadcast(&tensors, 0)?;
+    if group.rank() == 0 {
+        return Ok((epoch, step));
+    }
+    let state: std::collections::HashMap<String, Tensor> = state.into_iter().collect();
+    let from = Path::new("rank 0's state");
+    checkpoint::load_into(vs, "", &state, from)?;
+    adam.load_state(&state)?;
+    scaler.load_state(&state)?;
+    let position = |key: &str| -> Result<usize> {
+        let v = state[key].to_device(Device::Cpu).int64_value(&[0]);
+        usize::try_from(v).with_context(|| format!("rank 0 sent {key} = {v}"))
+    };
+    Ok((position("train.epoch")?, position("train.step")?))
 }
 
 /// Creates the run folder, or checks that the one being resumed was started with this

@@ -1,9 +1,20 @@
 //! One optimiser step: forward in the run's precision, the loss in float32, backward through
 //! the loss scaler, Adam unless the scaler skips. `fit` and `bench-step` both take this step, so
 //! the benchmark times what training does.
+//!
+//! Data-parallel ([`Trainee::group`] set), each process holds a share of the global batch: its
+//! embeddings are all-gathered (detached) and the global batch rebuilt with the process's own
+//! share still on the graph, so every query is ranked against the whole global batch and every
+//! process computes the same global loss. Its backward pass then gives the derivative of the
+//! global loss through this process's share only; the sum of those over the processes (a c10d
+//! all-reduce of the parameter gradients) is the gradient one process would get from the whole
+//! batch, and every process takes the same Adam step from it. Parameters the loss reaches
+//! directly rather than through the embeddings (the ArcFace head) get the whole derivative on
+//! every process: their sum is divided by the number of processes.
 
-use super::Objective;
+use super::{Objective, HEAD};
 use crate::backbone::Backbone;
+use crate::dist::ProcessGroup;
 use crate::loss::LossError;
 use crate::optim::Adam;
 use crate::precision::{autocast, LossScaler, Precision, Verdict};
@@ -17,6 +28,22 @@ pub struct Trainee<'a> {
     pub objective: &'a Objective,
     /// The arithmetic of the forward and backward passes.
     pub precision: Precision,
+    /// The process group of a data-parallel run (None: one process trains on whole batches).
+    pub group: Option<&'a ProcessGroup>,
+}
+
+/// The gradients are all-reduced in flat buckets of this many bytes at most (DDP's default).
+pub const BUCKET_BYTES: usize = 25 << 20;
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The loss refused the batch.
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    /// A collective failed (a process is gone, or timed out).
+    #[error("{0:#}")]
+    Dist(anyhow::Error),
 }
 
 /// What one step did.
@@ -26,6 +53,8 @@ pub struct StepOutcome {
     pub loss: f64,
     /// Whether Adam updated the weights (false when the loss scaler found an overflow).
     pub taken: bool,
+    /// Faces in the (global) batch.
+    pub images: usize,
 }
 
 impl Trainee<'_> {
@@ -36,12 +65,20 @@ impl Trainee<'_> {
         scaler: &mut LossScaler,
         input: &Tensor,
         labels: &Tensor,
-    ) -> Result<StepOutcome, LossError> {
+    ) -> Result<StepOutcome, StepError> {
         let embeddings =
             autocast(self.precision, || self.backbone.forward_t(input, true)).to_kind(Kind::Float);
-        let loss = self.objective.loss(&embeddings, labels)?;
+        let (embeddings, labels) = match self.group {
+            None => (embeddings, labels.shallow_clone()),
+            Some(group) => global_batch(group, &embeddings, labels).map_err(StepError::Dist)?,
+        };
+        let images = embeddings.size().first().copied().unwrap_or(0) as usize;
+        let loss = self.objective.loss(&embeddings, &labels)?;
         adam.zero_grad();
         scaler.scale_loss(&loss).backward();
+        if let Some(group) = self.group {
+            sum_gradients(group, adam).map_err(StepError::Dist)?;
+        }
         let taken = scaler.unscale(adam) == Verdict::Step;
         if taken {
             adam.step();
@@ -49,8 +86,51 @@ impl Trainee<'_> {
         Ok(StepOutcome {
             loss: loss.double_value(&[]),
             taken,
+            images,
         })
     }
+}
+
+/// The global batch's embeddings (this process's share still on the graph, the others'
+/// detached copies) and labels, in rank order.
+fn global_batch(
+    group: &ProcessGroup,
+    embeddings: &Tensor,
+    labels: &Tensor,
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let (all, lengths) = group.all_gather_uneven(&embeddings.detach())?;
+    let (all_labels, _) = group.all_gather_uneven(&labels.to_device(embeddings.device()))?;
+    // Where this share sits: the lengths before it.
+    let n = embeddings.size()[0];
+    let before: i64 = lengths[..group.rank()].iter().sum();
+    let total = all.size()[0];
+    let global = Tensor::cat(
+        &[
+            all.narrow(0, 0, before),
+            embeddings.shallow_clone(),
+            all.narrow(0, before + n, total - before - n),
+        ],
+        0,
+    );
+    Ok((global, all_labels))
+}
+
+/// Sums the gradients over the processes (bucketed); the head's, which every process computed
+/// whole, are then averaged instead.
+fn sum_gradients(group: &ProcessGroup, adam: &Adam) -> anyhow::Result<()> {
+    let named: Vec<(&str, Tensor)> = adam.named_gradients().collect();
+    let grads: Vec<&Tensor> = named.iter().map(|(_, g)| g).collect();
+    group.all_reduce_sum_bucketed(&grads, BUCKET_BYTES)?;
+    let head = format!("{HEAD}.");
+    let world = group.world() as f64;
+    tch::no_grad(|| {
+        for (name, g) in &named {
+            if name.starts_with(&head) {
+                let _ = g.shallow_clone().g_div_scalar_(world);
+            }
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,6 +190,7 @@ mod tests {
             backbone: backbone.as_ref(),
             objective: &objective,
             precision,
+            group: None,
         };
         let outcome = trainee.step(&mut adam, &mut scaler, input, labels).unwrap();
         assert!(outcome.taken);
