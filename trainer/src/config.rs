@@ -183,6 +183,12 @@ pub struct TrainingConfig {
     /// Threads that decode and augment batches ahead of the step.
     #[serde(default = "default_loader_workers")]
     pub loader_workers: usize,
+    /// In a data-parallel run (torchrun, more than one process): normalise the batch norms in
+    /// training mode with the statistics of the global batch, as torch.nn.SyncBatchNorm does,
+    /// rather than of each process's share (DDP's default, and this one's: false). Changes
+    /// nothing for one process, for frozen batch norm, or for MobileFaceNet (no batch norm).
+    #[serde(default)]
+    pub sync_batch_norm: bool,
 }
 
 /// Where training runs.

@@ -179,8 +179,23 @@ impl BatchNorm {
 
 impl nn::ModuleT for BatchNorm {
     /// Normalises with the batch's statistics and updates the running ones when `train`, with
-    /// the running ones otherwise.
+    /// the running ones otherwise. In training mode inside a
+    /// [`sync_batch_norm`](crate::dist::sync_batch_norm) region the statistics are those of
+    /// every process's batch together (`[train] sync_batch_norm = true`).
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        if train {
+            if let Some(y) = crate::dist::batch_norm_in_sync_region(
+                xs,
+                Some(&self.weight),
+                Some(&self.bias),
+                Some(&self.running_mean),
+                Some(&self.running_var),
+                Self::MOMENTUM,
+                Self::EPS,
+            ) {
+                return y;
+            }
+        }
         xs.batch_norm(
             Some(&self.weight),
             Some(&self.bias),

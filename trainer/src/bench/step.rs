@@ -255,6 +255,7 @@ fn measure_in(
         objective: &objective,
         precision: config.precision,
         group,
+        sync_batch_norm: false,
     };
     // Each step ends with the loss read back to the host: the device has finished the step.
     let first_loss = trainee.step(&mut adam, &mut scaler, &input, &labels)?.loss;

@@ -10,7 +10,7 @@
 //! that cannot be reached within the timeout) comes back as an error naming the operation.
 
 use anyhow::{bail, ensure, Context, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -45,6 +45,18 @@ extern "C" {
         root: c_int,
     ) -> *mut c_char;
     fn sf_dist_barrier(group: *mut c_void) -> *mut c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn sf_dist_sync_batch_norm(
+        group: *mut c_void,
+        input: *mut c_void,
+        weight: *mut c_void,
+        bias: *mut c_void,
+        running_mean: *mut c_void,
+        running_var: *mut c_void,
+        momentum: f64,
+        eps: f64,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
 }
 
 /// The shim's answer: Ok, or its message as an error about `what`.
@@ -389,6 +401,79 @@ impl ProcessGroup {
         check(error, &what)
     }
 
+    /// Batch norm in training mode over the global batch, as torch.nn.SyncBatchNorm computes
+    /// it: normalises `input` (`[N, C, ...]`, this rank's share) with the mean and biased
+    /// variance of every rank's share together, updates the running statistics (when given)
+    /// with them (the variance unbiased, by `momentum`), and records a backward pass that
+    /// all-reduces the per-channel sums of `dy` and `dy * (x - mean)` so that the input's
+    /// gradient is that of batch norm over the concatenated batch. The weight's and bias's
+    /// gradients are this rank's share: summed over the ranks (as the trainer sums every
+    /// gradient) they are the global batch's. Every rank must call it, in the same order, and
+    /// run the backward pass of every call; the backward pass keeps the process group's backend
+    /// alive. Ranks may hold different numbers of faces.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_batch_norm(
+        &self,
+        input: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let what = self.what("sync batch norm");
+        ensure!(
+            input.defined() && input.dim() >= 2,
+            "{what}: the input must have a batch and a channel axis, not {:?}",
+            input.size()
+        );
+        ensure!(
+            input.device() == self.device,
+            "{what}: the input is on {:?}, the process group's tensors on {:?}",
+            input.device(),
+            self.device
+        );
+        let channels = input.size()[1];
+        let mut ptrs = [std::ptr::null_mut::<c_void>(); 4];
+        for (i, (t, name)) in [weight, bias, running_mean, running_var]
+            .into_iter()
+            .zip(["weight", "bias", "running mean", "running variance"])
+            .enumerate()
+        {
+            if let Some(t) = t {
+                ensure!(
+                    t.defined() && t.size() == [channels] && t.device() == self.device,
+                    "{what}: the {name} must be a [{channels}] tensor on {:?}, not {:?} on {:?}",
+                    self.device,
+                    t.size(),
+                    t.device()
+                );
+                ptrs[i] = t.as_ptr() as *mut c_void;
+            }
+        }
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: live at::Tensor handles (or null) borrowed for the call; `out` is written
+        // with a new at::Tensor that the returned Tensor owns.
+        let error = self.timed(|| unsafe {
+            sf_dist_sync_batch_norm(
+                self.group.as_ptr(),
+                input.as_ptr() as *mut c_void,
+                ptrs[0],
+                ptrs[1],
+                ptrs[2],
+                ptrs[3],
+                momentum,
+                eps,
+                &mut out,
+            )
+        });
+        check(error, &what)?;
+        ensure!(!out.is_null(), "{what}: the c10d shim returned no tensor");
+        // SAFETY: `out` is a heap at::Tensor made for us, as tch's own wrappers return them.
+        Ok(unsafe { Tensor::from_ptr(out as *mut _) })
+    }
+
     /// Sums `ts` over all ranks through flat buckets of at most `bucket_bytes` each (fewer,
     /// larger messages than one per tensor, as DDP's reducer does): each bucket is the
     /// concatenation of consecutive tensors of one kind, summed, and copied back.
@@ -425,6 +510,70 @@ impl ProcessGroup {
             start = end;
         }
         Ok(())
+    }
+}
+
+thread_local! {
+    /// The process group of the [`sync_batch_norm`] region this thread is in.
+    static SYNC_GROUP: Cell<Option<NonNull<ProcessGroup>>> = const { Cell::new(None) };
+    /// The first error of a synchronised batch norm in that region.
+    static SYNC_ERROR: RefCell<Option<anyhow::Error>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a training forward pass) with every batch norm in training mode synchronised over
+/// `group` ([`ProcessGroup::sync_batch_norm`]), on this thread. A layer cannot return an error,
+/// so the first failure of a collective is kept, the batch norms after it normalise per
+/// replica, and it is returned here instead of `f`'s result.
+pub fn sync_batch_norm<T>(group: &ProcessGroup, f: impl FnOnce() -> T) -> Result<T> {
+    /// Leaves the region, even when `f` unwinds.
+    struct Restore(Option<NonNull<ProcessGroup>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SYNC_GROUP.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(SYNC_GROUP.with(|g| g.replace(Some(NonNull::from(group)))));
+    SYNC_ERROR.with(|e| e.borrow_mut().take());
+    let out = f();
+    match SYNC_ERROR.with(|e| e.borrow_mut().take()) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Inside a [`sync_batch_norm`] region (and before any of its failures): batch norm in training
+/// mode over the region's global batch. None outside one, where the caller normalises per
+/// replica.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_in_sync_region(
+    input: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running_mean: Option<&Tensor>,
+    running_var: Option<&Tensor>,
+    momentum: f64,
+    eps: f64,
+) -> Option<Tensor> {
+    let group = SYNC_GROUP.with(Cell::get)?;
+    if SYNC_ERROR.with(|e| e.borrow().is_some()) {
+        return None;
+    }
+    // SAFETY: the region borrows the group for as long as the pointer is set.
+    let group = unsafe { group.as_ref() };
+    match group.sync_batch_norm(
+        input,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        momentum,
+        eps,
+    ) {
+        Ok(y) => Some(y),
+        Err(e) => {
+            SYNC_ERROR.with(|slot| *slot.borrow_mut() = Some(e));
+            None
+        }
     }
 }
 

@@ -298,6 +298,7 @@ pub fn fit(
         objective: &objective,
         precision: t.precision,
         group,
+        sync_batch_norm: t.sync_batch_norm,
     };
     let loader = LoaderSettings {
         workers: t.loader_workers,

@@ -30,6 +30,9 @@ pub struct Trainee<'a> {
     pub precision: Precision,
     /// The process group of a data-parallel run (None: one process trains on whole batches).
     pub group: Option<&'a ProcessGroup>,
+    /// Whether the batch norms in training mode use the statistics of the global batch
+    /// (`[train] sync_batch_norm`); only in a run of more than one process.
+    pub sync_batch_norm: bool,
 }
 
 /// The gradients are all-reduced in flat buckets of this many bytes at most (DDP's default).
@@ -66,8 +69,15 @@ impl Trainee<'_> {
         input: &Tensor,
         labels: &Tensor,
     ) -> Result<StepOutcome, StepError> {
-        let embeddings =
-            autocast(self.precision, || self.backbone.forward_t(input, true)).to_kind(Kind::Float);
+        let forward = || {
+            autocast(self.precision, || self.backbone.forward_t(input, true)).to_kind(Kind::Float)
+        };
+        let embeddings = match self.group {
+            Some(group) if self.sync_batch_norm && group.world() > 1 => {
+                crate::dist::sync_batch_norm(group, forward).map_err(StepError::Dist)?
+            }
+            _ => forward(),
+        };
         let (embeddings, labels) = match self.group {
             None => (embeddings, labels.shallow_clone()),
             Some(group) => global_batch(group, &embeddings, labels).map_err(StepError::Dist)?,
@@ -75,7 +85,11 @@ impl Trainee<'_> {
         let images = embeddings.size().first().copied().unwrap_or(0) as usize;
         let loss = self.objective.loss(&embeddings, &labels)?;
         adam.zero_grad();
-        scaler.scale_loss(&loss).backward();
+        // The backward pass of a synchronised batch norm runs collectives, which may fail.
+        scaler
+            .scale_loss(&loss)
+            .f_backward()
+            .map_err(|e| StepError::Dist(anyhow::Error::new(e).context("backward pass")))?;
         if let Some(group) = self.group {
             sum_gradients(group, adam).map_err(StepError::Dist)?;
         }
@@ -191,6 +205,7 @@ mod tests {
             objective: &objective,
             precision,
             group: None,
+            sync_batch_norm: false,
         };
         let outcome = trainee.step(&mut adam, &mut scaler, input, labels).unwrap();
         assert!(outcome.taken);
