@@ -169,9 +169,12 @@ fn assert_same_weights(one: &Path, many: &Path, what: &str) -> f64 {
         "{what}"
     );
     let mut worst: f64 = 0.0;
-    let weights = a
-        .iter()
-        .filter(|(name, _)| name.starts_with("mobilefacenet.") || name.starts_with("head."));
+    // The backbone's tensors (the batch norms' running statistics included) and the head's.
+    let weights = a.iter().filter(|(name, _)| {
+        ["mobilefacenet.", "iresnet50.", "head."]
+            .iter()
+            .any(|p| name.starts_with(p))
+    });
     for (name, x) in weights {
         let y = &b[name];
         assert_eq!(x.size(), y.size(), "{what}: {name}");
@@ -564,4 +567,228 @@ fn processes_that_read_other_faces_are_refused() {
         );
     }
     assert!(!out.join("last.safetensors").exists());
+}
+
+/// One rank of [`sync_batch_norm_over_two_ranks_is_batch_norm_over_their_batches`]: its share
+/// of `x` and `dy`, the result, the input's gradient, the weight's and bias's gradients and the
+/// running statistics after the call.
+fn sync_rank(
+    rank: usize,
+    world: usize,
+    port: u16,
+    x: Tensor,
+    dy: Tensor,
+) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) {
+    use smoothface_trainer::dist::{Backend, Launch, ProcessGroup};
+    let launch = Launch {
+        rank,
+        world,
+        local_rank: rank,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        serve: rank == 0,
+        prefix: "sbn/".into(),
+        timeout: Duration::from_secs(60),
+    };
+    let group = ProcessGroup::new(&launch, Backend::Gloo).unwrap();
+    let x = x.set_requires_grad(true);
+    let (weight, bias) = bn_parameters(x.size()[1]);
+    let running_mean = Tensor::zeros([x.size()[1]], (tch::Kind::Double, tch::Device::Cpu));
+    let running_var = Tensor::ones([x.size()[1]], (tch::Kind::Double, tch::Device::Cpu));
+    let y = group
+        .sync_batch_norm(
+            &x,
+            Some(&weight),
+            Some(&bias),
+            Some(&running_mean),
+            Some(&running_var),
+            0.1,
+            1e-5,
+        )
+        .unwrap();
+    (&y * &dy).sum(tch::Kind::Double).backward();
+    (
+        y.detach(),
+        x.grad(),
+        weight.grad(),
+        bias.grad(),
+        running_mean,
+        running_var,
+    )
+}
+
+/// A batch norm's scale and shift, not 1 and 0 (so that both enter the gradients).
+fn bn_parameters(channels: i64) -> (Tensor, Tensor) {
+    let opts = (tch::Kind::Double, tch::Device::Cpu);
+    (
+        (Tensor::arange(channels, opts) * 0.25 + 0.5).set_requires_grad(true),
+        (Tensor::arange(channels, opts) * -0.1).set_requires_grad(true),
+    )
+}
+
+/// libtorch's own batch norm in training mode over the whole batch: the expectation.
+fn plain_batch_norm(x: &Tensor, dy: &Tensor) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) {
+    let x = x.copy().set_requires_grad(true);
+    let (weight, bias) = bn_parameters(x.size()[1]);
+    let running_mean = Tensor::zeros([x.size()[1]], (tch::Kind::Double, tch::Device::Cpu));
+    let running_var = Tensor::ones([x.size()[1]], (tch::Kind::Double, tch::Device::Cpu));
+    let y = x.batch_norm(
+        Some(&weight),
+        Some(&bias),
+        Some(&running_mean),
+        Some(&running_var),
+        true,
+        0.1,
+        1e-5,
+        false,
+    );
+    (&y * dy).sum(tch::Kind::Double).backward();
+    (
+        y.detach(),
+        x.grad(),
+        weight.grad(),
+        bias.grad(),
+        running_mean,
+        running_var,
+    )
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+/// The op itself, through Gloo on loopback: two ranks of uneven shares (5 and 3 of a batch of
+/// 8), each in its own thread, give the output, input gradient and running statistics of
+/// libtorch's batch norm over the 8, and weight and bias gradients that sum to its; a world of
+/// one gives batch norm itself.
+#[test]
+fn sync_batch_norm_over_two_ranks_is_batch_norm_over_their_batches() {
+    tch::manual_seed(7);
+    let opts = (tch::Kind::Double, tch::Device::Cpu);
+    let x = Tensor::randn([8, 4, 3, 2], opts) * 3.0 + 1.5;
+    let dy = Tensor::randn([8, 4, 3, 2], opts);
+    let (y, gx, gw, gb, rm, rv) = plain_batch_norm(&x, &dy);
+    let tolerance = 1e-12;
+
+    // A world of one.
+    let port = free_port();
+    let one = sync_rank(0, 1, port, x.copy(), dy.copy());
+    for (name, a, b) in [
+        ("output", &one.0, &y),
+        ("input gradient", &one.1, &gx),
+        ("weight gradient", &one.2, &gw),
+        ("bias gradient", &one.3, &gb),
+        ("running mean", &one.4, &rm),
+        ("running variance", &one.5, &rv),
+    ] {
+        let d = max_abs_diff(a, b);
+        assert!(d <= tolerance, "world of one: {name} differs by {d:e}");
+    }
+
+    // Two ranks, 5 and 3 faces.
+    let port = free_port();
+    let shares = [(0, 5), (5, 3)];
+    let handles: Vec<_> = shares
+        .iter()
+        .enumerate()
+        .map(|(rank, &(start, len))| {
+            let (xs, dys) = (
+                x.narrow(0, start, len).copy(),
+                dy.narrow(0, start, len).copy(),
+            );
+            std::thread::spawn(move || sync_rank(rank, 2, port, xs, dys))
+        })
+        .collect();
+    let ranks: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut worst: f64 = 0.0;
+    for (rank, (r, &(start, len))) in ranks.iter().zip(&shares).enumerate() {
+        for (name, a, b) in [
+            ("output", &r.0, &y.narrow(0, start, len)),
+            ("input gradient", &r.1, &gx.narrow(0, start, len)),
+            ("running mean", &r.4, &rm),
+            ("running variance", &r.5, &rv),
+        ] {
+            let d = max_abs_diff(a, b);
+            worst = worst.max(d);
+            assert!(d <= tolerance, "rank {rank}: {name} differs by {d:e}");
+        }
+    }
+    for (name, a, b) in [
+        ("weight gradient", &ranks[0].2 + &ranks[1].2, &gw),
+        ("bias gradient", &ranks[0].3 + &ranks[1].3, &gb),
+    ] {
+        let d = max_abs_diff(&a, b);
+        worst = worst.max(d);
+        assert!(d <= tolerance, "summed {name} differs by {d:e}");
+    }
+    // Per replica, rank 0's share alone would be normalised otherwise: the test can tell.
+    let (alone, ..) = plain_batch_norm(&x.narrow(0, 0, 5), &dy.narrow(0, 0, 5));
+    assert!(max_abs_diff(&alone, &ranks[0].0) > 1e-3);
+    eprintln!("sync batch norm at world 2: within {worst:e} of batch norm over the whole batch");
+}
+
+/// IResNet-50 (real batch norm, in training mode) with `sync_batch_norm = true`: 2 processes of
+/// 4 faces end 2 steps with the weights and running statistics of one process training on the
+/// 8; with per-replica batch norm (the default) they do not.
+#[test]
+fn two_processes_with_sync_batch_norm_train_iresnet50_as_one_does() {
+    let test = "two_processes_with_sync_batch_norm_train_iresnet50_as_one_does";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(faces) = smoothface_tests::faces(test, ALIGNED) else {
+        return;
+    };
+    let folder = dir.path().join("faces");
+    copy_people(&faces, &folder, 6, 8);
+    let config = |sync: bool| {
+        let path = dir.path().join(format!("sync_{sync}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[data]\nfolder = \"{}\"\nvalidation_fraction = 0.34\n\n\
+                 [model]\narch = \"iresnet50\"\n\n\
+                 [train]\nbatch_size = 8\nper_class = 4\nepochs = 1\nmax_steps = 2\nthreads = 1\n\
+                 loader_workers = 1\nseed = 5\nsync_batch_norm = {sync}\n\n\
+                 [loss]\nname = \"smooth-ap\"\n",
+                folder.display(),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let started = Instant::now();
+    let one = dir.path().join("one");
+    let base = train(&config(true), &one, 1);
+    let synced = dir.path().join("synced");
+    let stdout = train(&config(true), &synced, 2);
+    let worst = assert_same_weights(&one, &synced, "iresnet50, sync batch norm, 2 processes");
+    let (l1, l2) = (losses(&base), losses(&stdout));
+    assert_eq!(l1.len(), l2.len());
+    for (a, b) in l1.iter().zip(&l2) {
+        assert!((a - b).abs() <= 1e-6 + 1e-5 * a.abs(), "loss {a} vs {b}");
+    }
+    eprintln!(
+        "iresnet50 with sync batch norm: 2 processes within {worst:e} of one ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    // Per replica, each process's statistics are of its 4 faces: the running statistics (at
+    // least) end elsewhere, so the comparison above is one that sync batch norm passes.
+    let replica = dir.path().join("replica");
+    train(&config(false), &replica, 2);
+    let (a, b) = (state(&one), state(&replica));
+    let moved = a
+        .iter()
+        .filter(|(name, _)| name.ends_with("running_mean"))
+        .map(|(name, x)| {
+            let (x, y) = (
+                x.to_kind(tch::Kind::Double),
+                b[name].to_kind(tch::Kind::Double),
+            );
+            (&x - &y).norm().double_value(&[]) / x.norm().double_value(&[]).max(1e-30)
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 100.0 * RELATIVE,
+        "per-replica batch norm ended within {moved:e} of one process"
+    );
 }
