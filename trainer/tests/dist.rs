@@ -728,6 +728,75 @@ fn sync_batch_norm_over_two_ranks_is_batch_norm_over_their_batches() {
     eprintln!("sync batch norm at world 2: within {worst:e} of batch norm over the whole batch");
 }
 
+/// Adam's first moments: after 2 steps, 0.19 of the first gradient and 0.1 of the second.
+const GRADIENTS: &str = "Adam's first moments";
+
+/// The largest relative difference allowed in [`GRADIENTS`] between 2 processes with sync batch
+/// norm and one. A randomly initialised IResNet-50's backward pass is ill-conditioned in float32:
+/// one process on 2 threads instead of 1 ends 8e-4 from itself there (measured; its weights and
+/// running statistics stay within 2e-9 and 2e-7). Per-replica batch norm is 10 times further,
+/// at least (asserted).
+const GRADIENT_RELATIVE: f64 = 5e-3;
+
+/// The relative difference (in norm) between two runs' last checkpoints of IResNet-50, over
+/// each group of tensors concatenated: the trainable weights, the batch norms' running
+/// statistics, and Adam's first moments (after these steps, the gradients). Per tensor would
+/// measure rounding: much of IResNet-50 at initialisation is zero but for it (a block's input
+/// is the sum of two batch norms' outputs, so the next batch norm's running mean is rounding,
+/// and a batch norm's shift-invariance makes the gradient of the shift before it rounding too).
+fn groups(one: &Path, many: &Path) -> Vec<(&'static str, f64)> {
+    let (a, b) = (state(one), state(many));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let running = |n: &str| n.ends_with(".running_mean") || n.ends_with(".running_var");
+    let select: [(&'static str, &dyn Fn(&str) -> bool); 3] = [
+        ("weights", &|n: &str| {
+            (n.starts_with("iresnet50.") || n.starts_with("head.")) && !running(n)
+        }),
+        ("running statistics", &|n: &str| running(n)),
+        (GRADIENTS, &|n: &str| n.starts_with("adam.m.")),
+    ];
+    select
+        .iter()
+        .map(|(group, keep)| {
+            let flat = |s: &BTreeMap<String, Tensor>| {
+                let parts: Vec<Tensor> = s
+                    .iter()
+                    .filter(|(n, _)| keep(n))
+                    .map(|(_, t)| t.to_kind(tch::Kind::Double).flatten(0, -1))
+                    .collect();
+                assert!(!parts.is_empty(), "no {group}");
+                Tensor::cat(&parts, 0)
+            };
+            let (x, y) = (flat(&a), flat(&b));
+            let diff = (&x - &y).norm().double_value(&[]) / x.norm().double_value(&[]).max(1e-30);
+            (*group, diff)
+        })
+        .collect()
+}
+
+/// [`groups`] within [`RELATIVE`], and both runs at the same step; returns the largest.
+fn assert_same_groups(one: &Path, many: &Path, what: &str) -> f64 {
+    let diffs = groups(one, many);
+    eprintln!("{what}: {diffs:?}");
+    for (group, diff) in &diffs {
+        let bound = if *group == GRADIENTS {
+            GRADIENT_RELATIVE
+        } else {
+            RELATIVE
+        };
+        assert!(*diff <= bound, "{what}: the {group} differ by {diff:e}");
+    }
+    let (a, b) = (state(one), state(many));
+    for key in ["train.step", "adam.step"] {
+        assert_eq!(
+            a[key].int64_value(&[0]),
+            b[key].int64_value(&[0]),
+            "{what}: {key}"
+        );
+    }
+    diffs.iter().map(|(_, d)| *d).fold(0.0, f64::max)
+}
+
 /// IResNet-50 (real batch norm, in training mode) with `sync_batch_norm = true`: 2 processes of
 /// 4 faces end 2 steps with the weights and running statistics of one process training on the
 /// 8; with per-replica batch norm (the default) they do not.
@@ -747,6 +816,7 @@ fn two_processes_with_sync_batch_norm_train_iresnet50_as_one_does() {
             format!(
                 "[data]\nfolder = \"{}\"\nvalidation_fraction = 0.34\n\n\
                  [model]\narch = \"iresnet50\"\n\n\
+                 [optimizer]\neps = 1.0\n\n\
                  [train]\nbatch_size = 8\nper_class = 4\nepochs = 1\nmax_steps = 2\nthreads = 1\n\
                  loader_workers = 1\nseed = 5\nsync_batch_norm = {sync}\n\n\
                  [loss]\nname = \"smooth-ap\"\n",
@@ -761,7 +831,8 @@ fn two_processes_with_sync_batch_norm_train_iresnet50_as_one_does() {
     let base = train(&config(true), &one, 1);
     let synced = dir.path().join("synced");
     let stdout = train(&config(true), &synced, 2);
-    let worst = assert_same_weights(&one, &synced, "iresnet50, sync batch norm, 2 processes");
+    let worst = assert_same_groups(&one, &synced, "iresnet50, sync batch norm, 2 processes");
+    let near = groups(&one, &synced);
     let (l1, l2) = (losses(&base), losses(&stdout));
     assert_eq!(l1.len(), l2.len());
     for (a, b) in l1.iter().zip(&l2) {
@@ -771,24 +842,16 @@ fn two_processes_with_sync_batch_norm_train_iresnet50_as_one_does() {
         "iresnet50 with sync batch norm: 2 processes within {worst:e} of one ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
-    // Per replica, each process's statistics are of its 4 faces: the running statistics (at
-    // least) end elsewhere, so the comparison above is one that sync batch norm passes.
+    // Per replica, each process's statistics are of its 4 faces: the same comparison fails by
+    // far, so the one above is one that only sync batch norm passes.
     let replica = dir.path().join("replica");
     train(&config(false), &replica, 2);
-    let (a, b) = (state(&one), state(&replica));
-    let moved = a
-        .iter()
-        .filter(|(name, _)| name.ends_with("running_mean"))
-        .map(|(name, x)| {
-            let (x, y) = (
-                x.to_kind(tch::Kind::Double),
-                b[name].to_kind(tch::Kind::Double),
-            );
-            (&x - &y).norm().double_value(&[]) / x.norm().double_value(&[]).max(1e-30)
-        })
-        .fold(0.0, f64::max);
-    assert!(
-        moved > 100.0 * RELATIVE,
-        "per-replica batch norm ended within {moved:e} of one process"
-    );
+    let far = groups(&one, &replica);
+    eprintln!("per-replica batch norm at 2 processes: {far:?} from one");
+    for ((group, near), (_, far)) in near.iter().zip(&far) {
+        assert!(
+            *far > 10.0 * near,
+            "per-replica batch norm: its {group} are {far:e} from one process's, sync's {near:e}"
+        );
+    }
 }

@@ -93,7 +93,8 @@ pub enum Command {
         smoothface-train fit --config train.toml --out runs/smooth-ap --resume\n\n\
         Data-parallel over processes, GPUs and hosts (c10d: Gloo on CPU, NCCL on CUDA) when RANK, \
         WORLD_SIZE, MASTER_ADDR and MASTER_PORT are set, as torchrun sets them; [train] \
-        batch_size stays the global batch (docs/training.md):\n\n  \
+        batch_size stays the global batch, and batch norm is per process unless [train] \
+        sync_batch_norm = true (docs/training.md):\n\n  \
         torchrun --nproc-per-node 8 --no-python smoothface-train fit --config train.toml"
     )]
     Fit(fit::Args),

