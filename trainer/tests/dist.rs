@@ -747,13 +747,16 @@ const GRADIENT_RELATIVE: f64 = 5e-3;
 fn groups(one: &Path, many: &Path) -> Vec<(&'static str, f64)> {
     let (a, b) = (state(one), state(many));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    let running = |n: &str| n.ends_with(".running_mean") || n.ends_with(".running_var");
-    let select: [(&'static str, &dyn Fn(&str) -> bool); 3] = [
-        ("weights", &|n: &str| {
+    fn running(n: &str) -> bool {
+        n.ends_with(".running_mean") || n.ends_with(".running_var")
+    }
+    type Group = (&'static str, fn(&str) -> bool);
+    let select: [Group; 3] = [
+        ("weights", |n| {
             (n.starts_with("iresnet50.") || n.starts_with("head.")) && !running(n)
         }),
-        ("running statistics", &|n: &str| running(n)),
-        (GRADIENTS, &|n: &str| n.starts_with("adam.m.")),
+        ("running statistics", running),
+        (GRADIENTS, |n| n.starts_with("adam.m.")),
     ];
     select
         .iter()
