@@ -1,8 +1,10 @@
 //! Data-parallel `fit` on c10d (Gloo, loopback): 2 and 3 processes, started as torchrun starts
 //! them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) or by torchrun itself, end a few steps of
 //! MobileFaceNet on real faces with the weights of one process training on the whole global
-//! batch, for Smooth-AP and for ArcFace; the collectives on their own; and a process that dies
-//! ends the others with an error instead of a hang.
+//! batch, for Smooth-AP and for ArcFace; the collectives on their own; a process that dies
+//! ends the others with an error instead of a hang; and synchronised batch norm, the op against
+//! libtorch's batch norm over the concatenated batch and IResNet-50 trained by 2 processes
+//! against one.
 
 use smoothface_tests::copy_people;
 use std::collections::BTreeMap;
