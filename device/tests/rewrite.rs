@@ -260,3 +260,44 @@ fn the_rewritten_detector_finds_what_the_unmodified_networks_find() {
     assert!(worst_px < 0.01, "a box or landmark moved by {worst_px} px");
     assert!(worst_score < 1e-5, "a score moved by {worst_score}");
 }
+
+/// insightface's w600k_mbf flattens its last feature map (64x7x7) into a fully connected layer:
+/// its convolutions go channels-last too (the move stops at the flatten, which tract then folds
+/// into the fully connected layer's weights), so every 1x1 convolution runs in the device's
+/// kernel. Without the pair of moves before the flatten no move got past it, and all but one of
+/// them ran as tract's matrix products (`smoothface bench --profile`).
+#[test]
+fn every_one_by_one_convolution_of_w600k_mbf_runs_in_the_device_s_kernel() {
+    if !kernels::available() {
+        eprintln!("skipped: no AVX2/FMA here, so tract plans the layout for its own kernels");
+        return;
+    }
+    let path = model("w600k_mbf/w600k_mbf.onnx");
+    let proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
+    let convs: Vec<_> = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv")
+        .collect();
+    let kernel = |n: &&tract_onnx::pb::NodeProto| -> Vec<i64> {
+        n.attribute
+            .iter()
+            .find(|a| a.name == "kernel_shape")
+            .map_or(vec![], |a| a.ints.clone())
+    };
+    let one_by_one = convs.iter().filter(|n| kernel(n) == [1, 1]).count();
+    assert!(
+        one_by_one > 30,
+        "w600k_mbf has {one_by_one} 1x1 convolutions"
+    );
+    let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &[1, 3, 112, 112]).unwrap();
+    let count = |name: &str| count_ops(&typed, name);
+    assert_eq!(count("SmoothfacePointwise"), one_by_one);
+    // The one matrix product left to tract is the fully connected layer, the flatten in it.
+    assert_eq!(count("EinSum"), 1);
+    // The model's input keeps its layout: one transposition after it, none before the flatten.
+    assert_eq!(count("MoveAxis"), 1);
+}
