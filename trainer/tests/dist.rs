@@ -88,11 +88,16 @@ fn fit(config: &Path, out: &Path) -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    smoothface_trainer::bench::step::free_port().unwrap()
+}
+
+/// Rewrites the test configuration's length: `max_steps` and `epochs` (3 and 2 as `setup` writes it).
+fn set_length(config: &Path, max_steps: usize, epochs: usize) {
+    let text = std::fs::read_to_string(config)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .replace("max_steps = 3", &format!("max_steps = {max_steps}"))
+        .replace("epochs = 2", &format!("epochs = {epochs}"));
+    std::fs::write(config, text).unwrap();
 }
 
 /// `world` processes of `fit`, each with the variables torchrun would give it.
@@ -346,11 +351,7 @@ fn a_dead_process_ends_the_others_with_an_error() {
     let Some(config) = setup(test, dir.path(), "smooth-ap") else {
         return;
     };
-    let long = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_steps = 3", "max_steps = 1000")
-        .replace("epochs = 2", "epochs = 1000");
-    std::fs::write(&config, long).unwrap();
+    set_length(&config, 1000, 1000);
     let out = dir.path().join("out");
     // A timeout far longer than the test may take: the error must come from the closed
     // connection, not from the timeout.
@@ -445,11 +446,7 @@ fn a_run_killed_at_two_processes_resumes_at_three() {
         return;
     };
     // 3 epochs of 2 steps, the last cut to 1: 5 steps.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_steps = 3", "max_steps = 5")
-        .replace("epochs = 2", "epochs = 3");
-    std::fs::write(&config, text).unwrap();
+    set_length(&config, 5, 3);
     let one = dir.path().join("one");
     train(&config, &one, 1);
 

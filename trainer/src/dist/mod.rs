@@ -679,11 +679,7 @@ mod tests {
     /// A world of one: every collective is the identity, through the real c10d.
     #[test]
     fn a_world_of_one_runs_every_collective() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::bench::step::free_port().unwrap();
         let l = Launch {
             rank: 0,
             world: 1,
@@ -712,11 +708,7 @@ mod tests {
     /// Nobody serves the store: joining fails within the timeout, with the cause.
     #[test]
     fn an_unreachable_store_fails_within_the_timeout() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::bench::step::free_port().unwrap();
         let l = Launch {
             rank: 1,
             world: 2,
