@@ -302,7 +302,7 @@ pub fn channels_last(model: &mut TypedModel) -> Result<usize> {
     use tract_onnx::tract_core::optim::change_axes::change_axes;
     let convs: Vec<_> = model.nodes().iter().filter_map(float_conv).collect();
     let mobile = convs.iter().any(|c| depthwise::is_depthwise(c));
-    let direct = !convs.is_empty() && convs.iter().all(|c| direct::runs(c));
+    let direct = !convs.is_empty() && convs.iter().all(|c| direct::runs_unpadded(c));
     if !mobile && !direct {
         return Ok(0);
     }

@@ -36,7 +36,8 @@ fn skip_without_kernels() -> bool {
     false
 }
 
-/// `y[oy, ox, c] = prelu(bias[c] + sum over taps inside the image of prelu_in(x) * w)`.
+/// `y[oy, ox, c] = prelu(bias[c] + sum over taps inside the image of prelu_in(x) * w)`, plus,
+/// paired, `prelu_in(x[c ^ 1]) * partner_w` at each tap.
 fn depthwise_reference(g: &depthwise::Geometry, w: &depthwise::Weights, x: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; g.oh * g.ow * g.c];
     for oy in 0..g.oh {
@@ -50,11 +51,15 @@ fn depthwise_reference(g: &depthwise::Geometry, w: &depthwise::Weights, x: &[f32
                         if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                             continue;
                         }
-                        let mut v = x[(iy as usize * g.w + ix as usize) * g.c + c];
-                        if let Some(p) = w.input_prelu {
-                            v = prelu(v, p[c]);
+                        let read = |c: usize| {
+                            let v = x[(iy as usize * g.w + ix as usize) * g.c + c];
+                            w.input_prelu.map_or(v, |p| prelu(v, p[c]))
+                        };
+                        let tap = (ky * g.kw + kx) * g.c + c;
+                        acc += read(c) * w.taps[tap];
+                        if let Some(partner) = w.partner_taps {
+                            acc += read(c ^ 1) * partner[tap];
                         }
-                        acc += v * w.taps[(ky * g.kw + kx) * g.c + c];
                     }
                 }
                 if let Some(p) = w.prelu {
@@ -83,11 +88,14 @@ fn depthwise_kernel_matches_the_definition() {
     // (h, w, c, kernel, stride, pad top/left, pad bottom/right)
     let cases = [
         (56, 56, 64, 3, 1, 1, 1),  // MobileFaceNet's first depthwise
+        (56, 56, 128, 3, 1, 1, 1), // w600k_mbf's grouped one (paired), and AVX-512's 64 + 64
         (14, 14, 256, 3, 2, 1, 1), // stride 2
         (7, 7, 512, 7, 1, 0, 0),   // the global depthwise: one output pixel
         (9, 6, 40, 3, 1, 1, 1),    // 32 + 8 channels (AVX-512: 16 + 16 + 8 masked)
         (5, 5, 100, 3, 1, 1, 1),   // AVX-512: 64 + 16 + 16 + 4 masked
         (5, 8, 13, 3, 2, 0, 2),    // 8 + 5 channels, asymmetric padding
+        (6, 5, 14, 3, 2, 1, 0),    // 8 + 6 channels: a paired tail, one channel at a time
+        (3, 3, 2, 3, 1, 1, 1),     // one pair
         (4, 4, 3, 5, 1, 2, 2),     // channels below a vector; kernel wider than the image
         (1, 1, 1, 1, 1, 0, 0),
     ];
@@ -114,9 +122,18 @@ fn depthwise_kernel_matches_the_definition() {
         let x = values(h * w * c, seed + 1);
         let (taps, bias) = (values(k * k * c, seed + 2), values(c, seed + 3));
         let (slopes_in, slopes_out) = (values(c, seed + 4), values(c, seed + 5));
-        for (input_prelu, prelu) in [(None, None), (Some(&slopes_in[..]), Some(&slopes_out[..]))] {
+        let partner = values(k * k * c, seed + 6);
+        // Grouped by two channels too, where the count is even.
+        let partners = [None, Some(&partner[..])];
+        let partners = &partners[..if c.is_multiple_of(2) { 2 } else { 1 }];
+        let prelus = [(None, None), (Some(&slopes_in[..]), Some(&slopes_out[..]))];
+        for ((input_prelu, prelu), &partner_taps) in prelus
+            .into_iter()
+            .flat_map(|p| partners.iter().map(move |q| (p, q)))
+        {
             let weights = depthwise::Weights {
                 taps: &taps,
+                partner_taps,
                 bias: &bias,
                 input_prelu,
                 prelu,
@@ -126,9 +143,10 @@ fn depthwise_kernel_matches_the_definition() {
                 let mut y = vec![f32::NAN; oh * ow * c];
                 depthwise::run_with(isa, &g, &weights, &x, &mut y);
                 let diff = max_abs_diff(&y, &depthwise_reference(&g, &weights, &x));
+                let paired = partner_taps.is_some();
                 assert!(
                     diff < 1e-5,
-                    "{isa:?} {h}x{w}x{c} k{k} s{stride}: off by {diff}"
+                    "{isa:?} {h}x{w}x{c} k{k} s{stride} paired {paired}: off by {diff}"
                 );
             }
         }
@@ -176,7 +194,8 @@ fn pointwise_op_matches_the_definition() {
     }
 }
 
-/// `y[n, oy, ox, o] = prelu(bias[o] + sum over ky, kx, i of x[n, oy + ky, ox + kx, i] w[o, i, ky, kx])`.
+/// `y[n, oy, ox, o] = prelu(bias[o] + sum over ky, kx, i of x[n, iy, ix, i] w[o, i, ky, kx])`
+/// with `iy = oy * stride - pad_top + ky` (and `ix` alike), zero outside the image.
 fn direct_reference(
     g: &direct::Geometry,
     w: &[f32],
@@ -193,8 +212,14 @@ fn direct_reference(
                     let mut acc = bias[o];
                     for ky in 0..g.kh {
                         for kx in 0..g.kw {
+                            let iy = (oy * g.stride[0] + ky) as isize - g.pad[0] as isize;
+                            let ix = (ox * g.stride[1] + kx) as isize - g.pad[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            let (iy, ix) = (iy as usize, ix as usize);
                             for i in 0..g.ci {
-                                let v = x[((n * g.h + oy + ky) * g.w + ox + kx) * g.ci + i];
+                                let v = x[((n * g.h + iy) * g.w + ix) * g.ci + i];
                                 acc += v * w[((o * g.ci + i) * g.kh + ky) * g.kw + kx];
                             }
                         }
@@ -210,26 +235,30 @@ fn direct_reference(
     y
 }
 
-/// MTCNN's convolutions and every tail, in every form this CPU runs (AVX2, and AVX-512 where
-/// it has it): output rows off the 6- and 12-pixel tiles, channel counts off the 16-channel panel
-/// and the 32-channel pair (10, 28, 5, 33, 48), one input channel, kernels as large as the
-/// image, batches.
+/// MTCNN's convolutions, a MobileFaceNet's first (strided, padded) and every tail, in every form
+/// this CPU runs (AVX2, and AVX-512 where it has it): output rows off the 6- and 12-pixel tiles,
+/// channel counts off the 16-channel panel and the 32-channel pair (10, 28, 5, 33, 48), one input
+/// channel, kernels as large as the image, batches, strides and uneven padding.
 #[test]
 fn direct_convolution_matches_the_definition() {
     if skip_without_kernels() {
         return;
     }
-    // (batch, h, w, ci, co, kh, kw)
+    // (batch, h, w, ci, co, kh, kw, stride, padding top, left, bottom, right)
     let cases = [
-        (1, 150, 150, 3, 10, 3, 3),
-        (3, 11, 11, 28, 48, 3, 3),
-        (2, 4, 4, 48, 64, 2, 2),
-        (1, 5, 9, 1, 5, 5, 1),
-        (2, 3, 3, 7, 33, 3, 3),
-        (1, 1, 13, 4, 16, 1, 2),
-        (1, 1, 25, 9, 80, 1, 1),
+        (1, 150, 150, 3, 10, 3, 3, [1, 1], [0; 4]),
+        (3, 11, 11, 28, 48, 3, 3, [1, 1], [0; 4]),
+        (2, 4, 4, 48, 64, 2, 2, [1, 1], [0; 4]),
+        (1, 5, 9, 1, 5, 5, 1, [1, 1], [0; 4]),
+        (2, 3, 3, 7, 33, 3, 3, [1, 1], [0; 4]),
+        (1, 1, 13, 4, 16, 1, 2, [1, 1], [0; 4]),
+        (1, 1, 25, 9, 80, 1, 1, [1, 1], [0; 4]),
+        // w600k_mbf's first: 112x112x3, 3x3, stride 2, padded 1 on every side, 128 channels.
+        (1, 112, 112, 3, 128, 3, 3, [2, 2], [1; 4]),
+        (2, 9, 10, 5, 20, 3, 2, [2, 3], [1, 0, 2, 1]),
+        (1, 2, 2, 3, 7, 3, 3, [1, 1], [1; 4]),
     ];
-    for (case, &(batch, h, w, ci, co, kh, kw)) in cases.iter().enumerate() {
+    for (case, &(batch, h, w, ci, co, kh, kw, stride, pad)) in cases.iter().enumerate() {
         let g = direct::Geometry {
             batch,
             h,
@@ -238,6 +267,8 @@ fn direct_convolution_matches_the_definition() {
             co,
             kh,
             kw,
+            stride,
+            pad,
         };
         let seed = case as u64 * 10 + 400;
         let x = values(batch * h * w * ci, seed);

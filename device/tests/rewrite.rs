@@ -125,12 +125,16 @@ fn every_convolution_of_the_embedder_runs_channels_last_in_the_device_s_kernels(
         .filter_map(|n| n.op_as::<Conv>())
         .collect();
     // Of the 18 convolutions tract keeps as convolutions (the 1x1 ones, and the final linear
-    // layer, are matrix products after declutter), the kernels take the 17 depthwise; the first
-    // (3x3, 3 -> 64) stays in tract, channels-last.
+    // layer, are matrix products after declutter), the kernels take the 17 depthwise and the
+    // first (3x3, stride 2, padded, 3 -> 64) the dense kernel: none is left to tract.
     assert_eq!(count("SmoothfaceDepthwise"), 17);
     assert_eq!(count("SmoothfacePointwise"), 32);
-    assert_eq!(convs.len(), 1);
-    assert!(convs[0].pool_spec.data_format.c_is_last());
+    assert_eq!(count("SmoothfaceConv"), 1);
+    assert!(
+        convs.is_empty(),
+        "{} convolutions left to tract",
+        convs.len()
+    );
     // All 33 PRelus went into the depthwise kernels: the one after each expansion (and after the
     // first convolution) on its input, the one after each depthwise on its output.
     assert_eq!(count("Min"), 0, "a PRelu is left outside the kernels");
@@ -265,9 +269,11 @@ fn the_rewritten_detector_finds_what_the_unmodified_networks_find() {
 /// its convolutions go channels-last too (the move stops at the flatten, which tract then folds
 /// into the fully connected layer's weights), so every 1x1 convolution runs in the device's
 /// kernel. Without the pair of moves before the flatten no move got past it, and all but one of
-/// them ran as tract's matrix products (`smoothface bench --profile`).
+/// them ran as tract's matrix products (`smoothface bench --profile`). Its first convolution
+/// (3x3, stride 2, padded) runs in the dense kernel, and its second, grouped by two channels, in
+/// the depthwise one: no convolution is left to tract's im2col.
 #[test]
-fn every_one_by_one_convolution_of_w600k_mbf_runs_in_the_device_s_kernel() {
+fn every_convolution_of_w600k_mbf_runs_in_the_device_s_kernels() {
     if !kernels::available() {
         eprintln!("skipped: no AVX2/FMA here, so tract plans the layout for its own kernels");
         return;
@@ -293,9 +299,29 @@ fn every_one_by_one_convolution_of_w600k_mbf_runs_in_the_device_s_kernel() {
         one_by_one > 30,
         "w600k_mbf has {one_by_one} 1x1 convolutions"
     );
+    let grouped =
+        |n: &&&tract_onnx::pb::NodeProto| n.attribute.iter().any(|a| a.name == "group" && a.i > 1);
+    let (depthwise, dense) = (
+        convs.iter().filter(|n| grouped(n)).count(),
+        convs
+            .iter()
+            .filter(|n| !grouped(n) && kernel(n) != [1, 1])
+            .count(),
+    );
+    assert_eq!(
+        (depthwise, dense),
+        (16, 1),
+        "w600k_mbf's other convolutions"
+    );
     let typed = onnx::typed_model(&onnx::load_graph(&path).unwrap(), &[1, 3, 112, 112]).unwrap();
     let count = |name: &str| count_ops(&typed, name);
     assert_eq!(count("SmoothfacePointwise"), one_by_one);
+    assert_eq!(count("SmoothfaceDepthwise"), depthwise);
+    assert_eq!(count("SmoothfaceConv"), dense);
+    assert!(typed.nodes().iter().all(|n| n.op_as::<Conv>().is_none()));
+    // The PRelus after the first two convolutions went into the kernels; the two left are after
+    // 1x1 convolutions at 7x7 (the last feature maps), fused by tract into one pass each.
+    assert_eq!(count("Min"), 2, "a PRelu is left outside the kernels");
     // The one matrix product left to tract is the fully connected layer, the flatten in it.
     assert_eq!(count("EinSum"), 1);
     // The model's input keeps its layout: one transposition after it, none before the flatten.

@@ -1,4 +1,6 @@
-//! Channels-last depthwise convolutions, with the PRelus before and after them, in one pass.
+//! Channels-last depthwise convolutions, with the PRelus before and after them, in one pass;
+//! and grouped convolutions of two channels a group (arcface_torch's wider MobileFaceNet, `mbf`,
+//! has one after its first layer: 128 channels in 64 groups).
 //!
 //! Tract (0.23) runs a channels-last depthwise convolution through a generic per-zone loop: on
 //! MobileFaceNet 1.3 ms for the 17 on x86-64 where onnxruntime takes about 0.6 (`smoothface bench
@@ -6,6 +8,12 @@
 //! output pixel in four vector registers across all taps: it starts from the bias, applies the
 //! input's PRelu to each value it loads (MobileFaceNet's expansions end in a PRelu that feeds the
 //! depthwise convolution alone) and the output's PRelu before the single store.
+//!
+//! A group of two channels is a depthwise convolution plus a second one over the input with each
+//! pair of channels swapped: output channel `c` reads channels `c` and `c ^ 1`. Tract runs such a
+//! convolution as one small matrix product a group (64 of them, 2 outputs from 18 values each);
+//! here the swap is one in-register shuffle of the vector already loaded, and the tap's second
+//! weight vector one more FMA.
 
 use super::direct::Isa;
 use super::prelu::following_prelu;
@@ -52,6 +60,9 @@ pub struct FusedDepthwise {
     output_shape: TVec<usize>,
     /// `[kh, kw, c]`: each tap's weights for all channels, contiguous.
     taps: Arc<Tensor>,
+    /// `[kh, kw, c]` in a convolution of two channels a group: the weight each output channel
+    /// gives its partner input channel (`c ^ 1`).
+    partner_taps: Option<Arc<Tensor>>,
     /// `[c]`.
     bias: Arc<Tensor>,
     /// `[c]`: each channel's slope minus one, of the PRelu applied to the input as it is read.
@@ -70,6 +81,15 @@ pub fn is_depthwise(conv: &Conv) -> bool {
         && spec.output_channels == spec.input_channels
 }
 
+/// Whether `conv` is a float grouped convolution of two input and two output channels a group.
+pub fn is_paired(conv: &Conv) -> bool {
+    let spec = &conv.pool_spec;
+    conv.q_params.is_none()
+        && conv.group > 1
+        && conv.group * 2 == spec.input_channels
+        && spec.output_channels == spec.input_channels
+}
+
 /// The fused op for the convolution at `id`, the outlet it reads (the input of the PRelu before
 /// the convolution when there is one that feeds it alone, else the convolution's input) and the
 /// outlet it replaces (the PRelu's output when one follows, else the convolution's own); `None`
@@ -84,7 +104,8 @@ pub(super) fn fusable(
     };
     let spec = &conv.pool_spec;
     let c = spec.input_channels;
-    let depthwise = is_depthwise(conv)
+    let paired = is_paired(conv);
+    let depthwise = (is_depthwise(conv) || paired)
         && conv.kernel_fmt == KernelFormat::OIHW
         && spec.data_format.c_is_last()
         && spec.rank() == 2
@@ -120,12 +141,22 @@ pub(super) fn fusable(
         oh: padding[0].convoluted,
         ow: padding[1].convoluted,
     };
-    // OIHW [c, 1, kh, kw] -> [kh, kw, c]
+    // OIHW [c, 1, kh, kw] -> [kh, kw, c]; paired, OIHW [c, 2, kh, kw]: output channel o's input
+    // o % 2 of its group is channel o itself, input 1 - o % 2 its partner.
     let kernel = kernel.cast_to::<f32>()?;
     let kernel = kernel.to_plain_array_view::<f32>()?;
-    let kernel = kernel.to_shape((c, kh * kw))?;
-    let taps = kernel.t().as_standard_layout().into_owned();
-    let taps = Tensor::from(taps).into_shape(&[kh, kw, c])?;
+    let inputs = if paired { 2 } else { 1 };
+    if kernel.len() != c * inputs * kh * kw {
+        return Ok(None);
+    }
+    let kernel = kernel.to_shape((c, inputs, kh * kw))?;
+    let taps_of = |input: &dyn Fn(usize) -> usize| -> TractResult<Tensor> {
+        let taps =
+            tract_ndarray::Array2::from_shape_fn((kh * kw, c), |(t, o)| kernel[(o, input(o), t)]);
+        Tensor::from(taps).into_shape(&[kh, kw, c])
+    };
+    let taps = taps_of(&|o| if paired { o % 2 } else { 0 })?;
+    let partner_taps = paired.then(|| taps_of(&|o| 1 - o % 2)).transpose()?;
     let bias = if bias.len() == 1 {
         Tensor::from(tract_ndarray::Array1::from_elem(
             c,
@@ -146,6 +177,7 @@ pub(super) fn fusable(
         geometry,
         output_shape,
         taps: taps.into_arc_tensor(),
+        partner_taps: partner_taps.map(Tensor::into_arc_tensor),
         bias: bias.into_arc_tensor(),
         input_prelu: input_prelu.as_ref().map(|(slope, _)| slope.clone()),
         prelu: prelu.as_ref().map(|(slope, _)| slope.clone()),
@@ -183,6 +215,11 @@ impl FusedDepthwise {
     pub fn prelus(&self) -> usize {
         usize::from(self.prelu.is_some()) + usize::from(self.input_prelu.is_some())
     }
+
+    /// Whether the op is a grouped convolution of two channels a group.
+    pub fn is_paired(&self) -> bool {
+        self.partner_taps.is_some()
+    }
 }
 
 impl Op for FusedDepthwise {
@@ -193,7 +230,7 @@ impl Op for FusedDepthwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geometry;
         Ok(vec![format!(
-            "{}{}x{}x{} kernel {}x{} stride {}x{}{}",
+            "{}{}x{}x{} kernel {}x{} stride {}x{}{}{}",
             if self.input_prelu.is_some() {
                 "PRelu + "
             } else {
@@ -206,6 +243,11 @@ impl Op for FusedDepthwise {
             g.kw,
             g.stride_h,
             g.stride_w,
+            if self.is_paired() {
+                ", groups of 2"
+            } else {
+                ""
+            },
             if self.prelu.is_some() { " + PRelu" } else { "" }
         )])
     }
@@ -233,6 +275,11 @@ impl EvalOp for FusedDepthwise {
             let out = view.as_slice_mut::<f32>()?;
             let weights = Weights {
                 taps: super::floats(&self.taps)?,
+                partner_taps: self
+                    .partner_taps
+                    .as_deref()
+                    .map(super::floats)
+                    .transpose()?,
                 bias: super::floats(&self.bias)?,
                 input_prelu: self.input_prelu.as_deref().map(super::floats).transpose()?,
                 prelu: self.prelu.as_deref().map(super::floats).transpose()?,
@@ -262,6 +309,9 @@ impl TypedOp for FusedDepthwise {
 pub struct Weights<'a> {
     /// `[kh, kw, c]`.
     pub taps: &'a [f32],
+    /// `[kh, kw, c]`, in a convolution of two channels a group: the weight of each output
+    /// channel `c`'s partner input channel `c ^ 1`; `None` for a depthwise convolution.
+    pub partner_taps: Option<&'a [f32]>,
     /// `[c]`.
     pub bias: &'a [f32],
     /// `[c]`, each slope minus one of the PRelu on the input; `None` for none.
@@ -284,6 +334,11 @@ pub fn run(g: &Geometry, weights: &Weights, x: &[f32], y: &mut [f32]) {
 pub fn run_with(isa: Isa, g: &Geometry, weights: &Weights, x: &[f32], y: &mut [f32]) {
     assert!(x.len() >= g.h * g.w * g.c && y.len() >= g.oh * g.ow * g.c);
     assert!(weights.taps.len() >= g.kh * g.kw * g.c && weights.bias.len() >= g.c);
+    // Pairs of channels stay whole within every vector the kernel loads (its blocks start at
+    // multiples of 8 channels), so an even count is all the paired form needs.
+    assert!(weights
+        .partner_taps
+        .is_none_or(|p| p.len() >= g.kh * g.kw * g.c && g.c.is_multiple_of(2)));
     assert!(weights.prelu.is_none_or(|p| p.len() >= g.c));
     assert!(weights.input_prelu.is_none_or(|p| p.len() >= g.c));
     assert!(isa.runs_here(), "this CPU does not run {isa:?}");
@@ -378,13 +433,20 @@ mod avx2 {
                 for kx in self.cols.1..self.cols.2 {
                     let ix = (self.cols.0 + kx as isize) as usize;
                     let src = self.x.add((iy * g.w + ix) * g.c + c0);
-                    let tap = w.taps.as_ptr().add((ky * g.kw + kx) * g.c + c0);
+                    let tap = (ky * g.kw + kx) * g.c + c0;
+                    let (own, partner) = (w.taps.as_ptr().add(tap), w.partner_taps);
                     for (v, a) in acc.iter_mut().enumerate() {
                         let mut xv = _mm256_loadu_ps(src.add(8 * v));
                         if w.input_prelu.is_some() {
                             xv = _mm256_fmadd_ps(_mm256_min_ps(xv, zero), in_slope[v], xv);
                         }
-                        *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(tap.add(8 * v)), *a);
+                        *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(own.add(8 * v)), *a);
+                        if let Some(partner) = partner {
+                            // Lanes 0 1 2 3 -> 1 0 3 2 in each half: each channel's partner.
+                            let swapped = _mm256_permute_ps::<0b1011_0001>(xv);
+                            let pw = _mm256_loadu_ps(partner.as_ptr().add(tap + 8 * v));
+                            *a = _mm256_fmadd_ps(swapped, pw, *a);
+                        }
                     }
                 }
             }
@@ -408,11 +470,16 @@ mod avx2 {
                 let iy = (self.rows.0 + ky as isize) as usize;
                 for kx in self.cols.1..self.cols.2 {
                     let ix = (self.cols.0 + kx as isize) as usize;
-                    let mut xv = *self.x.add((iy * g.w + ix) * g.c + c);
-                    if let Some(prelu) = w.input_prelu {
-                        xv = xv.min(0.0).mul_add(prelu[c], xv);
+                    let pixel = self.x.add((iy * g.w + ix) * g.c);
+                    let tap = (ky * g.kw + kx) * g.c;
+                    let read = |c: usize| {
+                        let v = *pixel.add(c);
+                        w.input_prelu.map_or(v, |p| v.min(0.0).mul_add(p[c], v))
+                    };
+                    acc = read(c).mul_add(w.taps[tap + c], acc);
+                    if let Some(partner) = w.partner_taps {
+                        acc = read(c ^ 1).mul_add(partner[tap + c], acc);
                     }
-                    acc = xv.mul_add(w.taps[(ky * g.kw + kx) * g.c + c], acc);
                 }
             }
             if let Some(prelu) = w.prelu {
@@ -506,13 +573,21 @@ mod avx512 {
                 for kx in self.cols.1..self.cols.2 {
                     let ix = (self.cols.0 + kx as isize) as usize;
                     let src = self.x.add((iy * g.w + ix) * g.c + c0);
-                    let tap = w.taps.as_ptr().add((ky * g.kw + kx) * g.c + c0);
+                    let tap = (ky * g.kw + kx) * g.c + c0;
+                    let (own, partner) = (w.taps.as_ptr().add(tap), w.partner_taps);
                     for (v, a) in acc.iter_mut().enumerate() {
                         let mut xv = load::<V>(src, v, mask);
                         if w.input_prelu.is_some() {
                             xv = _mm512_fmadd_ps(_mm512_min_ps(xv, zero), in_slope[v], xv);
                         }
-                        *a = _mm512_fmadd_ps(xv, load::<V>(tap, v, mask), *a);
+                        *a = _mm512_fmadd_ps(xv, load::<V>(own, v, mask), *a);
+                        if let Some(partner) = partner {
+                            // Lanes 0 1 2 3 -> 1 0 3 2 in each quarter: each channel's partner
+                            // (the mask keeps whole pairs: the channel count is even).
+                            let swapped = _mm512_permute_ps::<0b1011_0001>(xv);
+                            let pw = load::<V>(partner.as_ptr().add(tap), v, mask);
+                            *a = _mm512_fmadd_ps(swapped, pw, *a);
+                        }
                     }
                 }
             }

@@ -1,5 +1,6 @@
-//! Channels-last dense convolutions without padding or stride (MTCNN's 3x3 and 2x2 ones, 3 to 64
-//! input channels), with their bias and the PRelu after them, in one pass.
+//! Channels-last dense convolutions (MTCNN's 3x3 and 2x2 ones, 3 to 64 input channels, and a
+//! MobileFaceNet's first, 3x3 with stride 2 from the image's 3 channels), with their bias and the
+//! PRelu after them, in one pass.
 //!
 //! Tract (0.23) runs these channels-first through im2col and a matrix product, then the PRelu as
 //! separate element-wise passes; on R-Net (a batch of 32 crops) the convolutions' products are
@@ -11,6 +12,11 @@
 //! channels in twelve vector registers and, for each tap and input channel, broadcasts one input
 //! value per pixel against 16 weights packed when the plan is made. The tile starts from the
 //! bias and gets its PRelu before it is stored.
+//!
+//! A padded convolution reads a zero-bordered copy of its input (for a 112x112 face, 39,000
+//! floats); a strided one steps its tile's pixels `stride` input pixels apart. A MobileFaceNet's
+//! first convolution (3 input channels, 27 values a pixel) is where tract's im2col and matrix
+//! product do worst: the copy is as large as the output and the product's inner dimension short.
 
 use super::prelu::following_prelu;
 use std::sync::Arc;
@@ -38,22 +44,68 @@ pub struct Geometry {
     pub kh: usize,
     /// Kernel width (at most `w`).
     pub kw: usize,
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Zero rows above and columns left of the image, zero rows below and columns right of it.
+    pub pad: [usize; 4],
 }
 
 impl Geometry {
+    /// An unpadded convolution with stride 1 (MTCNN's, and a 1x1 one's).
+    pub fn unpadded(
+        batch: usize,
+        h: usize,
+        w: usize,
+        ci: usize,
+        co: usize,
+        kh: usize,
+        kw: usize,
+    ) -> Geometry {
+        Geometry {
+            batch,
+            h,
+            w,
+            ci,
+            co,
+            kh,
+            kw,
+            stride: [1, 1],
+            pad: [0; 4],
+        }
+    }
+
+    /// Input height with its zero rows.
+    fn padded_h(&self) -> usize {
+        self.pad[0] + self.h + self.pad[2]
+    }
+
+    /// Input width with its zero columns.
+    fn padded_w(&self) -> usize {
+        self.pad[1] + self.w + self.pad[3]
+    }
+
     /// Output height.
     pub fn oh(&self) -> usize {
-        self.h + 1 - self.kh
+        (self.padded_h() - self.kh) / self.stride[0] + 1
     }
 
     /// Output width.
     pub fn ow(&self) -> usize {
-        self.w + 1 - self.kw
+        (self.padded_w() - self.kw) / self.stride[1] + 1
+    }
+
+    /// The same convolution over its input with the zero border in place: no padding.
+    fn over_padded_input(&self) -> Geometry {
+        Geometry {
+            h: self.padded_h(),
+            w: self.padded_w(),
+            pad: [0; 4],
+            ..*self
+        }
     }
 }
 
-/// A float convolution of one group over a channels-last (`…HWC`) tensor, unpadded, stride 1,
-/// with its bias and optionally the PRelu after it (`y + (a - 1) * min(y, 0)`, the form the
+/// A float convolution of one group over a channels-last (`…HWC`) tensor, with its bias and optionally the PRelu after it (`y + (a - 1) * min(y, 0)`, the form the
 /// device's ONNX rewrite gives PRelu).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusedConv {
@@ -67,16 +119,24 @@ pub struct FusedConv {
     prelu: Option<Arc<Tensor>>,
 }
 
-/// Whether the kernel runs `conv` once its input is channels-last: float, one group, stride 1,
-/// no dilation, no padding.
+/// Whether the kernel runs `conv` once its input is channels-last: float, one group, 2-D, no
+/// dilation.
 pub fn runs(conv: &Conv) -> bool {
     let spec = &conv.pool_spec;
     conv.q_params.is_none()
         && conv.group == 1
         && conv.kernel_fmt == KernelFormat::OIHW
         && spec.rank() == 2
-        && spec.padding == PaddingSpec::Valid
-        && (0..2).all(|axis| spec.stride(axis) == 1 && spec.dilation(axis) == 1)
+        && (0..2).all(|axis| spec.dilation(axis) == 1)
+}
+
+/// Whether `conv` is one of a detector's (MTCNN's) convolutions, all of which the kernel runs
+/// channels-last with their max-pools ([`crate::onnx::channels_last`]): [`runs`], unpadded,
+/// stride 1. Networks of padded convolutions (IResNet) keep tract's channels-first layout, the
+/// one its kernels are tuned for.
+pub fn runs_unpadded(conv: &Conv) -> bool {
+    let spec = &conv.pool_spec;
+    runs(conv) && spec.padding == PaddingSpec::Valid && (0..2).all(|axis| spec.stride(axis) == 1)
 }
 
 /// Packs `[co, ci, kh, kw]` weights (OIHW) and `[co]` biases into the kernel's panels.
@@ -135,18 +195,29 @@ pub(super) fn fusable(
         return Ok(None);
     }
     let rank = shape.len();
+    let (h, w) = (shape[rank - 3], shape[rank - 2]);
+    let padding = spec.computed_padding(&[h, w]);
     let geometry = Geometry {
         batch: shape[..rank - 3].iter().product(),
-        h: shape[rank - 3],
-        w: shape[rank - 2],
+        h,
+        w,
         ci: spec.input_channels,
         co: spec.output_channels,
         kh: spec.kernel_shape[0],
         kw: spec.kernel_shape[1],
+        stride: [spec.stride(0), spec.stride(1)],
+        pad: [
+            padding[0].pad_before,
+            padding[1].pad_before,
+            padding[0].pad_after,
+            padding[1].pad_after,
+        ],
     };
     let g = geometry;
-    if g.kh > g.h
-        || g.kw > g.w
+    if g.kh > g.padded_h()
+        || g.kw > g.padded_w()
+        || g.oh() != padding[0].convoluted
+        || g.ow() != padding[1].convoluted
         || shape[rank - 1] != g.ci
         || kernel.len() != g.co * g.ci * g.kh * g.kw
     {
@@ -209,12 +280,15 @@ impl Op for FusedConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geometry;
         Ok(vec![format!(
-            "{}x{}x{} kernel {}x{} -> {} channels{}",
+            "{}x{}x{} kernel {}x{} stride {}x{} padding {:?} -> {} channels{}",
             g.h,
             g.w,
             g.ci,
             g.kh,
             g.kw,
+            g.stride[0],
+            g.stride[1],
+            g.pad,
             g.co,
             if self.prelu.is_some() { " + PRelu" } else { "" }
         )])
@@ -313,8 +387,14 @@ pub fn run(g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
 
 /// [`run`] in one form, which the CPU must run (for tests of every form).
 pub fn run_with(isa: Isa, g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
+    if g.pad != [0; 4] {
+        assert!(x.len() == g.batch * g.h * g.w * g.ci);
+        let padded = g.over_padded_input();
+        return run_with(isa, &padded, w, &zero_bordered(g, x), y);
+    }
     let panels = g.co.div_ceil(PANEL);
     assert!(g.kh >= 1 && g.kw >= 1 && g.kh <= g.h && g.kw <= g.w && g.ci > 0);
+    assert!(g.stride[0] >= 1 && g.stride[1] >= 1);
     assert!(x.len() == g.batch * g.h * g.w * g.ci);
     assert!(y.len() == g.batch * g.oh() * g.ow() * g.co);
     assert!(w.panels.len() == panels * g.kh * g.kw * g.ci * PANEL);
@@ -330,6 +410,20 @@ pub fn run_with(isa: Isa, g: &Geometry, w: &Packed, x: &[f32], y: &mut [f32]) {
             Isa::Avx512 => avx512::run(g, w, x, y),
         }
     }
+}
+
+/// `g.batch` `[h, w, ci]` images `x` inside `g.pad`'s zero border.
+fn zero_bordered(g: &Geometry, x: &[f32]) -> Vec<f32> {
+    let (ph, pw) = (g.padded_h(), g.padded_w());
+    let mut padded = vec![0f32; g.batch * ph * pw * g.ci];
+    let row = g.w * g.ci;
+    for (n, image) in x.chunks_exact(g.h * row).enumerate() {
+        for (y, src) in image.chunks_exact(row).enumerate() {
+            let start = ((n * ph + g.pad[0] + y) * pw + g.pad[1]) * g.ci;
+            padded[start..start + row].copy_from_slice(src);
+        }
+    }
+    padded
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -359,7 +453,7 @@ mod avx2 {
                     for panel in 0..g.co.div_ceil(PANEL) {
                         let tile = Tile {
                             g,
-                            x: x.add((oy * g.w + ox) * g.ci),
+                            x: x.add((oy * g.stride[0] * g.w + ox * g.stride[1]) * g.ci),
                             weights: w.panels.as_ptr().add(panel * taps * PANEL),
                             bias: w.bias.as_ptr().add(panel * PANEL),
                             prelu: w.prelu.map(|p| p.as_ptr().add(panel * PANEL)),
@@ -381,7 +475,7 @@ mod avx2 {
         }
     }
 
-    /// Up to 6 consecutive output pixels of a row by one panel of 16 output channels.
+    /// Up to 6 consecutive output pixels of a row (`g.stride[1]` input pixels apart) by one panel of 16 output channels.
     struct Tile<'a> {
         g: &'a Geometry,
         /// The input pixel under the first output pixel's top-left tap.
@@ -402,6 +496,8 @@ mod avx2 {
             ];
             let mut acc = [bias; R];
             let mut weights = self.weights;
+            // Floats from one output pixel's input window to the next's.
+            let step = g.stride[1] * g.ci;
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let src = self.x.add((ky * g.w + kx) * g.ci);
@@ -410,7 +506,7 @@ mod avx2 {
                         let w1 = _mm256_loadu_ps(weights.add(8));
                         weights = weights.add(PANEL);
                         for (r, a) in acc.iter_mut().enumerate() {
-                            let xv = _mm256_broadcast_ss(&*src.add(r * g.ci + i));
+                            let xv = _mm256_broadcast_ss(&*src.add(r * step + i));
                             a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
                             a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
                         }
@@ -472,7 +568,7 @@ mod avx512 {
                         let pair = if panel + 1 < panels { 2 } else { 1 };
                         let tile = Tile {
                             g,
-                            x: x.add((oy * g.w + ox) * g.ci),
+                            x: x.add((oy * g.stride[0] * g.w + ox * g.stride[1]) * g.ci),
                             weights: w.panels.as_ptr().add(panel * taps * PANEL),
                             panel_stride: taps * PANEL,
                             bias: w.bias.as_ptr().add(panel * PANEL),
@@ -494,7 +590,7 @@ mod avx512 {
         }
     }
 
-    /// Up to 12 consecutive output pixels of a row by `P` panels of 16 output channels.
+    /// Up to 12 consecutive output pixels of a row (`g.stride[1]` input pixels apart) by `P` panels of 16 output channels.
     struct Tile<'a> {
         g: &'a Geometry,
         /// The input pixel under the first output pixel's top-left tap.
@@ -524,6 +620,8 @@ mod avx512 {
                 }
             }
             let mut step = 0;
+            // Floats from one output pixel's input window to the next's.
+            let pixel_step = g.stride[1] * g.ci;
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let src = self.x.add((ky * g.w + kx) * g.ci);
@@ -536,7 +634,7 @@ mod avx512 {
                         }
                         step += 1;
                         for (r, a) in acc.iter_mut().enumerate() {
-                            let xv = _mm512_set1_ps(*src.add(r * g.ci + i));
+                            let xv = _mm512_set1_ps(*src.add(r * pixel_step + i));
                             for v in 0..P {
                                 a[v] = _mm512_fmadd_ps(xv, wv[v], a[v]);
                             }

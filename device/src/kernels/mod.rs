@@ -1,8 +1,9 @@
 //! The device's own kernels for the operators that make up nearly all of its models' time and
 //! that tract (0.23) runs slower than onnxruntime on x86-64: for MobileFaceNet, depthwise
-//! convolutions and the 1x1 convolutions between them; for MTCNN, its small dense convolutions
-//! (3x3 and 2x2, 3 to 64 channels) and its softmax; all channels-last, with the biases and
-//! PRelus around them fused in. Each is a tract op ([`depthwise::FusedDepthwise`],
+//! convolutions (and `w600k_mbf`'s grouped one, two channels a group), the 1x1 convolutions
+//! between them and the first convolution (3x3, stride 2, from the image's 3 channels); for
+//! MTCNN, its small dense convolutions (3x3 and 2x2, 3 to 64 channels) and its softmax; all
+//! channels-last, with the biases and PRelus around them fused in. Each is a tract op ([`depthwise::FusedDepthwise`],
 //! [`pointwise::FusedPointwise`], [`direct::FusedConv`], [`softmax::RowSoftmax`]) that [`fuse`]
 //! puts in place of the nodes it computes, so the rest of the graph still runs in tract.
 //!
@@ -69,11 +70,13 @@ pub fn available() -> bool {
 /// What [`fuse`] replaced in a model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fused {
-    /// Depthwise convolutions now run by [`depthwise::FusedDepthwise`].
+    /// Depthwise convolutions (and grouped ones of two channels a group) now run by
+    /// [`depthwise::FusedDepthwise`].
     pub depthwise: usize,
     /// 1x1 convolutions now run by [`pointwise::FusedPointwise`].
     pub pointwise: usize,
-    /// Unpadded dense convolutions (MTCNN's) now run by [`direct::FusedConv`].
+    /// Channels-last dense convolutions (MTCNN's, a MobileFaceNet's first) now run by
+    /// [`direct::FusedConv`].
     pub direct: usize,
     /// PRelus computed inside a fused convolution (on its input or its output).
     pub prelus: usize,
@@ -87,7 +90,7 @@ pub struct Fused {
 }
 
 /// Puts the device's kernels in place of every channels-last depthwise convolution, 1x1
-/// convolution and unpadded dense convolution of `model` they can run, and of every softmax
+/// convolution and dense convolution of `model` they can run, and of every softmax
 /// over a short last axis, where [`available`]. Before them, on every CPU: in int8 models (whose
 /// weights `int8` holds) the 1x1 convolutions with quantized inputs, in integers where
 /// [`quantized::isa`] has a form, then every other quantize-dequantize pair. Runs on a

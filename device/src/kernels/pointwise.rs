@@ -49,15 +49,7 @@ impl FusedPointwise {
         );
         let ci = w.len() / co;
         // `[co, ci]` weights are OIHW ones with a 1x1 window.
-        let geometry = direct::Geometry {
-            batch: 1,
-            h: 1,
-            w: pixels,
-            ci,
-            co,
-            kh: 1,
-            kw: 1,
-        };
+        let geometry = direct::Geometry::unpadded(1, 1, pixels, ci, co, 1, 1);
         let (packed, padded_bias) = direct::pack(&geometry, w, bias);
         Ok(FusedPointwise {
             geometry,
