@@ -578,7 +578,7 @@ fn sync_rank(
     x: Tensor,
     dy: Tensor,
 ) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) {
-    use smoothface_trainer::dist::{Backend, Launch, ProcessGroup};
+    use smoothface_trainer::dist::{Backend, BatchNormParams, Launch, ProcessGroup};
     let launch = Launch {
         rank,
         world,
@@ -594,17 +594,15 @@ fn sync_rank(
     let (weight, bias) = bn_parameters(x.size()[1]);
     let running_mean = Tensor::zeros([x.size()[1]], (tch::Kind::Double, tch::Device::Cpu));
     let running_var = Tensor::ones([x.size()[1]], (tch::Kind::Double, tch::Device::Cpu));
-    let y = group
-        .sync_batch_norm(
-            &x,
-            Some(&weight),
-            Some(&bias),
-            Some(&running_mean),
-            Some(&running_var),
-            0.1,
-            1e-5,
-        )
-        .unwrap();
+    let bn = BatchNormParams {
+        weight: Some(&weight),
+        bias: Some(&bias),
+        running_mean: Some(&running_mean),
+        running_var: Some(&running_var),
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let y = group.sync_batch_norm(&x, &bn).unwrap();
     (&y * &dy).sum(tch::Kind::Double).backward();
     (
         y.detach(),

@@ -184,15 +184,15 @@ impl nn::ModuleT for BatchNorm {
     /// every process's batch together (`[train] sync_batch_norm = true`).
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         if train {
-            if let Some(y) = crate::dist::batch_norm_in_sync_region(
-                xs,
-                Some(&self.weight),
-                Some(&self.bias),
-                Some(&self.running_mean),
-                Some(&self.running_var),
-                Self::MOMENTUM,
-                Self::EPS,
-            ) {
+            let bn = crate::dist::BatchNormParams {
+                weight: Some(&self.weight),
+                bias: Some(&self.bias),
+                running_mean: Some(&self.running_mean),
+                running_var: Some(&self.running_var),
+                momentum: Self::MOMENTUM,
+                eps: Self::EPS,
+            };
+            if let Some(y) = crate::dist::batch_norm_in_sync_region(xs, &bn) {
                 return y;
             }
         }

@@ -411,17 +411,7 @@ impl ProcessGroup {
     /// gradient) they are the global batch's. Every rank must call it, in the same order, and
     /// run the backward pass of every call; the backward pass keeps the process group's backend
     /// alive. Ranks may hold different numbers of faces.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sync_batch_norm(
-        &self,
-        input: &Tensor,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        running_mean: Option<&Tensor>,
-        running_var: Option<&Tensor>,
-        momentum: f64,
-        eps: f64,
-    ) -> Result<Tensor> {
+    pub fn sync_batch_norm(&self, input: &Tensor, bn: &BatchNormParams) -> Result<Tensor> {
         let what = self.what("sync batch norm");
         ensure!(
             input.defined() && input.dim() >= 2,
@@ -436,7 +426,7 @@ impl ProcessGroup {
         );
         let channels = input.size()[1];
         let mut ptrs = [std::ptr::null_mut::<c_void>(); 4];
-        for (i, (t, name)) in [weight, bias, running_mean, running_var]
+        for (i, (t, name)) in [bn.weight, bn.bias, bn.running_mean, bn.running_var]
             .into_iter()
             .zip(["weight", "bias", "running mean", "running variance"])
             .enumerate()
@@ -464,8 +454,8 @@ impl ProcessGroup {
                 ptrs[1],
                 ptrs[2],
                 ptrs[3],
-                momentum,
-                eps,
+                bn.momentum,
+                bn.eps,
                 &mut out,
             )
         };
@@ -542,34 +532,36 @@ pub fn sync_batch_norm<T>(group: &ProcessGroup, f: impl FnOnce() -> T) -> Result
     }
 }
 
+/// A batch norm's parameters and running statistics (each `[C]`, or none) and its constants,
+/// borrowed for one call: what [`ProcessGroup::sync_batch_norm`] and
+/// [`batch_norm_in_sync_region`] take beside the input.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormParams<'a> {
+    /// The per-channel scale.
+    pub weight: Option<&'a Tensor>,
+    /// The per-channel shift.
+    pub bias: Option<&'a Tensor>,
+    /// The running mean, updated in place.
+    pub running_mean: Option<&'a Tensor>,
+    /// The running variance (unbiased), updated in place.
+    pub running_var: Option<&'a Tensor>,
+    /// The running statistics' update rate: `running = (1 - momentum) running + momentum batch`.
+    pub momentum: f64,
+    /// Added to the variance before its square root.
+    pub eps: f64,
+}
+
 /// Inside a [`sync_batch_norm`] region (and before any of its failures): batch norm in training
 /// mode over the region's global batch. None outside one, where the caller normalises per
 /// replica.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_in_sync_region(
-    input: &Tensor,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    running_mean: Option<&Tensor>,
-    running_var: Option<&Tensor>,
-    momentum: f64,
-    eps: f64,
-) -> Option<Tensor> {
+pub fn batch_norm_in_sync_region(input: &Tensor, bn: &BatchNormParams) -> Option<Tensor> {
     let group = SYNC_GROUP.with(Cell::get)?;
     if SYNC_ERROR.with(|e| e.borrow().is_some()) {
         return None;
     }
     // SAFETY: the region borrows the group for as long as the pointer is set.
     let group = unsafe { group.as_ref() };
-    match group.sync_batch_norm(
-        input,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        momentum,
-        eps,
-    ) {
+    match group.sync_batch_norm(input, bn) {
         Ok(y) => Some(y),
         Err(e) => {
             SYNC_ERROR.with(|slot| *slot.borrow_mut() = Some(e));
