@@ -404,24 +404,27 @@ fn quantization_inputs(n: usize, seed: u64) -> Vec<f32> {
 
 #[test]
 fn int8_input_quantization_matches_tracts_definition() {
-    // Both forms' bytes, in vectors where this CPU runs the form and in plain Rust elsewhere.
-    for isa in [quantized::Isa::Avx512Vnni, quantized::Isa::NeonDot] {
+    // Every form's values, in vectors where this CPU runs the form and in plain Rust elsewhere.
+    for isa in quantized::Isa::ALL {
         for &(pixels, ci) in &[(1, 1), (3, 5), (7, 16), (5, 17), (2, 64), (9, 130)] {
             let shape = Shape { pixels, ci, co: 1 };
             let x = quantization_inputs(pixels * ci, (pixels * 1000 + ci) as u64);
-            let mut out = vec![0xAB; pixels * shape.ci_padded()];
+            let width = isa.input_bytes();
+            let mut out = vec![0xAB; pixels * shape.ci_padded() * width];
             quantized::quantize_input(isa, &shape, &ACTIVATIONS, &x, &mut out);
-            // sdot reads the bytes offset by 128.
-            let flip = if isa == quantized::Isa::NeonDot {
-                0x80
-            } else {
-                0
-            };
             for p in 0..pixels {
                 for i in 0..shape.ci_padded() {
-                    let got = out[p * shape.ci_padded() + i] ^ flip;
+                    let at = (p * shape.ci_padded() + i) * width;
+                    // sdot reads the bytes offset by 128; AVX2 reads little-endian i16.
+                    let got = match isa {
+                        quantized::Isa::Avx512Vnni => i32::from(out[at]),
+                        quantized::Isa::NeonDot => i32::from(out[at] ^ 0x80),
+                        quantized::Isa::Avx2 => {
+                            i32::from(i16::from_le_bytes([out[at], out[at + 1]]))
+                        }
+                    };
                     let want = if i < ci {
-                        quantize_reference(&ACTIVATIONS, x[p * ci + i])
+                        i32::from(quantize_reference(&ACTIVATIONS, x[p * ci + i]))
                     } else {
                         0
                     };
@@ -484,18 +487,31 @@ fn values_abs(n: usize, seed: u64) -> Vec<f32> {
 
 #[test]
 fn int8_pointwise_matches_the_definition() {
-    let Some(isa) = quantized::isa() else {
+    // Every form this CPU runs (a VNNI CPU runs the AVX2 one too).
+    let isas: Vec<_> = quantized::Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.runs_here())
+        .collect();
+    if isas.is_empty() {
         eprintln!(
-            "skipped: this CPU has neither AVX-512 VNNI nor the Arm dot product, so int8 models' \
+            "skipped: this CPU has neither AVX2 nor the Arm dot product, so int8 models' \
              convolutions run in float here"
         );
-        return;
-    };
+    }
+    for isa in isas {
+        int8_pointwise_form_matches_the_definition(isa);
+    }
+}
+
+fn int8_pointwise_form_matches_the_definition(isa: quantized::Isa) {
     let q = ACTIVATIONS;
-    // (pixels, ci, co): the 12-pixel tiles and 32-channel pairs (6 and 16 on Arm) and every tail,
-    // input channels off the 4-byte groups, MobileFaceNet's shapes.
+    // (pixels, ci, co): the 12-pixel tiles and 32-channel pairs (6 and 16 on Arm and in AVX2)
+    // and every tail, input channels off the 4-byte groups, MobileFaceNet's shapes.
     let cases = [
         (1, 1, 1),
+        (11, 9, 24),
+        (3, 130, 17),
+        (8, 2, 16),
         (13, 17, 33),
         (12, 4, 16),
         (25, 64, 48),
@@ -513,7 +529,7 @@ fn int8_pointwise_matches_the_definition() {
             let bias = values(co, seed + 2);
             let slopes: Vec<f32> = values(co, seed + 3).iter().map(|s| s * 0.5 - 0.8).collect();
             let packed = quantized::pack(isa, &shape, &w, &q, &bias, prelu.then_some(&slopes[..]));
-            let mut xq = vec![0u8; pixels * shape.ci_padded()];
+            let mut xq = vec![0u8; pixels * shape.ci_padded() * isa.input_bytes()];
             quantized::quantize_input(isa, &shape, &q, &x, &mut xq);
             let mut y = vec![f32::NAN; pixels * co];
             quantized::run(isa, &shape, &packed, &xq, output.then_some(&q), &mut y);

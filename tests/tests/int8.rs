@@ -1,7 +1,7 @@
 //! The int8 model as the device runs it, against the float model it was quantized from, on real
 //! faces: the pretrained MobileFaceNet `import`ed and `export`ed, `quantize`d with the default
-//! QDQ form, then embedded with the device's integer kernels (where the CPU has AVX-512 VNNI or
-//! the Arm dot product), with tract's own float evaluation of the same graph, and through the
+//! QDQ form, then embedded with the device's integer kernels (where the CPU has AVX-512 VNNI, AVX2
+//! or the Arm dot product), with tract's own float evaluation of the same graph, and through the
 //! whole `eval pairs` pipeline on LFW.
 
 use smoothface_device::embedder::Embedder;

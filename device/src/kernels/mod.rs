@@ -14,7 +14,7 @@
 //! measured here.
 //!
 //! [`quantized`] runs int8 (QDQ) models' 1x1 convolutions in integers, where the CPU has AVX-512
-//! VNNI or, on aarch64, the dot-product instructions, with their PRelu and the next
+//! VNNI, AVX2 or, on aarch64, the dot-product instructions, with their PRelu and the next
 //! quantize-dequantize pair fused, and every other quantize-dequantize pair as one pass.
 //!
 //! [`prelu`] finds the PRelu after a convolution that a kernel takes into its pass.

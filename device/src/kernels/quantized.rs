@@ -18,7 +18,14 @@
 //! channels) with AVX-512 VNNI's `vpdpbusd`: 64 u8 x i8 products an instruction where the float
 //! tile's FMA does 16, the weights a quarter of the bytes. On aarch64 the same tile runs on the
 //! dot-product instructions (`sdot`, 16 i8 x i8 products), the input offset by 128 into i8 and
-//! the offset's sum folded into `zero_sums`.
+//! the offset's sum folded into `zero_sums`. On x86-64 CPUs with AVX2 but not VNNI it runs on
+//! `vpmaddwd` (16 i16 x i16 products, summed in pairs into 32-bit lanes), the input widened to
+//! i16 as it is quantized and the weights as they are loaded, in the float AVX2 tile's shape (6
+//! pixels by 16 channels): twice the float FMA's products an instruction, and exact. AVX2's
+//! u8 x i8 `vpmaddubsw` does twice as many again but saturates its 16-bit pair sums, which u8
+//! activations times 8-bit weights reach (onnxruntime quantizes weights to 7 bits for it); taking
+//! the input's signs onto the weights avoids that, exactly, but ran 19-28% slower here than
+//! `vpmaddwd` (it needs an absolute value, a sign and a second multiply for each product vector).
 //!
 //! [`FakeQuant`] replaces every other `DequantizeLinear(QuantizeLinear(x))` (the depthwise
 //! convolutions' inputs) with one vectorised float pass of the same function.
@@ -147,9 +154,15 @@ pub enum Isa {
     Avx512Vnni,
     /// aarch64 NEON with the dot-product extension: `sdot`, i8 x i8 into i32.
     NeonDot,
+    /// AVX2 and FMA: `vpmaddwd`, i16 x i16 pairs into i32 (the input quantized into i16, the
+    /// weights sign-extended as they are loaded).
+    Avx2,
 }
 
 impl Isa {
+    /// Every form, fastest first: [`isa`] picks the first this CPU runs.
+    pub const ALL: [Isa; 3] = [Isa::Avx512Vnni, Isa::NeonDot, Isa::Avx2];
+
     /// Whether this CPU runs the form.
     pub fn runs_here(self) -> bool {
         match self {
@@ -159,10 +172,28 @@ impl Isa {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => super::available(),
             #[cfg(target_arch = "aarch64")]
             Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
             #[allow(unreachable_patterns)]
             _ => false,
+        }
+    }
+
+    /// Input channels one 32-bit lane sums per instruction: the packing's group of weights.
+    pub fn group(self) -> usize {
+        match self {
+            Isa::Avx512Vnni | Isa::NeonDot => GROUP,
+            Isa::Avx2 => 2,
+        }
+    }
+
+    /// Bytes a quantized input value takes in the form's input rows ([`quantize_input`]).
+    pub fn input_bytes(self) -> usize {
+        match self {
+            Isa::Avx512Vnni | Isa::NeonDot => 1,
+            Isa::Avx2 => 2,
         }
     }
 }
@@ -170,9 +201,7 @@ impl Isa {
 /// The form this CPU runs, if any: where none does, int8 models keep their float convolutions
 /// (on dequantized weights: the same function, computed in float).
 pub fn isa() -> Option<Isa> {
-    [Isa::Avx512Vnni, Isa::NeonDot]
-        .into_iter()
-        .find(|isa| isa.runs_here())
+    Isa::ALL.into_iter().find(|isa| isa.runs_here())
 }
 
 /// The shape of one 1x1 convolution.
@@ -201,8 +230,9 @@ impl Shape {
 /// A convolution's weights and per-channel constants packed for the kernels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
-    /// `[panels, ci_padded / 4, 16, 4]`: for each panel of 16 output channels and each group of
-    /// 4 input channels, each channel's 4 weights; zero past `ci` and `co`.
+    /// `[panels, ci_padded / g, 16, g]` with `g` the form's [`Isa::group`] (4, or 2 for AVX2):
+    /// for each panel of 16 output channels and each group of `g` input channels, each channel's
+    /// `g` weights; zero past `ci` and `co`.
     pub weights: Vec<i8>,
     /// `[panels * 16]`: `z * sum_i w_q[o, i]`, subtracted from each sum (for `sdot`,
     /// `(z - 128) * sum_i w_q[o, i]`: it reads the input offset by 128 into i8).
@@ -225,12 +255,13 @@ pub fn pack(
     bias: &[f32],
     prelu: Option<&[f32]>,
 ) -> Packed {
-    let (ci, co, groups) = (shape.ci, shape.co, shape.ci_padded() / GROUP);
+    let (ci, co, group) = (shape.ci, shape.co, isa.group());
+    let groups = shape.ci_padded() / group;
     let lanes = shape.panels() * PANEL;
-    let mut packed = vec![0i8; lanes * groups * GROUP];
+    let mut packed = vec![0i8; lanes * groups * group];
     let mut zero_sums = vec![0i32; lanes];
     let offset = match isa {
-        Isa::Avx512Vnni => i32::from(input.zero_point),
+        Isa::Avx512Vnni | Isa::Avx2 => i32::from(input.zero_point),
         // sdot multiplies i8 by i8: the kernel reads x_q - 128, so the sum is short by 128 w.
         Isa::NeonDot => i32::from(input.zero_point) - 128,
     };
@@ -243,7 +274,7 @@ pub fn pack(
     {
         for (i, &w) in row.iter().enumerate() {
             let (panel, lane) = (o / PANEL, o % PANEL);
-            packed[((panel * groups + i / GROUP) * PANEL + lane) * GROUP + i % GROUP] = w;
+            packed[((panel * groups + i / group) * PANEL + lane) * group + i % group] = w;
         }
         *sum = offset * row.iter().map(|&w| i32::from(w)).sum::<i32>();
     }
@@ -262,32 +293,51 @@ pub fn pack(
     }
 }
 
-/// Quantizes `[pixels, ci]` floats into `[pixels, ci_padded]` bytes (the padding zero), in the
-/// form `isa` reads: u8 for VNNI, `u8 - 128` as i8 for `sdot`.
+/// Quantizes `[pixels, ci]` floats into `[pixels, ci_padded]` values of
+/// [`Isa::input_bytes`] each (the padding zero), in the form `isa` reads: u8 for VNNI,
+/// `u8 - 128` as i8 for `sdot`, the u8 value as a little-endian i16 for AVX2.
 pub fn quantize_input(isa: Isa, shape: &Shape, q: &Quantization, x: &[f32], out: &mut [u8]) {
-    let (ci, padded) = (shape.ci, shape.ci_padded());
-    assert!(x.len() == shape.pixels * ci && out.len() == shape.pixels * padded);
-    let flip = match isa {
-        Isa::Avx512Vnni => 0,
-        Isa::NeonDot => 0x80,
-    };
+    let (ci, row) = (shape.ci, shape.ci_padded() * isa.input_bytes());
+    assert!(x.len() == shape.pixels * ci && out.len() == shape.pixels * row);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && isa.runs_here() {
-        for (row, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(padded)) {
-            // SAFETY: the CPU runs AVX-512 (checked above); `dst` holds at least `row.len()`.
-            unsafe { avx512::quantize(q, row, dst) };
+    if isa != Isa::NeonDot && isa.runs_here() {
+        for (values, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(row)) {
+            // SAFETY: the CPU runs the form (checked above); `dst` holds at least
+            // `values.len()` values of the form's width.
+            unsafe {
+                match isa {
+                    Isa::Avx2 => avx2::quantize(q, values, dst),
+                    _ => avx512::quantize(q, values, dst),
+                }
+            }
         }
         return;
     }
-    for (row, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(padded)) {
-        for (v, d) in row.iter().zip(dst.iter_mut()) {
-            *d = q.quantize(*v) ^ flip;
+    for (values, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(row)) {
+        match isa {
+            Isa::Avx512Vnni => {
+                for (v, d) in values.iter().zip(dst.iter_mut()) {
+                    *d = q.quantize(*v);
+                }
+                dst[ci..].fill(0);
+            }
+            Isa::NeonDot => {
+                for (v, d) in values.iter().zip(dst.iter_mut()) {
+                    *d = q.quantize(*v) ^ 0x80;
+                }
+                dst[ci..].fill(0x80);
+            }
+            Isa::Avx2 => {
+                for (v, d) in values.iter().zip(dst.chunks_exact_mut(2)) {
+                    d.copy_from_slice(&i16::from(q.quantize(*v)).to_le_bytes());
+                }
+                dst[2 * ci..].fill(0);
+            }
         }
-        dst[ci..].fill(flip);
     }
 }
 
-/// Convolves quantized `[pixels, ci_padded]` input `xq` ([`quantize_input`]) into
+/// Convolves quantized `[pixels, ci_padded]` input values `xq` ([`quantize_input`]) into
 /// `[pixels, co]` floats `y` with weights packed for `isa` (which the CPU must run), each value
 /// then fake-quantized by `output` if given.
 pub fn run(
@@ -299,7 +349,7 @@ pub fn run(
     y: &mut [f32],
 ) {
     let lanes = shape.panels() * PANEL;
-    assert!(xq.len() == shape.pixels * shape.ci_padded());
+    assert!(xq.len() == shape.pixels * shape.ci_padded() * isa.input_bytes());
     assert!(y.len() == shape.pixels * shape.co);
     assert!(w.weights.len() == lanes * shape.ci_padded());
     assert!(w.zero_sums.len() == lanes && w.multipliers.len() == lanes && w.bias.len() == lanes);
@@ -310,6 +360,8 @@ pub fn run(
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => avx512::run(shape, w, xq, output, y),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::run(shape, w, xq, output, y),
             #[cfg(target_arch = "aarch64")]
             Isa::NeonDot => dot::run(shape, w, xq, output, y),
             #[allow(unreachable_patterns)]
@@ -473,9 +525,14 @@ impl EvalOp for QuantizedPointwise {
         );
         let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
         QUANTIZED_INPUT.with_borrow_mut(|xq| -> TractResult<()> {
-            // Every byte is written by the quantization (the padding too): the buffer is only
-            // zero-filled when it grows, once per thread.
-            xq.resize(s.pixels * s.ci_padded(), 0);
+            // Every byte is written by the quantization (the padding too): the buffer only
+            // grows, zero-filled once per thread to the largest input (resizing it to each
+            // input's length zero-filled it again after every smaller one).
+            let len = s.pixels * s.ci_padded() * self.isa.input_bytes();
+            if xq.len() < len {
+                xq.resize(len, 0);
+            }
+            let xq = &mut xq[..len];
             quantize_input(self.isa, s, &self.input, x, xq);
             let mut view = output.try_as_plain_ram_mut()?;
             run(
@@ -583,28 +640,169 @@ impl TypedOp for FakeQuant {
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The AVX2 forms: fake quantization, quantization into i16 and the `vpmaddwd` kernel.
 mod avx2 {
-    use super::Quantization;
+    use super::{Packed, Quantization, Shape};
+    use crate::kernels::direct::PANEL;
     use std::arch::x86_64::*;
+
+    /// Pixels per tile: 6 x 2 accumulators, 2 weight vectors, a broadcast and a product fill
+    /// the 16 vector registers.
+    const ROWS: usize = 6;
+
+    /// `q(x) - z` clamped and rounded in floats: `[-z, 255 - z]`, NaN to 0.
+    #[inline(always)]
+    unsafe fn centred(q: &Quantization, v: __m256) -> __m256 {
+        let z = f32::from(q.zero_point);
+        let r = _mm256_round_ps(
+            _mm256_mul_ps(v, _mm256_set1_ps(q.inverse_scale)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let c = _mm256_min_ps(
+            _mm256_max_ps(r, _mm256_set1_ps(-z)),
+            _mm256_set1_ps(255.0 - z),
+        );
+        // NaN (unordered with itself) becomes 0, the zero point's value, as in the definition.
+        _mm256_and_ps(c, _mm256_cmp_ps(r, r, _CMP_ORD_Q))
+    }
 
     /// [`super::fake_quantize`], 8 floats a step.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn fake_quantize(q: &Quantization, x: &[f32], y: &mut [f32]) {
-        let z = f32::from(q.zero_point);
-        let (inv, scale) = (_mm256_set1_ps(q.inverse_scale), _mm256_set1_ps(q.scale));
-        let (lo, hi) = (_mm256_set1_ps(-z), _mm256_set1_ps(255.0 - z));
+        let scale = _mm256_set1_ps(q.scale);
         let whole = x.len() / 8 * 8;
         for i in (0..whole).step_by(8) {
-            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), inv);
-            let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            let c = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-            // NaN (unordered with itself) becomes 0, the zero point's value, as in the
-            // definition.
-            let c = _mm256_and_ps(c, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+            let c = centred(q, _mm256_loadu_ps(x.as_ptr().add(i)));
             _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_mul_ps(c, scale));
         }
         for (a, b) in x[whole..].iter().zip(&mut y[whole..]) {
             *b = q.fake(*a);
+        }
+    }
+
+    /// Quantizes one row of floats into little-endian i16 values (two bytes each), `dst`'s
+    /// tail past `x` zero.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn quantize(q: &Quantization, x: &[f32], dst: &mut [u8]) {
+        let z = _mm256_set1_epi32(i32::from(q.zero_point));
+        let whole = x.len() / 8 * 8;
+        for i in (0..whole).step_by(8) {
+            let c = centred(q, _mm256_loadu_ps(x.as_ptr().add(i)));
+            let ints = _mm256_add_epi32(_mm256_cvtps_epi32(c), z);
+            // 0 to 255: the pack to i16 never saturates.
+            let shorts = _mm_packs_epi32(
+                _mm256_castsi256_si128(ints),
+                _mm256_extracti128_si256::<1>(ints),
+            );
+            _mm_storeu_si128(dst.as_mut_ptr().add(2 * i) as *mut __m128i, shorts);
+        }
+        for (v, d) in x[whole..].iter().zip(dst[2 * whole..].chunks_exact_mut(2)) {
+            d.copy_from_slice(&i16::from(q.quantize(*v)).to_le_bytes());
+        }
+        dst[2 * x.len()..].fill(0);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run(
+        s: &Shape,
+        w: &Packed,
+        xq: &[u8],
+        output: Option<&Quantization>,
+        y: &mut [f32],
+    ) {
+        let row = s.ci_padded();
+        let mut p = 0;
+        // Pixels outer, panels inner: the tile's input rows stay in L1 across panels.
+        while p < s.pixels {
+            let pixels = (s.pixels - p).min(ROWS);
+            for panel in 0..s.panels() {
+                let tile = Tile {
+                    s,
+                    x: xq.as_ptr().add(2 * p * row),
+                    weights: w.weights.as_ptr().add(panel * row * PANEL),
+                    lane: panel * PANEL,
+                    w,
+                    output,
+                };
+                let out = y.as_mut_ptr().add(p * s.co + panel * PANEL);
+                let width = (s.co - panel * PANEL).min(PANEL);
+                match pixels {
+                    6 => tile.run::<6>(out, width),
+                    5 => tile.run::<5>(out, width),
+                    4 => tile.run::<4>(out, width),
+                    3 => tile.run::<3>(out, width),
+                    2 => tile.run::<2>(out, width),
+                    _ => tile.run::<1>(out, width),
+                }
+            }
+            p += pixels;
+        }
+    }
+
+    /// Up to 6 consecutive pixels by one panel of 16 output channels.
+    struct Tile<'a> {
+        s: &'a Shape,
+        /// The first pixel's quantized input row (i16 values).
+        x: *const u8,
+        /// The panel's weights, in pairs of input channels.
+        weights: *const i8,
+        /// The panel's first output channel.
+        lane: usize,
+        w: &'a Packed,
+        output: Option<&'a Quantization>,
+    }
+
+    impl Tile<'_> {
+        /// `R` pixels into `out` (pixels `co` apart), `width` (at most 16) channels.
+        #[inline(always)]
+        unsafe fn run<const R: usize>(&self, out: *mut f32, width: usize) {
+            let s = self.s;
+            let row = s.ci_padded();
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            for pair in 0..row / 2 {
+                // 16 channels' two weights each, sign-extended to i16: `[o][i]` pairs, which
+                // `vpmaddwd` multiplies by the two input values and sums into lane `o`.
+                let weights = self.weights.add(pair * 2 * PANEL);
+                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(weights as *const __m128i));
+                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(weights.add(16) as *const __m128i));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let two = (self.x.add(2 * (r * row + 2 * pair)) as *const i32).read_unaligned();
+                    let xv = _mm256_set1_epi32(two);
+                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(xv, w0));
+                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(xv, w1));
+                }
+            }
+            let zero = _mm256_setzero_ps();
+            for (r, a) in acc.iter().enumerate() {
+                let mut values = [zero; 2];
+                for (v, (lane, value)) in a.iter().zip(values.iter_mut()).enumerate() {
+                    let o = self.lane + 8 * v;
+                    let sums = _mm256_loadu_si256(self.w.zero_sums.as_ptr().add(o) as *const _);
+                    let mut f = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(_mm256_sub_epi32(*lane, sums)),
+                        _mm256_loadu_ps(self.w.multipliers.as_ptr().add(o)),
+                        _mm256_loadu_ps(self.w.bias.as_ptr().add(o)),
+                    );
+                    if let Some(prelu) = &self.w.prelu {
+                        let slope = _mm256_loadu_ps(prelu.as_ptr().add(o));
+                        f = _mm256_fmadd_ps(_mm256_min_ps(f, zero), slope, f);
+                    }
+                    if let Some(q) = self.output {
+                        f = _mm256_mul_ps(centred(q, f), _mm256_set1_ps(q.scale));
+                    }
+                    *value = f;
+                }
+                let dst = out.add(r * s.co);
+                if width == PANEL {
+                    _mm256_storeu_ps(dst, values[0]);
+                    _mm256_storeu_ps(dst.add(8), values[1]);
+                } else {
+                    let mut spill = [0f32; PANEL];
+                    _mm256_storeu_ps(spill.as_mut_ptr(), values[0]);
+                    _mm256_storeu_ps(spill.as_mut_ptr().add(8), values[1]);
+                    std::ptr::copy_nonoverlapping(spill.as_ptr(), dst, width);
+                }
+            }
         }
     }
 }
