@@ -41,7 +41,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
-/// Input channels per step of the integer kernels: the four bytes one 32-bit lane sums.
+/// Input channels per step of the VNNI and `sdot` kernels (the four bytes one 32-bit lane sums;
+/// AVX2's `vpmaddwd` sums two): every form's input rows are padded to a multiple of it.
 pub const GROUP: usize = 4;
 
 /// A tensor's uint8 quantization as tract's `QuantizeLinearU8` and `DequantizeLinearF32` compute
