@@ -460,14 +460,7 @@ mod avx2 {
                         };
                         let out = y.add((oy * ow + ox) * g.co + panel * PANEL);
                         let width = (g.co - panel * PANEL).min(PANEL);
-                        match pixels {
-                            6 => tile.run::<6>(out, width),
-                            5 => tile.run::<5>(out, width),
-                            4 => tile.run::<4>(out, width),
-                            3 => tile.run::<3>(out, width),
-                            2 => tile.run::<2>(out, width),
-                            _ => tile.run::<1>(out, width),
-                        }
+                        crate::kernels::six_rows!(tile, pixels, out, width);
                     }
                     ox += pixels;
                 }

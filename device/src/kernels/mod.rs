@@ -45,6 +45,24 @@ macro_rules! short_rows {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use short_rows;
 
+/// `$tile.run::<R>($out, $width)` with `R` the constant equal to `$pixels`, 1 to 6: the AVX2
+/// tiles of 6 pixels and their tails (the dense and int8 kernels).
+#[cfg(target_arch = "x86_64")]
+macro_rules! six_rows {
+    ($tile:expr, $pixels:expr, $out:expr, $width:expr) => {
+        match $pixels {
+            6 => $tile.run::<6>($out, $width),
+            5 => $tile.run::<5>($out, $width),
+            4 => $tile.run::<4>($out, $width),
+            3 => $tile.run::<3>($out, $width),
+            2 => $tile.run::<2>($out, $width),
+            _ => $tile.run::<1>($out, $width),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use six_rows;
+
 pub mod depthwise;
 pub mod direct;
 pub mod nibble;
