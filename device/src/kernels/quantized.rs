@@ -314,27 +314,25 @@ pub fn quantize_input(isa: Isa, shape: &Shape, q: &Quantization, x: &[f32], out:
         }
         return;
     }
-    for (values, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(row)) {
-        match isa {
-            Isa::Avx512Vnni => {
-                for (v, d) in values.iter().zip(dst.iter_mut()) {
-                    *d = q.quantize(*v);
-                }
-                dst[ci..].fill(0);
-            }
-            Isa::NeonDot => {
-                for (v, d) in values.iter().zip(dst.iter_mut()) {
-                    *d = q.quantize(*v) ^ 0x80;
-                }
-                dst[ci..].fill(0x80);
-            }
-            Isa::Avx2 => {
+    // The byte forms: sdot reads the bytes offset by 128.
+    let flip = match isa {
+        Isa::Avx512Vnni => 0,
+        Isa::NeonDot => 0x80,
+        Isa::Avx2 => {
+            for (values, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(row)) {
                 for (v, d) in values.iter().zip(dst.chunks_exact_mut(2)) {
                     d.copy_from_slice(&i16::from(q.quantize(*v)).to_le_bytes());
                 }
                 dst[2 * ci..].fill(0);
             }
+            return;
         }
+    };
+    for (values, dst) in x.chunks_exact(ci).zip(out.chunks_exact_mut(row)) {
+        for (v, d) in values.iter().zip(dst.iter_mut()) {
+            *d = q.quantize(*v) ^ flip;
+        }
+        dst[ci..].fill(flip);
     }
 }
 
